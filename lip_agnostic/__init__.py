@@ -1,0 +1,61 @@
+"""lip-agnostic: the LIP plug-in for classifiers trained on noisy labels.
+
+LIP (Si et al., *Why Can Accurate Models Be Learned from Inaccurate
+Annotations?*, arXiv 2505.16159) keeps the principal singular subspace of a
+trained classifier's weight (Principal Subspace Preservation) and refits the
+singular values of the tail, where label noise accumulates, by least squares
+against the labels (Label Ambiguity Purification).
+
+The core works on any array-API array (NumPy, PyTorch, array-api-strict,
+CuPy, JAX) and imports no deep-learning framework. Faces:
+``lip_agnostic.adapters.torch``, ``lip_agnostic.adapters.keras`` and the
+``lip-onnx`` command (``lip_agnostic.tools``).
+"""
+
+from .accumulator import LIPAccumulator
+from .metrics import (
+    davis_kahan_bound,
+    effective_rank,
+    grassmann_distance,
+    orthonormal_basis,
+    principal_angles,
+    principal_subspace_angle,
+    singular_spectrum,
+    stable_rank,
+    subspace_similarity,
+    subspace_similarity_matrix,
+)
+from .principal import SVD, energy_rank, project_principal, reduced_svd
+from .rank import RankScorer, RankSelection, candidate_ranks, select_rank
+from .refine import lip_refine
+from .report import ChangeSummary, summarize_change
+from .stream import LIPResult, refine_batches
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChangeSummary",
+    "LIPAccumulator",
+    "LIPResult",
+    "RankScorer",
+    "RankSelection",
+    "SVD",
+    "candidate_ranks",
+    "davis_kahan_bound",
+    "effective_rank",
+    "energy_rank",
+    "grassmann_distance",
+    "lip_refine",
+    "orthonormal_basis",
+    "principal_angles",
+    "principal_subspace_angle",
+    "project_principal",
+    "reduced_svd",
+    "refine_batches",
+    "select_rank",
+    "singular_spectrum",
+    "stable_rank",
+    "subspace_similarity",
+    "subspace_similarity_matrix",
+    "summarize_change",
+]

@@ -1,0 +1,186 @@
+"""Array-namespace plumbing and input validation shared by the core.
+
+Everything here works on any array-API array through ``array_api_compat``;
+nothing imports a framework.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import array_api_compat
+
+__all__ = [
+    "namespace",
+    "device_of",
+    "as_weight",
+    "as_features",
+    "as_targets",
+    "check_rank",
+    "check_finite",
+    "working_dtype",
+    "stats_dtype",
+    "to_float",
+]
+
+
+def namespace(*arrays: Any, xp: Any = None) -> Any:
+    """Return the array namespace shared by ``arrays`` (or ``xp`` if given).
+
+    Raises
+    ------
+    TypeError
+        If the arrays come from different libraries, are not arrays, or the
+        library has no ``linalg`` extension (SVD is needed everywhere here).
+    """
+    present = [a for a in arrays if a is not None]
+    if xp is None:
+        try:
+            xp = array_api_compat.array_namespace(*present)
+        except TypeError as exc:
+            kinds = sorted({type(a).__module__ + "." + type(a).__name__ for a in present})
+            raise TypeError(
+                "inputs must all be arrays of one array-API library; got "
+                + ", ".join(kinds)
+                + f" ({exc})"
+            ) from None
+    linalg = getattr(xp, "linalg", None)
+    if linalg is None or not hasattr(linalg, "svd"):
+        raise TypeError(
+            f"array library {getattr(xp, '__name__', xp)!r} has no 'linalg' extension "
+            "(linalg.svd is required)"
+        )
+    return xp
+
+
+def device_of(a: Any) -> Any:
+    """The device an array lives on."""
+    return array_api_compat.device(a)
+
+
+def working_dtype(xp: Any, *dtypes: Any) -> Any:
+    """The floating dtype computations run in: float64 if any input is
+    float64, else float32 (float16/bfloat16/integers are promoted to float32)."""
+    for dt in dtypes:
+        if dt == xp.float64:
+            return xp.float64
+    return xp.float32
+
+
+def stats_dtype(xp: Any, device: Any) -> Any:
+    """float64 for accumulated sums where the device supports it, else float32."""
+    try:
+        xp.zeros((1,), dtype=xp.float64, device=device)
+    except Exception:  # e.g. Apple MPS has no float64
+        return xp.float32
+    return xp.float64
+
+
+def to_float(xp: Any, a: Any, dtype: Any) -> Any:
+    """Cast ``a`` to ``dtype`` (no copy when it already has it)."""
+    if a.dtype == dtype:
+        return a
+    return xp.astype(a, dtype)
+
+
+def check_finite(xp: Any, a: Any, name: str) -> None:
+    """Raise ``ValueError`` if ``a`` holds NaN or Inf."""
+    if not bool(xp.all(xp.isfinite(a))):
+        n_bad = int(xp.sum(xp.astype(~xp.isfinite(a), xp.int64)))
+        raise ValueError(f"{name} contains {n_bad} NaN/Inf value(s) (shape {tuple(a.shape)})")
+
+
+def as_weight(xp: Any, W: Any, name: str = "W") -> Any:
+    """Validate a classifier weight ``(q, l)``: 2-D, real floating, finite."""
+    if getattr(W, "ndim", None) != 2:
+        raise ValueError(
+            f"{name} must be a 2-D weight matrix of shape (q features, l classes); "
+            f"got shape {tuple(getattr(W, 'shape', ()))}"
+        )
+    if not xp.isdtype(W.dtype, "real floating"):
+        raise TypeError(f"{name} must have a real floating dtype; got {W.dtype}")
+    if 0 in tuple(W.shape):
+        raise ValueError(f"{name} must be non-empty; got shape {tuple(W.shape)}")
+    check_finite(xp, W, name)
+    return W
+
+
+def as_features(xp: Any, X: Any, q: int, dtype: Any, name: str = "X") -> Any:
+    """Validate features ``(n, q)`` against the weight's ``q``; cast to ``dtype``."""
+    if getattr(X, "ndim", None) != 2:
+        raise ValueError(f"{name} must be 2-D (n samples, q={q} features); got shape {tuple(X.shape)}")
+    if X.shape[1] != q:
+        raise ValueError(
+            f"{name} has {X.shape[1]} features (shape {tuple(X.shape)}) but the weight "
+            f"expects q={q}"
+        )
+    if not (xp.isdtype(X.dtype, "real floating") or xp.isdtype(X.dtype, "integral")
+            or X.dtype == xp.bool):
+        raise TypeError(f"{name} must be real-valued; got dtype {X.dtype}")
+    X = to_float(xp, X, dtype)
+    check_finite(xp, X, name)
+    return X
+
+
+def as_targets(xp: Any, Y: Any, n: int, l: int, dtype: Any, name: str = "Y") -> tuple[Any, bool]:
+    """Validate targets against ``n`` rows and ``l`` classes.
+
+    Returns ``(Y, is_labels)``: integer labels ``(n,)`` are range-checked and
+    returned as they are (``is_labels=True``); a target matrix ``(n, l)``
+    (one-hot, soft, candidate sets, boolean) is cast to ``dtype``.
+    """
+    ndim = getattr(Y, "ndim", None)
+    if ndim == 1:
+        if not xp.isdtype(Y.dtype, "integral"):
+            raise TypeError(
+                f"1-D {name} must hold integer class labels; got dtype {Y.dtype} "
+                f"(pass a (n, l) matrix for soft targets)"
+            )
+        if Y.shape[0] != n:
+            raise ValueError(f"X has {n} rows but {name} has {Y.shape[0]} labels (shape {tuple(Y.shape)})")
+        if n:
+            lo, hi = int(xp.min(Y)), int(xp.max(Y))
+            if lo < 0 or hi >= l:
+                raise ValueError(
+                    f"{name} labels must lie in [0, {l}) for a classifier with l={l} classes; "
+                    f"got min {lo}, max {hi}"
+                )
+        return Y, True
+    if ndim == 2:
+        if Y.shape[0] != n:
+            raise ValueError(f"X has {n} rows but {name} has {Y.shape[0]} rows (shape {tuple(Y.shape)})")
+        if Y.shape[1] != l:
+            raise ValueError(
+                f"{name} has {Y.shape[1]} columns (shape {tuple(Y.shape)}) but the classifier has "
+                f"l={l} classes"
+            )
+        if not (xp.isdtype(Y.dtype, "real floating") or xp.isdtype(Y.dtype, "integral")
+                or Y.dtype == xp.bool):
+            raise TypeError(f"{name} must be real-valued; got dtype {Y.dtype}")
+        Y = to_float(xp, Y, dtype)
+        check_finite(xp, Y, name)
+        return Y, False
+    raise ValueError(
+        f"{name} must be integer labels (n,) or a target matrix (n, l={l}); got shape "
+        f"{tuple(getattr(Y, 'shape', ()))}"
+    )
+
+
+def check_rank(k: Any, m: int, name: str = "k") -> int:
+    """Validate an integer rank in ``[0, m]``."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"{name} must be an integer in [0, {m}]; got {k!r} ({type(k).__name__})")
+    k = int(k)
+    if not 0 <= k <= m:
+        raise ValueError(f"{name} must lie in [0, min(q, l)={m}]; got {k}")
+    return k
+
+
+def check_fraction(f: Any, name: str = "energy") -> float:
+    """Validate an energy fraction in ``(0, 1]``."""
+    f = float(f)
+    if not (0.0 < f <= 1.0) or math.isnan(f):
+        raise ValueError(f"{name} fraction must lie in (0, 1]; got {f}")
+    return f

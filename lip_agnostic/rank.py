@@ -1,0 +1,274 @@
+"""Choosing ``k``: fixed, energy fraction, or scored on held-out data for every k at once."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from ._arrays import as_features, as_targets, check_rank, namespace, to_float
+from .accumulator import LIPAccumulator
+from .principal import reduced_svd, resolve_rank
+
+__all__ = ["RankSelection", "RankScorer", "select_rank", "candidate_ranks"]
+
+#: Above this many components the automatic choice scores a grid of ranks, not all of them.
+FULL_SCAN_LIMIT = 256
+
+
+@dataclass(frozen=True)
+class RankSelection:
+    """The chosen ``k`` and the evidence behind it.
+
+    Attributes
+    ----------
+    k : int
+        Components kept untouched; ``k == m`` means the weight is left as it is.
+    m : int
+        ``min(q, l)``.
+    strategy : {"fixed", "energy", "auto"}
+    ks : tuple of int
+        Ranks that were scored (``auto``) or the whole range (``energy``).
+    scores : tuple of float
+        Held-out score per entry of ``ks`` (``auto``), or the cumulative
+        energy fraction of the top-``k`` components (``energy``); empty for ``fixed``.
+    base_score : float or None
+        Held-out score of the unchanged model (``k = m``), ``auto`` only.
+    n_val : int
+        Held-out samples scored (``auto``).
+    """
+
+    k: int
+    m: int
+    strategy: str
+    ks: tuple[int, ...] = ()
+    scores: tuple[float, ...] = ()
+    base_score: float | None = None
+    n_val: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        """Whether LIP alters the weight (``k < m``)."""
+        return self.k < self.m
+
+    @property
+    def best_score(self) -> float | None:
+        """Held-out score at the chosen ``k`` (``auto``)."""
+        if self.strategy != "auto":
+            return None
+        return self.scores[self.ks.index(self.k)]
+
+    def to_dict(self) -> dict:
+        """JSON-friendly view."""
+        d = asdict(self)
+        d["ks"], d["scores"] = list(self.ks), list(self.scores)
+        d["changed"], d["best_score"] = self.changed, self.best_score
+        return d
+
+
+def candidate_ranks(k0: int, m: int, limit: int = FULL_SCAN_LIMIT) -> list[int]:
+    """Ranks the automatic choice scores: every ``k`` in ``[k0, m]`` when there
+    are at most ``limit`` of them, else ``limit`` values spaced geometrically
+    from ``k0`` (dense near the top of the spectrum) plus ``m``."""
+    if m - k0 + 1 <= limit:
+        return list(range(k0, m + 1))
+    ks = {k0, m}
+    span = m - k0
+    for j in range(limit - 1):
+        ks.add(k0 + int(round(span * (1.0 - (1.0 - j / (limit - 1)) ** 2))))
+    return sorted(ks)
+
+
+class RankScorer:
+    """Held-out score of ``W*(k)`` for many ``k`` in one streaming pass.
+
+    ``W*(k)`` and ``W*(k+1)`` differ by the rank-one term
+    ``(sigma_k - s_k) u_k v_k^T`` (the refit ``sigma_i`` do not depend on
+    ``k``), so one pass over the held-out data scores every rank.
+
+    Steps
+    -----
+    1. Per batch: base logits ``Z = X W + 1 b^T`` (the model as it is, ``k = m``)
+       and ``P = X U`` on the tracked components.
+    2. Walk the candidate ranks from ``m`` down, adding the block
+       ``P[:, k:k'] diag(sigma - s)[k:k'] V[:, k:k']^T`` to ``Z``.
+    3. At each candidate add up the hit score of ``argmax Z``: 1 for the right
+       label (integer labels), ``Y[i, pred] / max_j Y[i, j]`` for a target
+       matrix (candidate sets: 1 when the prediction is a candidate).
+
+    The per-rank hit sums are a flat array (:attr:`partial_sums`) that
+    workers can all-reduce.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lip_agnostic import LIPAccumulator, RankScorer
+    >>> rng = np.random.default_rng(0)
+    >>> W, X, y = rng.normal(size=(6, 3)), rng.normal(size=(40, 6)), rng.integers(0, 3, 40)
+    >>> acc = LIPAccumulator(W).update(X, y)
+    >>> sel = RankScorer(acc).update(X, y).best()
+    >>> 0 <= sel.k <= 3
+    True
+    """
+
+    def __init__(self, accumulator: LIPAccumulator, /, ks: Sequence[int] | None = None) -> None:
+        if not isinstance(accumulator, LIPAccumulator):
+            raise TypeError(f"RankScorer needs a LIPAccumulator; got {type(accumulator).__name__}")
+        acc = accumulator
+        self._acc = acc
+        self._xp = xp = acc._xp
+        k0, m = acc.tracked
+        if ks is None:
+            ks = candidate_ranks(k0, m)
+        ks = sorted({check_rank(k, m, "candidate rank") for k in ks} | {m})
+        if ks[0] < k0:
+            raise ValueError(f"candidate ranks below {k0} are not tracked by the accumulator; got {ks[0]}")
+        self.ks = tuple(ks)
+        wdt = acc.svd.s.dtype
+        self._sig = acc.sigmas()
+        self._delta = self._sig - acc.svd.s[k0:]
+        self._W = to_float(xp, acc._W, wdt)
+        self._hits = xp.zeros((len(ks) + 1,), dtype=acc._sdt, device=acc._device)
+
+    @property
+    def partial_sums(self) -> Any:
+        """Hit sums per candidate rank, then the sample count."""
+        return self._hits
+
+    def load_partial_sums(self, sums: Any, /) -> "RankScorer":
+        """Replace the hit sums, e.g. with their all-reduced total."""
+        if getattr(sums, "shape", None) != tuple(self._hits.shape):
+            raise ValueError(f"partial sums must have shape {tuple(self._hits.shape)}; got {tuple(getattr(sums, 'shape', ()))}")
+        self._hits = self._xp.astype(sums, self._hits.dtype)
+        return self
+
+    def update(self, X: Any, Y: Any, /) -> "RankScorer":
+        """Score a held-out batch: features ``(n_b, q)``, labels ``(n_b,)`` or targets ``(n_b, l)``."""
+        xp, acc = self._xp, self._acc
+        namespace(acc._W, X, Y)
+        q, l = acc.shape
+        wdt = acc.svd.s.dtype
+        X = as_features(xp, X, q, wdt, "X_val")
+        Y, is_labels = as_targets(xp, Y, int(X.shape[0]), l, wdt, "Y_val")
+        if not is_labels:
+            rowmax = xp.max(Y, axis=1)
+            rowmax = xp.where(rowmax > 0, rowmax, xp.ones_like(rowmax))
+        Z = X @ self._W
+        if acc.bias is not None:
+            Z = Z + acc.bias
+        k0, m = acc.tracked
+        P = X @ acc.svd.U[:, k0:]
+        V = acc.svd.V
+        hits = []
+        upper = m
+        for k in reversed(self.ks):
+            if k < upper:
+                blk = slice(k - k0, upper - k0)
+                Z = Z + (P[:, blk] * self._delta[blk]) @ xp.linalg.matrix_transpose(V[:, k:upper])
+                upper = k
+            pred = xp.argmax(Z, axis=1)
+            if is_labels:
+                hit = xp.sum(xp.astype(pred == xp.astype(Y, pred.dtype), acc._sdt))
+            else:
+                picked = xp.sum(xp.where(_onehot_mask(xp, pred, l, acc._device), Y, xp.zeros_like(Y)), axis=1)
+                hit = xp.sum(xp.astype(picked / rowmax, acc._sdt))
+            hits.append(xp.reshape(hit, (1,)))
+        hits.reverse()
+        hits.append(xp.asarray([float(X.shape[0])], dtype=acc._sdt, device=acc._device))
+        self._hits = self._hits + xp.concat(hits)
+        return self
+
+    @property
+    def n_samples(self) -> int:
+        """Held-out samples scored so far."""
+        return int(self._hits[-1])
+
+    def scores(self) -> tuple[float, ...]:
+        """Mean hit score per candidate rank (in the order of :attr:`ks`)."""
+        n = self.n_samples
+        if n == 0:
+            raise ValueError("the scorer has seen no held-out data: call update(X_val, Y_val) first")
+        return tuple(float(h) / n for h in self._hits[:-1])
+
+    def best(self, min_gain: float = 0.0) -> RankSelection:
+        """The best-scoring ``k``; ties go to the larger ``k`` (the smaller change),
+        and the model is left as it is (``k = m``) unless the best beats it by
+        more than ``min_gain``."""
+        scores = self.scores()
+        m = self._acc.svd.rank_max
+        base = scores[-1]
+        best_i = max(range(len(scores)), key=lambda i: (scores[i], self.ks[i]))
+        k = self.ks[best_i]
+        if not scores[best_i] > base + float(min_gain):
+            k = m
+        return RankSelection(
+            k=k, m=m, strategy="auto", ks=self.ks, scores=scores, base_score=base,
+            n_val=self.n_samples, extra={"min_gain": float(min_gain)},
+        )
+
+
+def _onehot_mask(xp: Any, pred: Any, l: int, device: Any) -> Any:
+    classes = xp.astype(xp.arange(l, device=device), pred.dtype)
+    return pred[:, None] == classes[None, :]
+
+
+def select_rank(
+    W: Any,
+    /,
+    rank: int | float | str = "auto",
+    *,
+    accumulator: LIPAccumulator | None = None,
+    X_val: Any = None,
+    Y_val: Any = None,
+    min_gain: float = 0.0,
+    ks: Sequence[int] | None = None,
+    xp: Any = None,
+) -> RankSelection:
+    """Choose how many principal components LIP keeps.
+
+    Strategies
+    ----------
+    1. ``rank`` an int: that ``k`` (validated to ``[0, min(q, l)]``).
+    2. ``rank`` a float in ``(0, 1]``: the smallest ``k`` whose components hold
+       that fraction of ``||W||_F^2`` (:func:`lip_agnostic.energy_rank`).
+    3. ``rank="auto"`` (the product's default): every candidate ``k`` is
+       scored on held-out data ``(X_val, Y_val)`` — noisy labels are fine —
+       with the tail refit taken from a fitted ``accumulator`` (built with
+       ``k=None``); the best ``k`` wins, ties go to the smaller change, and
+       the weight is left untouched (``k = m``) unless the best score beats
+       the unchanged model's by more than ``min_gain``.
+
+    Returns
+    -------
+    RankSelection
+        ``k`` plus the whole score curve.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lip_agnostic import select_rank
+    >>> select_rank(np.diag([3.0, 1.0, 0.1]), 0.9).k
+    1
+    """
+    xp = namespace(W, xp=xp)
+    if isinstance(rank, str):
+        if rank != "auto":
+            raise ValueError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
+        if accumulator is None:
+            raise ValueError("rank='auto' needs a fitted accumulator (LIPAccumulator(W).update(X, Y))")
+        if accumulator.shape != tuple(W.shape):
+            raise ValueError(f"accumulator was built for a weight of shape {accumulator.shape}; W has shape {tuple(W.shape)}")
+        if X_val is None or Y_val is None:
+            raise ValueError("rank='auto' needs held-out data: pass X_val and Y_val")
+        return RankScorer(accumulator, ks=ks).update(X_val, Y_val).best(min_gain)
+    f = reduced_svd(W, xp=xp)
+    m = f.rank_max
+    if isinstance(rank, float):
+        k = resolve_rank(rank, f.s, xp=xp)
+        e = f.s * f.s
+        cum = xp.cumulative_sum(e) / xp.sum(e) if float(xp.sum(e)) > 0 else xp.zeros_like(e)
+        return RankSelection(
+            k=k, m=m, strategy="energy", ks=tuple(range(1, m + 1)),
+            scores=tuple(float(c) for c in cum), extra={"fraction": rank},
+        )
+    return RankSelection(k=check_rank(rank, m, "rank"), m=m, strategy="fixed")

@@ -1,0 +1,119 @@
+"""The full LIP refinement on in-memory arrays."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from ._arrays import namespace
+from .accumulator import LIPAccumulator, TargetScale
+from .rank import select_rank
+
+__all__ = ["lip_refine", "DEFAULT_BATCH_ROWS"]
+
+#: Rows per internal chunk: bounds temporary memory to ``O(chunk * r)``.
+DEFAULT_BATCH_ROWS = 16384
+
+
+def lip_refine(
+    W: Any,
+    X: Any,
+    Y: Any,
+    k: int | float | str,
+    /,
+    *,
+    bias: Any = None,
+    target_scale: TargetScale = 1.0,
+    degenerate: Literal["zero", "keep"] = "zero",
+    rtol: float | None = None,
+    X_val: Any = None,
+    Y_val: Any = None,
+    min_gain: float = 0.0,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    xp: Any = None,
+) -> Any:
+    """LIP: keep the top-``k`` principal components, refit the tail's singular values.
+
+    Steps
+    -----
+    1. Reduced SVD ``W = U diag(s) V^T`` (``U`` ``(q, m)``, ``V`` ``(l, m)``).
+    2. Principal Subspace Preservation: ``W_k = U[:, :k] diag(s[:k]) V[:, :k]^T``.
+    3. Label Ambiguity Purification: for each tail component ``i >= k``,
+       with targets ``T = c Y - 1 b^T`` (paper: ``c = 1``, ``b = 0``),
+       ``sigma_i = <X u_i, T v_i> / ||X u_i||^2`` — the exact minimizer of
+       ``|| X (W_k + U_t diag(sigma) V_t^T) - T ||_F^2`` over diagonal
+       ``sigma``, because ``W_k v_i = 0`` for every tail ``i``.
+    4. Return ``W* = W_k + sum_{i>=k} sigma_i u_i v_i^T`` in ``W``'s dtype.
+
+    ``X`` is streamed in chunks of ``batch_rows`` rows, so the extra memory is
+    ``O(batch_rows * r)`` whatever ``n`` is; only ``X U_t`` and ``Y V_t`` are
+    ever formed (integer labels gather rows of ``V_t`` instead of a matmul).
+
+    Parameters
+    ----------
+    W : array, shape (q, l)
+        Trained classifier weight: ``q`` features in, ``l`` classes out
+        (PyTorch ``nn.Linear.weight.T``, Keras ``Dense.kernel``).
+    X : array, shape (n, q)
+        Penultimate features of the training samples (the layer's input).
+    Y : array, shape (n,) of int, or (n, l)
+        Class labels, or any target matrix: one-hot, soft labels (e.g. a
+        noisy-label method's corrected labels), candidate sets.
+    k : int, float or "auto"
+        Components kept; a float in ``(0, 1]`` is an energy fraction;
+        ``"auto"`` scores every ``k`` on ``(X_val, Y_val)`` (see
+        :func:`lip_agnostic.select_rank`). ``k = min(q, l)`` returns ``W``.
+    bias : array, shape (l,), optional
+        The layer's bias; the fit then targets ``Y - 1 b^T``.
+    target_scale : float or "logits"
+        Multiply the targets by this (``1.0``: paper). ``"logits"`` fits the
+        scale so that the targets best match the model's own logits.
+    degenerate : {"zero", "keep"}
+        What a tail component the data never excite (``||X u_i|| ~ 0``) gets:
+        ``0`` (the minimum-norm least-squares solution) or its old ``s_i``.
+    rtol : float, optional
+        Degeneracy threshold on ``||X u_i||^2 / max_j ||X u_j||^2``
+        (default: machine epsilon of the working dtype).
+    X_val, Y_val : arrays, optional
+        Held-out data for ``k="auto"`` (noisy labels are fine).
+    min_gain : float
+        ``k="auto"`` changes the weight only if the held-out score improves by
+        more than this.
+    batch_rows : int
+        Chunk size for streaming ``X``.
+
+    Returns
+    -------
+    array, shape (q, l)
+        ``W*``, same library, device and dtype as ``W``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lip_agnostic import lip_refine
+    >>> rng = np.random.default_rng(0)
+    >>> W = rng.normal(size=(16, 5))
+    >>> X = rng.normal(size=(200, 16)); y = rng.integers(0, 5, 200)
+    >>> lip_refine(W, X, y, 2).shape
+    (16, 5)
+    """
+    xp = namespace(W, X, Y, bias, xp=xp)
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise ValueError(f"batch_rows must be a positive integer; got {batch_rows!r}")
+    n_x = int(X.shape[0]) if getattr(X, "ndim", 0) >= 1 else -1
+    n_y = int(Y.shape[0]) if getattr(Y, "ndim", 0) >= 1 else -1
+    if n_x != n_y:
+        raise ValueError(f"X and Y must have the same number of rows; got X {tuple(X.shape)} and Y {tuple(Y.shape)}")
+    if n_x == 0:
+        raise ValueError("X and Y are empty: LIP needs at least one sample")
+    auto = isinstance(k, str)
+    if auto and k != "auto":
+        raise ValueError(f"k must be an int, an energy fraction in (0, 1], or 'auto'; got {k!r}")
+    acc = LIPAccumulator(W, None if auto else k, bias=bias, target_scale=target_scale,
+                         degenerate=degenerate, rtol=rtol, xp=xp)
+    for start in range(0, n_x, batch_rows):
+        stop = min(start + batch_rows, n_x)
+        acc.update(X[start:stop, ...], Y[start:stop, ...])
+    if not auto:
+        return acc.result()
+    sel = select_rank(W, "auto", accumulator=acc, X_val=X_val, Y_val=Y_val, min_gain=min_gain, xp=xp)
+    return acc.result(sel.k)

@@ -1,0 +1,168 @@
+"""LIP over a stream of batches: the one entry point every face (PyTorch, Keras, ONNX) calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Literal
+
+from ._arrays import device_of, namespace
+from .accumulator import LIPAccumulator, TargetScale
+from .rank import RankScorer, RankSelection, select_rank
+from .report import ChangeSummary, summarize_change
+
+__all__ = ["LIPResult", "refine_batches", "DEFAULT_HOLDOUT"]
+
+#: Fraction of the fit stream held out to score ranks when ``rank="auto"`` has no validation data.
+DEFAULT_HOLDOUT = 0.2
+
+AllReduce = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class LIPResult:
+    """Outcome of :func:`refine_batches`.
+
+    Attributes
+    ----------
+    weight : array (q, l)
+        ``W*``, in the input weight's library, device and dtype (``W`` itself,
+        copied, when the selection keeps every component).
+    selection : RankSelection
+        The ``k`` used and the evidence for it.
+    summary : ChangeSummary
+        Spectrum before/after, principal angle, relative change.
+    n_fit : int
+        Samples whose statistics went into the refit (all workers).
+    n_degenerate : int
+        Tail components with ~zero data energy (handled per ``degenerate``).
+    """
+
+    weight: Any
+    selection: RankSelection
+    summary: ChangeSummary
+    n_fit: int
+    n_degenerate: int
+
+    def to_dict(self) -> dict:
+        """JSON-friendly report (the weight itself left out)."""
+        return {
+            "selection": self.selection.to_dict(),
+            "summary": self.summary.to_dict(),
+            "n_fit": self.n_fit,
+            "n_degenerate": self.n_degenerate,
+        }
+
+
+def _split_rows(xp: Any, X: Any, Y: Any, offset: int, period: int) -> tuple[Any, Any, Any, Any]:
+    """Rows whose global index ``i`` has ``i % period == period - 1`` go to the hold-out."""
+    idx = xp.arange(int(X.shape[0]), device=device_of(X))
+    mask = (idx + offset) % period == period - 1
+    if not bool(xp.any(mask)):
+        return X, Y, None, None
+    hi, ki = xp.nonzero(mask)[0], xp.nonzero(~mask)[0]
+    return (xp.take(X, ki, axis=0), xp.take(Y, ki, axis=0),
+            xp.take(X, hi, axis=0), xp.take(Y, hi, axis=0))
+
+
+def refine_batches(
+    W: Any,
+    batches: Iterable[tuple[Any, Any]],
+    /,
+    *,
+    rank: int | float | str = "auto",
+    validation: Iterable[tuple[Any, Any]] | None = None,
+    holdout: float = DEFAULT_HOLDOUT,
+    bias: Any = None,
+    target_scale: TargetScale = 1.0,
+    degenerate: Literal["zero", "keep"] = "zero",
+    min_gain: float = 0.0,
+    all_reduce: AllReduce | None = None,
+    xp: Any = None,
+) -> LIPResult:
+    """Run LIP over ``(features, labels)`` batches; return ``W*`` and a report.
+
+    Steps
+    -----
+    1. Stream ``batches`` into a :class:`LIPAccumulator` (tail only for a
+       fixed or energy ``rank``; every component for ``"auto"``).
+    2. ``all_reduce`` (if given: a function that sums an array over workers
+       and returns the total) merges the statistics, so every worker ends
+       with the same ``W*`` as one process over the union of the data.
+    3. ``rank="auto"``: score every candidate ``k`` on ``validation`` batches
+       (a second pass); without them, every ``round(1 / holdout)``-th sample
+       of the stream is held out of the fit and scored instead (rows on the
+       model's own training set: the choice then leans to "change nothing").
+       The hit counts are all-reduced too.
+    4. ``W* = accumulator.result(k)``; summarize the change.
+
+    Parameters
+    ----------
+    W : array (q, l)
+    batches : iterable of (X (n_b, q), Y (n_b,) or (n_b, l))
+    rank : int, float in (0, 1], or "auto"
+    validation : iterable of (X, Y), optional
+    holdout : float in (0, 0.5]
+    bias, target_scale, degenerate, min_gain
+        As in :func:`lip_agnostic.lip_refine`.
+    all_reduce : callable, optional
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lip_agnostic import refine_batches
+    >>> rng = np.random.default_rng(0)
+    >>> W = rng.normal(size=(8, 4))
+    >>> data = [(rng.normal(size=(30, 8)), rng.integers(0, 4, 30)) for _ in range(3)]
+    >>> res = refine_batches(W, data, rank=2)
+    >>> res.weight.shape, res.selection.k
+    ((8, 4), 2)
+    """
+    xp = namespace(W, bias, xp=xp)
+    auto = isinstance(rank, str)
+    if auto and rank != "auto":
+        raise ValueError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
+    if auto and validation is None and not (0.0 < float(holdout) <= 0.5):
+        raise ValueError(f"holdout must lie in (0, 0.5]; got {holdout}")
+    acc = LIPAccumulator(W, None if auto else rank, bias=bias, target_scale=target_scale,
+                         degenerate=degenerate, xp=xp)
+    period = max(2, int(round(1.0 / float(holdout)))) if auto and validation is None else 0
+    held: list[tuple[Any, Any]] = []
+    seen = 0
+    for X, Y in batches:
+        n_b = int(X.shape[0]) if getattr(X, "ndim", 0) >= 1 else 0
+        if period:
+            X, Y, Xh, Yh = _split_rows(xp, X, Y, seen % period, period)
+            if Xh is not None:
+                held.append((Xh, Yh))
+        if int(X.shape[0]):
+            acc.update(X, Y)
+        seen += n_b
+    if all_reduce is not None:
+        acc.load_partial_sums(all_reduce(acc.partial_sums))
+    if acc.n_samples == 0:
+        raise ValueError("no samples reached LIP: the batches were empty")
+
+    if auto:
+        scorer = RankScorer(acc)
+        for X, Y in (validation if validation is not None else held):
+            scorer.update(X, Y)
+        if all_reduce is not None:
+            scorer.load_partial_sums(all_reduce(scorer.partial_sums))
+        if scorer.n_samples == 0:
+            raise ValueError("rank='auto' got no held-out samples to score (empty validation data)")
+        selection = scorer.best(min_gain)
+        extra = dict(selection.extra, source="validation" if validation is not None else f"holdout 1/{period}")
+        selection = RankSelection(**{**selection.__dict__, "extra": extra})
+    else:
+        selection = select_rank(W, rank, xp=xp)
+    W_new = acc.result(selection.k)
+    k0 = acc.tracked[0]
+    n_deg = int(xp.sum(xp.astype(acc.degenerate_mask()[selection.k - k0:], xp.int64))) if selection.k < acc.svd.rank_max else 0
+    return LIPResult(
+        weight=W_new,
+        selection=selection,
+        summary=summarize_change(W, W_new, selection.k, xp=xp),
+        n_fit=acc.n_samples,
+        n_degenerate=n_deg,
+    )
+

@@ -1,0 +1,1 @@
+"""Command-line tools over the lip_agnostic core (``lip-onnx``)."""
