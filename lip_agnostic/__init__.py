@@ -25,8 +25,8 @@ from .metrics import (
     subspace_similarity,
     subspace_similarity_matrix,
 )
-from .principal import SVD, energy_rank, project_principal, reduced_svd
-from .rank import RankScorer, RankSelection, candidate_ranks, select_rank
+from .principal import SVD, energy_rank, project_principal, reduced_svd, top_svd
+from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, candidate_ranks, select_rank, sign_test_p
 from .refine import lip_refine
 from .report import ChangeSummary, summarize_change
 from .stream import LIPResult, refine_batches
@@ -35,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChangeSummary",
+    "DEFAULT_CONFIDENCE",
     "LIPAccumulator",
     "LIPResult",
     "RankScorer",
@@ -53,9 +54,11 @@ __all__ = [
     "reduced_svd",
     "refine_batches",
     "select_rank",
+    "sign_test_p",
     "singular_spectrum",
     "stable_rank",
     "subspace_similarity",
     "subspace_similarity_matrix",
     "summarize_change",
+    "top_svd",
 ]

@@ -176,8 +176,8 @@ class LIPAccumulator:
             yb = zero if self.bias is None else xp.reshape(xp.astype(xp.sum(Y @ self.bias), sdt), (1,))
             ysq = xp.reshape(xp.astype(xp.sum(Y * Y), sdt), (1,))
         parts = [
-            xp.astype(xp.vecdot(A, B, axis=0), sdt),
-            xp.astype(xp.vecdot(A, A, axis=0), sdt),
+            xp.astype(xp.sum(A * B, axis=0), sdt),
+            xp.astype(xp.sum(A * A, axis=0), sdt),
             xp.astype(xp.sum(A, axis=0), sdt),
             yb,
             ysq,

@@ -302,7 +302,7 @@ def davis_kahan_bound(
     >>> import numpy as np
     >>> X = np.eye(4)
     >>> round(davis_kahan_bound(X, 0.25, n_classes=2, gap=4.0, ridge=0.0), 6)
-    0.707107
+    0.353553
     """
     xp = namespace(X, xp=xp)
     X = _as_matrix(xp, X, "X")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -9,7 +10,10 @@ from ._arrays import as_features, as_targets, check_rank, namespace, to_float
 from .accumulator import LIPAccumulator
 from .principal import reduced_svd, resolve_rank
 
-__all__ = ["RankSelection", "RankScorer", "select_rank", "candidate_ranks"]
+__all__ = ["RankSelection", "RankScorer", "select_rank", "candidate_ranks", "sign_test_p", "DEFAULT_CONFIDENCE"]
+
+#: Default confidence of the sign test that guards ``k="auto"`` (see :meth:`RankScorer.best`).
+DEFAULT_CONFIDENCE = 0.95
 
 #: Above this many components the automatic choice scores a grid of ranks, not all of them.
 FULL_SCAN_LIMIT = 256
@@ -80,7 +84,8 @@ def candidate_ranks(k0: int, m: int, limit: int = FULL_SCAN_LIMIT) -> list[int]:
 
 
 class RankScorer:
-    """Held-out score of ``W*(k)`` for many ``k`` in one streaming pass.
+    """Held-out score of ``W*(k)`` for many ``k`` in one streaming pass, with a
+    paired test against the unchanged model.
 
     ``W*(k)`` and ``W*(k+1)`` differ by the rank-one term
     ``(sigma_k - s_k) u_k v_k^T`` (the refit ``sigma_i`` do not depend on
@@ -92,12 +97,23 @@ class RankScorer:
        and ``P = X U`` on the tracked components.
     2. Walk the candidate ranks from ``m`` down, adding the block
        ``P[:, k:k'] diag(sigma - s)[k:k'] V[:, k:k']^T`` to ``Z``.
-    3. At each candidate add up the hit score of ``argmax Z``: 1 for the right
-       label (integer labels), ``Y[i, pred] / max_j Y[i, j]`` for a target
-       matrix (candidate sets: 1 when the prediction is a candidate).
+    3. At each candidate, the per-sample hit ``h_i(k)`` of ``argmax Z``: 1 for
+       the right label (integer labels), ``Y[i, pred] / max_j Y[i, j]`` for a
+       target matrix (candidate sets: 1 when the prediction is a candidate).
+    4. Add up, per candidate: the hits ``sum_i h_i(k)``, and the paired
+       wins ``#{i : h_i(k) > h_i(m)}`` and losses ``#{i : h_i(k) < h_i(m)}``
+       against the unchanged model.
 
-    The per-rank hit sums are a flat array (:attr:`partial_sums`) that
-    workers can all-reduce.
+    :meth:`best` then keeps the model unchanged unless a rank beats it by a
+    margin that a one-sided **sign test** on wins vs losses finds
+    significant (Bonferroni-corrected over the candidates). Held-out labels
+    may be noisy: under label noise that does not depend on the model, a
+    model that agrees more often with the noisy labels is, in expectation,
+    the more accurate one on clean labels, and the test keeps the choice
+    from chasing noise.
+
+    All sums are one flat array (:attr:`partial_sums`) that workers can
+    all-reduce.
 
     Examples
     --------
@@ -128,18 +144,22 @@ class RankScorer:
         self._sig = acc.sigmas()
         self._delta = self._sig - acc.svd.s[k0:]
         self._W = to_float(xp, acc._W, wdt)
-        self._hits = xp.zeros((len(ks) + 1,), dtype=acc._sdt, device=acc._device)
+        # Layout: hits (K) | wins (K) | losses (K) | n
+        self._K = len(self.ks)
+        self._sums = xp.zeros((3 * self._K + 1,), dtype=acc._sdt, device=acc._device)
 
     @property
     def partial_sums(self) -> Any:
-        """Hit sums per candidate rank, then the sample count."""
-        return self._hits
+        """Hits, wins and losses per candidate rank, then the sample count (sum-reducible)."""
+        return self._sums
 
     def load_partial_sums(self, sums: Any, /) -> "RankScorer":
-        """Replace the hit sums, e.g. with their all-reduced total."""
-        if getattr(sums, "shape", None) != tuple(self._hits.shape):
-            raise ValueError(f"partial sums must have shape {tuple(self._hits.shape)}; got {tuple(getattr(sums, 'shape', ()))}")
-        self._hits = self._xp.astype(sums, self._hits.dtype)
+        """Replace the sums, e.g. with their all-reduced total."""
+        if getattr(sums, "shape", None) != tuple(self._sums.shape):
+            raise ValueError(
+                f"partial sums must have shape {tuple(self._sums.shape)}; got {tuple(getattr(sums, 'shape', ()))}"
+            )
+        self._sums = self._xp.astype(sums, self._sums.dtype)
         return self
 
     def update(self, X: Any, Y: Any, /) -> "RankScorer":
@@ -150,6 +170,7 @@ class RankScorer:
         wdt = acc.svd.s.dtype
         X = as_features(xp, X, q, wdt, "X_val")
         Y, is_labels = as_targets(xp, Y, int(X.shape[0]), l, wdt, "Y_val")
+        sdt = acc._sdt
         if not is_labels:
             rowmax = xp.max(Y, axis=1)
             rowmax = xp.where(rowmax > 0, rowmax, xp.ones_like(rowmax))
@@ -159,7 +180,7 @@ class RankScorer:
         k0, m = acc.tracked
         P = X @ acc.svd.U[:, k0:]
         V = acc.svd.V
-        hits = []
+        per_k: list[Any] = []
         upper = m
         for k in reversed(self.ks):
             if k < upper:
@@ -168,43 +189,97 @@ class RankScorer:
                 upper = k
             pred = xp.argmax(Z, axis=1)
             if is_labels:
-                hit = xp.sum(xp.astype(pred == xp.astype(Y, pred.dtype), acc._sdt))
+                h = xp.astype(pred == xp.astype(Y, pred.dtype), sdt)
             else:
                 picked = xp.sum(xp.where(_onehot_mask(xp, pred, l, acc._device), Y, xp.zeros_like(Y)), axis=1)
-                hit = xp.sum(xp.astype(picked / rowmax, acc._sdt))
-            hits.append(xp.reshape(hit, (1,)))
-        hits.reverse()
-        hits.append(xp.asarray([float(X.shape[0])], dtype=acc._sdt, device=acc._device))
-        self._hits = self._hits + xp.concat(hits)
+                h = xp.astype(picked / rowmax, sdt)
+            per_k.append(h)
+        per_k.reverse()
+        base = per_k[-1]
+        hits = [xp.reshape(xp.sum(h), (1,)) for h in per_k]
+        wins = [xp.reshape(xp.sum(xp.astype(h > base, sdt)), (1,)) for h in per_k]
+        losses = [xp.reshape(xp.sum(xp.astype(h < base, sdt)), (1,)) for h in per_k]
+        count = xp.asarray([float(X.shape[0])], dtype=sdt, device=acc._device)
+        self._sums = self._sums + xp.concat(hits + wins + losses + [count])
         return self
 
     @property
     def n_samples(self) -> int:
         """Held-out samples scored so far."""
-        return int(self._hits[-1])
+        return int(self._sums[-1])
+
+    def _block(self, j: int) -> tuple[float, ...]:
+        K = self._K
+        return tuple(float(v) for v in self._sums[j * K:(j + 1) * K])
 
     def scores(self) -> tuple[float, ...]:
         """Mean hit score per candidate rank (in the order of :attr:`ks`)."""
         n = self.n_samples
         if n == 0:
             raise ValueError("the scorer has seen no held-out data: call update(X_val, Y_val) first")
-        return tuple(float(h) / n for h in self._hits[:-1])
+        return tuple(h / n for h in self._block(0))
 
-    def best(self, min_gain: float = 0.0) -> RankSelection:
-        """The best-scoring ``k``; ties go to the larger ``k`` (the smaller change),
-        and the model is left as it is (``k = m``) unless the best beats it by
-        more than ``min_gain``."""
+    def p_values(self) -> tuple[float, ...]:
+        """One-sided sign-test p-value per candidate: ``P[Bin(w + l, 1/2) >= w]``
+        for ``w`` wins and ``l`` losses against the unchanged model (1 for ``k = m``)."""
+        return tuple(sign_test_p(int(round(w)), int(round(ls)))
+                     for w, ls in zip(self._block(1), self._block(2)))
+
+    def best(self, min_gain: float = 0.0, confidence: float | None = DEFAULT_CONFIDENCE) -> RankSelection:
+        """The best-scoring ``k`` among the ranks that significantly beat the unchanged model.
+
+        Steps
+        -----
+        1. Candidate ``k`` qualifies if its held-out score beats the unchanged
+           model's by more than ``min_gain`` and, unless ``confidence`` is
+           ``None``, its sign-test p-value is below ``(1 - confidence) / K``
+           (Bonferroni over the ``K - 1`` ranks other than ``m``).
+        2. Among qualifying ranks the highest score wins; ties go to the larger
+           ``k`` (the smaller change). No qualifying rank: ``k = m``, the
+           weight is left as it is.
+        """
+        if confidence is not None and not 0.0 < float(confidence) < 1.0:
+            raise ValueError(f"confidence must lie in (0, 1) or be None; got {confidence}")
         scores = self.scores()
+        pvals = self.p_values()
         m = self._acc.svd.rank_max
         base = scores[-1]
-        best_i = max(range(len(scores)), key=lambda i: (scores[i], self.ks[i]))
-        k = self.ks[best_i]
-        if not scores[best_i] > base + float(min_gain):
-            k = m
+        tests = max(1, self._K - 1)
+        alpha = None if confidence is None else (1.0 - float(confidence)) / tests
+        ok = [i for i in range(self._K)
+              if scores[i] > base + float(min_gain) and (alpha is None or pvals[i] < alpha)]
+        k = m
+        if ok:
+            k = self.ks[max(ok, key=lambda i: (scores[i], self.ks[i]))]
         return RankSelection(
             k=k, m=m, strategy="auto", ks=self.ks, scores=scores, base_score=base,
-            n_val=self.n_samples, extra={"min_gain": float(min_gain)},
+            n_val=self.n_samples,
+            extra={"min_gain": float(min_gain), "confidence": confidence,
+                   "p_values": list(pvals), "wins": list(self._block(1)), "losses": list(self._block(2))},
         )
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """One-sided sign-test p-value ``P[Bin(wins + losses, 1/2) >= wins]``.
+
+    Exact up to 2,000 discordant pairs, then the normal approximation with a
+    continuity correction.
+
+    Examples
+    --------
+    >>> round(sign_test_p(5, 0), 5)
+    0.03125
+    >>> sign_test_p(0, 0)
+    1.0
+    """
+    n = wins + losses
+    if n == 0 or wins <= 0:
+        return 1.0
+    if n <= 2000:
+        tail = sum(math.comb(n, i) for i in range(wins, n + 1))
+        return tail / (1 << n)  # exact big-int division, correctly rounded
+    z = (wins - 0.5 - n / 2.0) / math.sqrt(n / 4.0)
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
 def _onehot_mask(xp: Any, pred: Any, l: int, device: Any) -> Any:
@@ -221,6 +296,7 @@ def select_rank(
     X_val: Any = None,
     Y_val: Any = None,
     min_gain: float = 0.0,
+    confidence: float | None = DEFAULT_CONFIDENCE,
     ks: Sequence[int] | None = None,
     xp: Any = None,
 ) -> RankSelection:
@@ -234,9 +310,13 @@ def select_rank(
     3. ``rank="auto"`` (the product's default): every candidate ``k`` is
        scored on held-out data ``(X_val, Y_val)`` — noisy labels are fine —
        with the tail refit taken from a fitted ``accumulator`` (built with
-       ``k=None``); the best ``k`` wins, ties go to the smaller change, and
-       the weight is left untouched (``k = m``) unless the best score beats
-       the unchanged model's by more than ``min_gain``.
+       ``k=None``); among the ranks that beat the unchanged model by more
+       than ``min_gain`` **and** pass a one-sided sign test at
+       ``confidence`` (Bonferroni-corrected; ``None`` switches the test off),
+       the best score wins, ties go to the smaller change; when none
+       qualifies the weight is left untouched (``k = m``). This default
+       ("do no harm unless the held-out data show a significant gain") is
+       what every face uses.
 
     Returns
     -------
@@ -247,7 +327,7 @@ def select_rank(
     --------
     >>> import numpy as np
     >>> from lip_agnostic import select_rank
-    >>> select_rank(np.diag([3.0, 1.0, 0.1]), 0.9).k
+    >>> select_rank(np.diag([3.0, 1.0, 0.1]), 0.85).k
     1
     """
     xp = namespace(W, xp=xp)
@@ -260,7 +340,7 @@ def select_rank(
             raise ValueError(f"accumulator was built for a weight of shape {accumulator.shape}; W has shape {tuple(W.shape)}")
         if X_val is None or Y_val is None:
             raise ValueError("rank='auto' needs held-out data: pass X_val and Y_val")
-        return RankScorer(accumulator, ks=ks).update(X_val, Y_val).best(min_gain)
+        return RankScorer(accumulator, ks=ks).update(X_val, Y_val).best(min_gain, confidence)
     f = reduced_svd(W, xp=xp)
     m = f.rank_max
     if isinstance(rank, float):

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from ._arrays import namespace
 from .accumulator import LIPAccumulator, TargetScale
-from .rank import select_rank
+from .rank import DEFAULT_CONFIDENCE, select_rank
 
 __all__ = ["lip_refine", "DEFAULT_BATCH_ROWS"]
 
@@ -28,6 +28,7 @@ def lip_refine(
     X_val: Any = None,
     Y_val: Any = None,
     min_gain: float = 0.0,
+    confidence: float | None = DEFAULT_CONFIDENCE,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     xp: Any = None,
 ) -> Any:
@@ -78,6 +79,10 @@ def lip_refine(
     min_gain : float
         ``k="auto"`` changes the weight only if the held-out score improves by
         more than this.
+    confidence : float or None
+        ``k="auto"`` changes the weight only if a one-sided sign test of the
+        held-out wins vs losses against the unchanged model passes at this
+        level (Bonferroni over the ranks scored); ``None`` turns it off.
     batch_rows : int
         Chunk size for streaming ``X``.
 
@@ -115,5 +120,6 @@ def lip_refine(
         acc.update(X[start:stop, ...], Y[start:stop, ...])
     if not auto:
         return acc.result()
-    sel = select_rank(W, "auto", accumulator=acc, X_val=X_val, Y_val=Y_val, min_gain=min_gain, xp=xp)
+    sel = select_rank(W, "auto", accumulator=acc, X_val=X_val, Y_val=Y_val, min_gain=min_gain,
+                      confidence=confidence, xp=xp)
     return acc.result(sel.k)

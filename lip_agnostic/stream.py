@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, Literal
 
 from ._arrays import device_of, namespace
 from .accumulator import LIPAccumulator, TargetScale
-from .rank import RankScorer, RankSelection, select_rank
+from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, select_rank
 from .report import ChangeSummary, summarize_change
 
 __all__ = ["LIPResult", "refine_batches", "DEFAULT_HOLDOUT"]
@@ -76,6 +76,7 @@ def refine_batches(
     target_scale: TargetScale = 1.0,
     degenerate: Literal["zero", "keep"] = "zero",
     min_gain: float = 0.0,
+    confidence: float | None = DEFAULT_CONFIDENCE,
     all_reduce: AllReduce | None = None,
     xp: Any = None,
 ) -> LIPResult:
@@ -102,7 +103,7 @@ def refine_batches(
     rank : int, float in (0, 1], or "auto"
     validation : iterable of (X, Y), optional
     holdout : float in (0, 0.5]
-    bias, target_scale, degenerate, min_gain
+    bias, target_scale, degenerate, min_gain, confidence
         As in :func:`lip_agnostic.lip_refine`.
     all_reduce : callable, optional
 
@@ -150,7 +151,7 @@ def refine_batches(
             scorer.load_partial_sums(all_reduce(scorer.partial_sums))
         if scorer.n_samples == 0:
             raise ValueError("rank='auto' got no held-out samples to score (empty validation data)")
-        selection = scorer.best(min_gain)
+        selection = scorer.best(min_gain, confidence)
         extra = dict(selection.extra, source="validation" if validation is not None else f"holdout 1/{period}")
         selection = RankSelection(**{**selection.__dict__, "extra": extra})
     else:
