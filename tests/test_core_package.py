@@ -53,11 +53,19 @@ def test_adapters_and_tools_live_under_one_import_root(tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["lip_agnostic.adapters", "lip_agnostic.tools", True, True]
 
 
-def test_the_distribution_installs_no_top_level_adapters_or_tools():
-    from importlib.metadata import files
+def test_the_wheel_has_one_import_root(tmp_path):
+    import pathlib
+    import zipfile
 
-    tops = {str(f).split("/")[0] for f in (files("lip-agnostic") or [])}
-    assert not tops & {"adapters", "tools"}
+    root = pathlib.Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("lip_agnostic-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"lip_agnostic"}
+    for sub in ("lip_agnostic/adapters/__init__.py", "lip_agnostic/tools/__init__.py", "lip_agnostic/py.typed"):
+        assert sub in names
 
 
 @pytest.mark.parametrize("name", CORE_MODULES)
