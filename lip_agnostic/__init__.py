@@ -25,7 +25,8 @@ from .metrics import (
     subspace_similarity,
     subspace_similarity_matrix,
 )
-from .principal import SVD, energy_rank, project_principal, reduced_svd, top_svd
+from .lowrank import TopSVD, top_svd, truncate_top
+from .principal import SVD, energy_rank, project_principal, reduced_svd
 from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, candidate_ranks, select_rank, sign_test_p
 from .refine import lip_refine
 from .report import ChangeSummary, summarize_change
@@ -41,6 +42,7 @@ __all__ = [
     "RankScorer",
     "RankSelection",
     "SVD",
+    "TopSVD",
     "candidate_ranks",
     "davis_kahan_bound",
     "effective_rank",
@@ -61,4 +63,5 @@ __all__ = [
     "subspace_similarity_matrix",
     "summarize_change",
     "top_svd",
+    "truncate_top",
 ]

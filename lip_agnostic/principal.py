@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._arrays import as_weight, check_fraction, check_rank, device_of, namespace, to_float, working_dtype
+from ._arrays import as_weight, check_fraction, check_rank, namespace, to_float, working_dtype
 
-__all__ = ["SVD", "reduced_svd", "top_svd", "energy_rank", "resolve_rank", "project_principal"]
+__all__ = ["SVD", "reduced_svd", "energy_rank", "resolve_rank", "project_principal"]
 
 
 @dataclass(frozen=True)
@@ -56,71 +56,6 @@ def reduced_svd(W: Any, /, *, xp: Any = None) -> SVD:
     Wf = to_float(xp, W, working_dtype(xp, W.dtype))
     U, s, Vh = xp.linalg.svd(Wf, full_matrices=False)
     return SVD(U=U, s=s, V=xp.linalg.matrix_transpose(Vh))
-
-
-def top_svd(
-    W: Any,
-    k: int,
-    /,
-    *,
-    oversample: int = 10,
-    power_iters: int = 4,
-    seed: int = 0,
-    xp: Any = None,
-) -> SVD:
-    """The top ``k`` singular triplets by the randomized range finder (Halko,
-    Martinsson & Tropp, 2011), for large weights where a full SVD is costly.
-
-    Cost ``O(q l (k + p) (2 t + 2))`` for ``p = oversample`` and ``t =
-    power_iters``, against ``O(q l m)`` for the full SVD.
-
-    Steps
-    -----
-    1. ``Omega`` ``(l, k + p)`` standard normal (NumPy's seeded generator,
-       moved to ``W``'s device: the array API has no random module).
-    2. ``Q = orth(W Omega)``; ``t`` times: ``Q = orth(W orth(W^T Q))`` (QR
-       re-orthonormalization keeps the power iterations stable).
-    3. ``B = Q^T W`` ``(k + p, l)``; ``B = U_b diag(s) V^T``; ``U = Q U_b``.
-    4. Keep the first ``k`` triplets.
-
-    The error decays like ``(s_{k+p+1} / s_k)^(2t+1)``: exact when the rank
-    of ``W`` is at most ``k + p``, loose when the spectrum is flat around
-    ``k``; compare with :func:`reduced_svd` when it matters.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> W = np.diag(2.0 ** -np.arange(20))
-    >>> [round(float(v), 6) for v in top_svd(W, 3).s]
-    [1.0, 0.5, 0.25]
-    """
-    import numpy as np
-
-    xp = namespace(W, xp=xp)
-    W = as_weight(xp, W)
-    m = min(int(W.shape[0]), int(W.shape[1]))
-    k = check_rank(k, m)
-    for name, val in (("oversample", oversample), ("power_iters", power_iters)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < 0:
-            raise ValueError(f"{name} must be a non-negative integer; got {val!r}")
-    dt = working_dtype(xp, W.dtype)
-    Wf = to_float(xp, W, dt)
-    width = min(m, k + oversample)
-    if width == m:
-        f = reduced_svd(Wf, xp=xp)
-        return SVD(U=f.U[:, :k], s=f.s[:k], V=f.V[:, :k])
-    rng = np.random.default_rng(seed)
-    omega = rng.standard_normal((int(W.shape[1]), width)).astype("float64" if dt == xp.float64 else "float32")
-    omega = xp.asarray(omega, device=device_of(W))
-    Wt = xp.linalg.matrix_transpose(Wf)
-    Q, _ = xp.linalg.qr(Wf @ omega)
-    for _ in range(power_iters):
-        Z, _ = xp.linalg.qr(Wt @ Q)
-        Q, _ = xp.linalg.qr(Wf @ Z)
-    B = xp.linalg.matrix_transpose(Q) @ Wf
-    Ub, sb, Vh = xp.linalg.svd(B, full_matrices=False)
-    U = Q @ Ub
-    return SVD(U=U[:, :k], s=sb[:k], V=xp.linalg.matrix_transpose(Vh[:k, :]))
 
 
 def energy_rank(s: Any, fraction: float, /, *, xp: Any = None) -> int:
@@ -174,9 +109,10 @@ def project_principal(
     ``k = min(q, l)`` returns ``W`` itself (a copy, bit for bit); ``k = 0``
     returns zeros.
 
-    ``method="randomized"`` finds the top ``k`` triplets with :func:`top_svd`
-    instead of a full SVD (much faster for a small ``k`` of a large weight;
-    an integer ``k`` only, since an energy fraction needs the whole spectrum).
+    ``method="randomized"`` finds the top ``k`` triplets with
+    :func:`lip_agnostic.lowrank.truncate_top` (randomized subspace iteration)
+    instead of a full SVD: much faster for a small ``k`` of a large weight;
+    an energy fraction is resolved from the top of the spectrum only.
 
     Parameters
     ----------
@@ -197,13 +133,13 @@ def project_principal(
     if method not in ("full", "randomized"):
         raise ValueError(f"method must be 'full' or 'randomized'; got {method!r}")
     if method == "randomized":
-        if isinstance(k, float):
-            raise ValueError("method='randomized' needs an integer k (an energy fraction needs the full spectrum)")
+        from .lowrank import truncate_top  # lowrank builds on this module
+
         W = as_weight(xp, W)
-        k = check_rank(k, min(int(W.shape[0]), int(W.shape[1])))
-        if k == min(int(W.shape[0]), int(W.shape[1])):
+        m = min(int(W.shape[0]), int(W.shape[1]))
+        if not isinstance(k, float) and check_rank(k, m) == m:
             return xp.asarray(W, copy=True)
-        f = top_svd(W, k, xp=xp)
+        f = truncate_top(W, k, xp=xp).svd
         return to_float(xp, (f.U * f.s) @ xp.linalg.matrix_transpose(f.V), W.dtype)
     f = reduced_svd(W, xp=xp)
     k = resolve_rank(k, f.s, xp=xp)
