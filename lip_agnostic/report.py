@@ -78,6 +78,7 @@ def summarize_change(W_before: Any, W_after: Any, /, k: int, *, xp: Any = None) 
         effective_rank_after=float(effective_rank(s1, xp=xp)),
         stable_rank_before=float(stable_rank(s0, xp=xp)),
         stable_rank_after=float(stable_rank(s1, xp=xp)),
-        principal_angle=float(principal_subspace_angle(W0, W1, int(k), xp=xp)),
+        # An unchanged weight has angle 0 exactly (two SVDs of one matrix can differ by rounding).
+        principal_angle=0.0 if diff == 0.0 else float(principal_subspace_angle(W0, W1, int(k), xp=xp)),
         relative_change=diff / norm0 if norm0 > 0 else 0.0,
     )

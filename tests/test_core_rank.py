@@ -224,3 +224,12 @@ def test_refine_batches_bad_input(problem):
         RankScorer(LIPAccumulator(W, 3).update(X, y), ks=[1, 4])
     with pytest.raises(ValueError, match="scorer has seen no held-out data"):
         RankScorer(LIPAccumulator(W).update(X, y)).scores()
+
+
+def test_refine_batches_passes_rtol_and_reports_unchanged_weights_with_zero_angle(problem):
+    W, X, y, _, _ = problem
+    loose = refine_batches(W, [(X, y)], rank=2, rtol=0.999)  # all but the best-excited one
+    strict = refine_batches(W, [(X, y)], rank=2, rtol=0.0)
+    assert loose.n_degenerate > 0 and strict.n_degenerate == 0
+    same = refine_batches(W, [(X, y)], rank=6)
+    assert same.summary.principal_angle == 0.0 and same.summary.relative_change == 0.0
