@@ -1,0 +1,414 @@
+"""Keras 3 face of lip-agnostic: ``LIPCallback`` and ``refine_model``.
+
+Thin: it finds the classifier ``Dense`` layer, streams its input features
+and the labels (NumPy, converted at the boundary with
+``keras.ops.convert_to_numpy``) into :func:`lip_agnostic.refine_batches`,
+and writes the refined kernel back with ``assign``. All math is the core's.
+Runs on the TensorFlow, torch and jax Keras backends.
+
+Callback order
+--------------
+Keras calls callbacks in list order. Put ``LIPCallback``
+
+- **after** ``EarlyStopping(restore_best_weights=True)``: its ``on_train_end``
+  restores the best weights first, then LIP refines those;
+- **before** ``ModelCheckpoint`` when LIP acts at epoch ends
+  (``when="epoch_end"`` or ``project_every``): the checkpoint then holds the
+  refined weights. ``ModelCheckpoint`` never saves at train end: after
+  ``fit`` with the default ``when="train_end"``, save the model yourself.
+
+Example
+-------
+>>> import numpy as np, keras
+>>> from lip_agnostic.adapters.keras import LIPCallback
+>>> rng = np.random.default_rng(0)
+>>> x, y = rng.normal(size=(256, 8)).astype("float32"), rng.integers(0, 3, 256)
+>>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+...                           keras.layers.Dense(3)])
+>>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+>>> lip = LIPCallback(data=(x, y), k=1)
+>>> hist = model.fit(x, y, epochs=2, verbose=0, callbacks=[lip])
+>>> lip.report["selection"]["k"], hist.history["lip_k"]
+(1, [1])
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Iterator, Literal
+
+import keras
+import numpy as np
+
+import lip_agnostic
+from lip_agnostic import LIPResult, project_principal, refine_batches
+
+from ._keras_data import as_labels, check_data, iter_batches
+from ._keras_layer import FeatureExtractor, check_refinable, find_target_layer, layer_path
+
+__all__ = ["LIPCallback", "refine_model", "BiasMode", "REFINE_KEYWORDS"]
+
+BiasMode = Literal["subtract", "ignore"]
+
+#: ``refine_batches`` keywords the adapter sets itself (everything else passes through).
+_OWNED = {"W", "batches", "rank", "validation", "bias", "xp"}
+
+#: Keywords of :func:`lip_agnostic.refine_batches` that ``refine_model`` / ``LIPCallback`` pass through.
+REFINE_KEYWORDS = tuple(
+    p for p in inspect.signature(refine_batches).parameters if p not in _OWNED
+)
+
+DEFAULT_BATCH_SIZE = 256
+
+
+def _check_refine_kwargs(kwargs: dict) -> None:
+    unknown = sorted(set(kwargs) - set(REFINE_KEYWORDS))
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword(s) {unknown}; refine_batches accepts {list(REFINE_KEYWORDS)} "
+            "(rank/validation/bias are set from k/validation_data/bias_mode)"
+        )
+
+
+def _check_options(k: Any, bias_mode: Any, batch_size: Any, steps: Any, validation_steps: Any) -> None:
+    if isinstance(k, str):
+        if k != "auto":
+            raise ValueError(f"k must be an int, an energy fraction in (0, 1], or 'auto'; got {k!r}")
+    elif isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
+        raise TypeError(f"k must be an int, an energy fraction in (0, 1], or 'auto'; got {type(k).__name__}")
+    elif isinstance(k, (float, np.floating)) and not 0.0 < float(k) <= 1.0:
+        raise ValueError(f"a float k is an energy fraction and must lie in (0, 1]; got {k}")
+    elif isinstance(k, (int, np.integer)) and int(k) < 0:
+        raise ValueError(f"k must be >= 0; got {k}")
+    if bias_mode not in ("subtract", "ignore"):
+        raise ValueError(f"bias_mode must be 'subtract' or 'ignore'; got {bias_mode!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    for name, v in (("steps", steps), ("validation_steps", validation_steps)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be a positive integer or None; got {v!r}")
+
+
+def _variable_to_numpy(variable: Any) -> np.ndarray:
+    """A Keras variable's value as NumPy (``Variable.numpy()`` works on every backend and,
+    unlike ``convert_to_numpy`` on a TF variable, raises no NumPy-2 ``copy=`` deprecation)."""
+    return np.asarray(variable.numpy())
+
+
+def _feature_stream(
+    features: FeatureExtractor, data: Any, n_classes: int, batch_size: int, steps: int | None, name: str
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(features (n_b, q), labels)`` batches; features are made one batch at a time."""
+    for xb, yb in iter_batches(data, batch_size, steps, name):
+        labels = as_labels(yb, n_classes, f"{name} labels")
+        feats = features(xb)
+        if feats.shape[0] != labels.shape[0]:
+            raise ValueError(f"{name}: a batch has {feats.shape[0]} inputs but {labels.shape[0]} labels")
+        yield feats, labels
+
+
+def refine_model(
+    model: keras.Model,
+    data: Any,
+    *,
+    k: int | float | str = "auto",
+    layer: Any = None,
+    validation_data: Any = None,
+    bias_mode: BiasMode = "subtract",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    steps: int | None = None,
+    validation_steps: int | None = None,
+    **refine_kwargs: Any,
+) -> LIPResult:
+    """Apply LIP to a Keras model's classifier ``Dense`` layer, in place.
+
+    Steps
+    -----
+    1. Target: ``layer`` (object or name), default the model's final
+       ``Dense``; refuse LoRA-enabled, quantized or non-2-D kernels.
+    2. Features: a model ``inputs -> layer.input`` (or a tap on the layer
+       for subclassed models), run batch by batch with ``predict_on_batch``;
+       features and labels reach the core as NumPy, one batch at a time.
+    3. ``result = lip_agnostic.refine_batches(kernel, stream, rank=k,
+       validation=..., bias=b if bias_mode == "subtract" else None, **refine_kwargs)``.
+    4. ``layer.kernel.assign(result.weight)`` when ``k < min(q, l)``. The
+       bias is never changed. Any error before this step leaves the kernel untouched.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Functional, Sequential or subclassed.
+    data : (x, y), tf.data.Dataset, keras.utils.PyDataset or iterable of (x, y) batches
+        The (noisy) training data. ``y``: int class ids ``(n,)`` / ``(n, 1)``,
+        or one-hot / soft / candidate-set targets ``(n, l)``.
+    k : int, float in (0, 1], or "auto"
+        Components kept; ``"auto"`` scores every ``k`` on ``validation_data``
+        (or on a hold-out of ``data``, see ``refine_batches(holdout=)``).
+    layer : None, str or keras layer
+    validation_data : same kinds as ``data``, optional
+        Held-out data for ``k="auto"`` (noisy labels are fine).
+    bias_mode : {"subtract", "ignore"}
+        ``"subtract"`` (default): the refit targets ``Y - 1 b^T``, consistent
+        with a layer that adds ``b``. ``"ignore"``: the paper's reference code
+        (targets ``Y``, bias disregarded). The bias itself is kept either way.
+    batch_size : int
+        Rows per batch for ``(x, y)`` arrays.
+    steps, validation_steps : int, optional
+        Batches to take from a stream (required for infinite ones).
+    **refine_kwargs
+        Passed to :func:`lip_agnostic.refine_batches` (``target_scale``,
+        ``degenerate``, ``min_gain``, ``holdout``, ``all_reduce``, ...).
+
+    Returns
+    -------
+    LIPResult
+        ``.weight`` is the kernel now in the layer (NumPy); ``.to_dict()`` the report.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> from lip_agnostic.adapters.keras import refine_model
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(64, 6)).astype("float32"), rng.integers(0, 4, 64)
+    >>> model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), keras.layers.Dense(4)])
+    >>> refine_model(model, (x, y), k=2).selection.k
+    2
+    """
+    _check_options(k, bias_mode, batch_size, steps, validation_steps)
+    _check_refine_kwargs(refine_kwargs)
+    target = find_target_layer(model, layer)
+    return _Refiner(model, target, bias_mode).refine(
+        data, k=k, validation_data=validation_data, batch_size=batch_size, steps=steps,
+        validation_steps=validation_steps, **refine_kwargs,
+    )
+
+
+class _Refiner:
+    """One checked target layer plus its feature extractor (reused across epochs)."""
+
+    def __init__(self, model: keras.Model, layer: Any, bias_mode: BiasMode) -> None:
+        self.q, self.l = check_refinable(layer)
+        self.layer = layer
+        self.path = layer_path(model, layer)
+        self.bias_mode = bias_mode
+        self._model = model
+        self._features: FeatureExtractor | None = None
+
+    def _context(self, exc: Exception) -> Exception:
+        kind = ValueError if isinstance(exc, ValueError) else TypeError
+        return kind(f"LIP on layer {self.path!r}: {exc} (the kernel was left unchanged)")
+
+    def refine(self, data: Any, *, k: Any, validation_data: Any, batch_size: int,
+               steps: int | None, validation_steps: int | None, **refine_kwargs: Any) -> LIPResult:
+        layer = self.layer
+        kernel = _variable_to_numpy(layer.kernel)
+        bias = None
+        if self.bias_mode == "subtract" and getattr(layer, "bias", None) is not None:
+            bias = _variable_to_numpy(layer.bias).astype(kernel.dtype, copy=False)
+        try:
+            if self._features is None:
+                self._features = FeatureExtractor(self._model, layer, self.q)
+            stream = _feature_stream(self._features, data, self.l, batch_size, steps, "data")
+            val = None
+            if validation_data is not None:
+                val = _feature_stream(self._features, validation_data, self.l, batch_size,
+                                      validation_steps, "validation_data")
+            result = refine_batches(kernel, stream, rank=k, validation=val, bias=bias, **refine_kwargs)
+            new = np.asarray(result.weight, dtype=kernel.dtype)
+            if not np.all(np.isfinite(new)):
+                raise ValueError(f"the refined kernel has {int(np.sum(~np.isfinite(new)))} NaN/Inf entries")
+        except (ValueError, TypeError) as exc:
+            raise self._context(exc) from exc
+        if result.selection.changed:
+            layer.kernel.assign(new)
+        return result
+
+    def project(self, rank: int | float) -> int:
+        """PSP only: ``kernel <- project_principal(kernel, rank)``; returns the rank kept."""
+        kernel = _variable_to_numpy(self.layer.kernel)
+        try:
+            kept = lip_agnostic.select_rank(kernel, rank).k
+            new = np.asarray(project_principal(kernel, rank), dtype=kernel.dtype)
+        except (ValueError, TypeError) as exc:
+            raise self._context(exc) from exc
+        if kept < min(self.q, self.l):
+            self.layer.kernel.assign(new)
+        return kept
+
+
+class LIPCallback(keras.callbacks.Callback):
+    """Apply LIP to the classifier layer when training ends (or at epoch ends).
+
+    ``on_train_end`` (default) runs :func:`refine_model`'s pass on ``data``
+    and writes ``lip_k``, ``lip_principal_angle`` (radians, top-``k`` class
+    subspace before vs after), ``lip_relative_change`` and ``lip_n_fit`` into
+    ``logs`` and into ``model.history.history`` (so the ``History`` that
+    ``fit`` returns shows them). ``callback.report`` keeps the core's
+    ``LIPResult.to_dict()``; ``callback.result`` the ``LIPResult``.
+
+    See the module docstring for the order relative to ``EarlyStopping``
+    and ``ModelCheckpoint``.
+
+    Parameters
+    ----------
+    data, k, layer, validation_data, bias_mode, batch_size, steps, validation_steps
+        As in :func:`refine_model`.
+    when : {"train_end", "epoch_end", "never"}
+        ``"epoch_end"``: refine after every ``every``-th epoch instead
+        (training then continues from the refined kernel; the keys go into
+        that epoch's logs). ``"never"``: only the optional projection.
+    every : int
+        Period of ``when="epoch_end"``.
+    project_every : int, optional
+        Off by default. Every ``project_every`` epochs, replace the kernel
+        by its best rank-``project_rank`` approximation (PSP,
+        :func:`lip_agnostic.project_principal`); logs ``lip_projected_rank``.
+    project_rank : int or float, optional
+        Rank (or energy fraction) for the projection; defaults to ``k``
+        when ``k`` is a number. Required with ``project_every`` and ``k="auto"``.
+    **refine_kwargs
+        Passed to :func:`lip_agnostic.refine_batches`.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> rng = np.random.default_rng(1)
+    >>> x, y = rng.normal(size=(128, 5)).astype("float32"), rng.integers(0, 3, 128)
+    >>> model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    >>> model.compile("sgd", "sparse_categorical_crossentropy")
+    >>> cb = LIPCallback(data=(x, y), k=2, bias_mode="ignore")
+    >>> _ = model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    >>> cb.report["selection"]["strategy"]
+    'fixed'
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        k: int | float | str = "auto",
+        *,
+        validation_data: Any = None,
+        layer: Any = None,
+        when: Literal["train_end", "epoch_end", "never"] = "train_end",
+        every: int = 1,
+        bias_mode: BiasMode = "subtract",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        steps: int | None = None,
+        validation_steps: int | None = None,
+        project_every: int | None = None,
+        project_rank: int | float | None = None,
+        **refine_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        _check_options(k, bias_mode, batch_size, steps, validation_steps)
+        _check_refine_kwargs(refine_kwargs)
+        if when not in ("train_end", "epoch_end", "never"):
+            raise ValueError(f"when must be 'train_end', 'epoch_end' or 'never'; got {when!r}")
+        for name, v in (("every", every), ("project_every", project_every)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+        if project_every is not None:
+            if project_rank is None:
+                if isinstance(k, str):
+                    raise ValueError("project_every needs a numeric project_rank when k='auto'")
+                project_rank = k
+            _check_options(project_rank, bias_mode, batch_size, None, None)
+            if isinstance(project_rank, str):
+                raise ValueError("project_rank must be an int or an energy fraction, not 'auto'")
+        if when != "never":
+            check_data(data, "data")
+            if validation_data is not None:
+                check_data(validation_data, "validation_data")
+        self.data = data
+        self.validation_data = validation_data
+        self.k = k
+        self.layer = layer
+        self.when = when
+        self.every = every
+        self.bias_mode = bias_mode
+        self.batch_size = batch_size
+        self.steps = steps
+        self.validation_steps = validation_steps
+        self.project_every = project_every
+        self.project_rank = project_rank
+        self.refine_kwargs = dict(refine_kwargs)
+        self.result: LIPResult | None = None
+        self.report: dict | None = None
+        self.reports: list[dict] = []
+        self._refiner: _Refiner | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _target(self) -> _Refiner:
+        if self._refiner is None or self._refiner._model is not self.model:
+            target = find_target_layer(self.model, self.layer)
+            self._refiner = _Refiner(self.model, target, self.bias_mode)
+            m = min(self._refiner.q, self._refiner.l)
+            for name, r in (("k", self.k), ("project_rank", self.project_rank)):
+                if isinstance(r, (int, np.integer)) and not isinstance(r, bool) and int(r) > m:
+                    raise ValueError(
+                        f"{name}={int(r)} exceeds min(q, l)={m} for layer {self._refiner.path!r} "
+                        f"(kernel {self._refiner.q}x{self._refiner.l})"
+                    )
+            if self.when != "never":
+                self._check_array_labels(self._refiner.l)
+        return self._refiner
+
+    def _check_array_labels(self, n_classes: int) -> None:
+        """Fail before training, not after it, on bad in-memory labels."""
+        for name, d in (("data", self.data), ("validation_data", self.validation_data)):
+            if isinstance(d, (tuple, list)) and len(d) == 2:
+                as_labels(d[1], n_classes, f"{name} labels")
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Check the target layer and in-memory labels now, before any training."""
+        target = find_target_layer(self.model, self.layer)
+        shape = check_refinable(target, require_built=False)
+        if shape is not None:
+            self._target()
+
+    # -------------------------------------------------------------- actions
+    def refine_now(self) -> LIPResult:
+        """Run the LIP pass on ``self.model`` now; returns the :class:`LIPResult`."""
+        refiner = self._target()
+        result = refiner.refine(
+            self.data, k=self.k, validation_data=self.validation_data, batch_size=self.batch_size,
+            steps=self.steps, validation_steps=self.validation_steps, **self.refine_kwargs,
+        )
+        self.result = result
+        self.report = result.to_dict()
+        self.report["layer"] = refiner.path
+        self.report["bias_mode"] = self.bias_mode
+        self.reports.append(self.report)
+        return result
+
+    @staticmethod
+    def _log_values(result: LIPResult) -> dict:
+        return {
+            "lip_k": int(result.selection.k),
+            "lip_principal_angle": float(result.summary.principal_angle),
+            "lip_relative_change": float(result.summary.relative_change),
+            "lip_n_fit": int(result.n_fit),
+        }
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        done = epoch + 1
+        if self.project_every is not None and done % self.project_every == 0:
+            kept = self._target().project(self.project_rank)
+            if logs is not None:
+                logs["lip_projected_rank"] = kept
+        if self.when == "epoch_end" and done % self.every == 0:
+            values = self._log_values(self.refine_now())
+            if logs is not None:
+                logs.update(values)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.when != "train_end":
+            return
+        values = self._log_values(self.refine_now())
+        if logs is not None:
+            logs.update(values)
+        history = getattr(self.model, "history", None)
+        record = getattr(history, "history", None)
+        if isinstance(record, dict):
+            for key, value in values.items():
+                record.setdefault(key, []).append(value)
