@@ -51,7 +51,7 @@ __all__ = ["LIPCallback", "refine_model", "BiasMode", "REFINE_KEYWORDS"]
 BiasMode = Literal["subtract", "ignore"]
 
 #: ``refine_batches`` keywords the adapter sets itself (everything else passes through).
-_OWNED = {"W", "batches", "rank", "validation", "bias", "xp"}
+_OWNED = {"W", "batches", "rank", "validation", "bias", "fit_bias", "xp"}
 
 #: Keywords of :func:`lip_agnostic.refine_batches` that ``refine_model`` / ``LIPCallback`` pass through.
 REFINE_KEYWORDS = tuple(
@@ -66,7 +66,7 @@ def _check_refine_kwargs(kwargs: dict) -> None:
     if unknown:
         raise TypeError(
             f"unexpected keyword(s) {unknown}; refine_batches accepts {list(REFINE_KEYWORDS)} "
-            "(rank/validation/bias are set from k/validation_data/bias_mode)"
+            "(rank/validation/bias/fit_bias are set from k/validation_data/bias_mode)"
         )
 
 
@@ -130,7 +130,7 @@ def refine_model(
        for subclassed models), run batch by batch with ``predict_on_batch``;
        features and labels reach the core as NumPy, one batch at a time.
     3. ``result = lip_agnostic.refine_batches(kernel, stream, rank=k,
-       validation=..., bias=b if bias_mode == "subtract" else None, **refine_kwargs)``.
+       validation=..., bias=b, fit_bias=bias_mode == "subtract", **refine_kwargs)``.
     4. ``layer.kernel.assign(result.weight)`` when ``k < min(q, l)``. The
        bias is never changed. Any error before this step leaves the kernel untouched.
 
@@ -202,8 +202,10 @@ class _Refiner:
                steps: int | None, validation_steps: int | None, **refine_kwargs: Any) -> LIPResult:
         layer = self.layer
         kernel = _variable_to_numpy(layer.kernel)
+        # The bias always goes to the core (k="auto" scores the logits the layer really
+        # produces); bias_mode="ignore" only keeps it out of the fit (the paper's targets Y).
         bias = None
-        if self.bias_mode == "subtract" and getattr(layer, "bias", None) is not None:
+        if getattr(layer, "bias", None) is not None:
             bias = _variable_to_numpy(layer.bias).astype(kernel.dtype, copy=False)
         try:
             if self._features is None:
@@ -213,7 +215,8 @@ class _Refiner:
             if validation_data is not None:
                 val = _feature_stream(self._features, validation_data, self.l, batch_size,
                                       validation_steps, "validation_data")
-            result = refine_batches(kernel, stream, rank=k, validation=val, bias=bias, **refine_kwargs)
+            result = refine_batches(kernel, stream, rank=k, validation=val, bias=bias,
+                                    fit_bias=self.bias_mode == "subtract", **refine_kwargs)
             new = np.asarray(result.weight, dtype=kernel.dtype)
             if not np.all(np.isfinite(new)):
                 raise ValueError(f"the refined kernel has {int(np.sum(~np.isfinite(new)))} NaN/Inf entries")

@@ -44,7 +44,7 @@ class LIPAccumulator:
        ``xy_i += <A_i, B_i>``, ``xx_i += ||A_i||^2``, ``xs_i += 1^T A_i``;
        and the scalars ``sum_n <Y_n, b>`` and ``||Y||_F^2``.
     3. Targets are ``T = c Y - 1 b^T`` (``c`` the target scale, ``b`` the
-       bias, zero by default). The refit value is
+       bias, zero by default or with ``fit_bias=False``). The refit value is
        ``sigma_i = (c xy_i - xs_i <b, v_i>) / xx_i``.
        ``target_scale="logits"`` picks ``c`` by least squares so that ``c Y``
        best matches the model's own logits:
@@ -70,7 +70,12 @@ class LIPAccumulator:
         fraction). ``None`` tracks all of them so that ``result(k)`` works
         for every ``k``.
     bias : array, shape (l,), optional
-        The layer's bias; the fit then targets ``Y - 1 b^T``.
+        The layer's bias. The fit then targets ``Y - 1 b^T`` and the
+        held-out scoring (:class:`lip_agnostic.RankScorer`) uses the logits
+        ``X W + 1 b^T`` the layer really produces.
+    fit_bias : bool
+        ``False`` keeps the bias out of the fit (targets ``Y``: the paper's
+        reference code) while the scoring still uses it.
     target_scale : float or "logits"
         ``1.0`` is the paper's raw targets.
     degenerate : {"zero", "keep"}
@@ -98,6 +103,7 @@ class LIPAccumulator:
         k: int | float | None = None,
         *,
         bias: Any = None,
+        fit_bias: bool = True,
         target_scale: TargetScale = 1.0,
         degenerate: Literal["zero", "keep"] = "zero",
         rtol: float | None = None,
@@ -121,6 +127,9 @@ class LIPAccumulator:
         if degenerate not in ("zero", "keep"):
             raise ValueError(f"degenerate must be 'zero' or 'keep'; got {degenerate!r}")
         self.k = None if k is None else resolve_rank(k, self.svd.s, xp=xp)
+        if not isinstance(fit_bias, bool):
+            raise TypeError(f"fit_bias must be True or False; got {fit_bias!r}")
+        self.fit_bias = fit_bias
         self.target_scale = target_scale
         self.degenerate = degenerate
         wdt = self.svd.s.dtype
@@ -136,6 +145,7 @@ class LIPAccumulator:
             check_finite(xp, bias, "bias")
             bias = to_float(xp, bias, wdt)
         self.bias = bias
+        self._fit_b = bias if fit_bias else None
 
         self._U_t = self.svd.U[:, self.k0:]
         self._V_t = self.svd.V[:, self.k0:]
@@ -169,11 +179,11 @@ class LIPAccumulator:
         zero = xp.zeros((1,), dtype=sdt, device=self._device)
         if is_labels:
             B = xp.take(self._V_t, Y, axis=0)
-            yb = zero if self.bias is None else xp.reshape(xp.astype(xp.sum(xp.take(self.bias, Y)), sdt), (1,))
+            yb = zero if self._fit_b is None else xp.reshape(xp.astype(xp.sum(xp.take(self._fit_b, Y)), sdt), (1,))
             ysq = xp.asarray([float(Y.shape[0])], dtype=sdt, device=self._device)
         else:
             B = Y @ self._V_t
-            yb = zero if self.bias is None else xp.reshape(xp.astype(xp.sum(Y @ self.bias), sdt), (1,))
+            yb = zero if self._fit_b is None else xp.reshape(xp.astype(xp.sum(Y @ self._fit_b), sdt), (1,))
             ysq = xp.reshape(xp.astype(xp.sum(Y * Y), sdt), (1,))
         parts = [
             xp.astype(xp.sum(A * B, axis=0), sdt),
@@ -205,11 +215,12 @@ class LIPAccumulator:
         """Add another accumulator's statistics (same weight and settings)."""
         if not isinstance(other, LIPAccumulator):
             raise TypeError(f"can only merge a LIPAccumulator; got {type(other).__name__}")
-        mine = (self.shape, self.k0, self.target_scale, self.degenerate)
-        theirs = (other.shape, other.k0, other.target_scale, other.degenerate)
+        mine = (self.shape, self.k0, self.target_scale, self.degenerate, self._fit_b is None)
+        theirs = (other.shape, other.k0, other.target_scale, other.degenerate, other._fit_b is None)
         if mine != theirs:
             raise ValueError(
-                f"cannot merge accumulators with different (shape, k0, target_scale, degenerate): {mine} vs {theirs}"
+                "cannot merge accumulators with different (shape, k0, target_scale, degenerate, no fit bias): "
+                f"{mine} vs {theirs}"
             )
         xp = self._xp
         if not bool(xp.all(xp.abs(self.svd.s - other.svd.s) <= 1e-5 * (xp.abs(self.svd.s) + 1e-30))):
@@ -245,8 +256,8 @@ class LIPAccumulator:
         xp = self._xp
         xy, xx, xs, _, _, _ = self._split()
         num = self.scale() * xy
-        if self.bias is not None:
-            bv = xp.astype(self.bias, self._sdt) @ xp.astype(self._V_t, self._sdt)
+        if self._fit_b is not None:
+            bv = xp.astype(self._fit_b, self._sdt) @ xp.astype(self._V_t, self._sdt)
             num = num - xs * bv
         ref = float(xp.max(xx)) if xx.shape[0] else 0.0
         bad = xx <= self.rtol * ref

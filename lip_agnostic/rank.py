@@ -221,8 +221,9 @@ class RankScorer:
 
     def p_values(self) -> tuple[float, ...]:
         """One-sided sign-test p-value per candidate: ``P[Bin(w + l, 1/2) >= w]``
-        for ``w`` wins and ``l`` losses against the unchanged model (1 for ``k = m``)."""
-        return tuple(sign_test_p(int(round(w)), int(round(ls)))
+        for ``w`` wins and ``l`` losses against the unchanged model (1 for ``k = m``;
+        reported as 1 without computing it where ``w <= l``: such a rank cannot pass)."""
+        return tuple(sign_test_p(int(round(w)), int(round(ls))) if w > ls else 1.0
                      for w, ls in zip(self._block(1), self._block(2)))
 
     def best(self, min_gain: float = 0.0, confidence: float | None = DEFAULT_CONFIDENCE) -> RankSelection:
@@ -262,7 +263,8 @@ class RankScorer:
 def sign_test_p(wins: int, losses: int) -> float:
     """One-sided sign-test p-value ``P[Bin(wins + losses, 1/2) >= wins]``.
 
-    Exact up to 2,000 discordant pairs, then the normal approximation with a
+    Exact (integer arithmetic, binomial coefficients by a running product) up
+    to 5,000 discordant pairs, then the normal approximation with a
     continuity correction.
 
     Examples
@@ -275,8 +277,12 @@ def sign_test_p(wins: int, losses: int) -> float:
     n = wins + losses
     if n == 0 or wins <= 0:
         return 1.0
-    if n <= 2000:
-        tail = sum(math.comb(n, i) for i in range(wins, n + 1))
+    if n <= 5000:
+        c = math.comb(n, wins)
+        tail = c
+        for i in range(wins, n):
+            c = c * (n - i) // (i + 1)
+            tail += c
         return tail / (1 << n)  # exact big-int division, correctly rounded
     z = (wins - 0.5 - n / 2.0) / math.sqrt(n / 4.0)
     return 0.5 * math.erfc(z / math.sqrt(2.0))

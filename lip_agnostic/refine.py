@@ -22,6 +22,7 @@ def lip_refine(
     /,
     *,
     bias: Any = None,
+    fit_bias: bool = True,
     target_scale: TargetScale = 1.0,
     degenerate: Literal["zero", "keep"] = "zero",
     rtol: float | None = None,
@@ -64,7 +65,11 @@ def lip_refine(
         ``"auto"`` scores every ``k`` on ``(X_val, Y_val)`` (see
         :func:`lip_agnostic.select_rank`). ``k = min(q, l)`` returns ``W``.
     bias : array, shape (l,), optional
-        The layer's bias; the fit then targets ``Y - 1 b^T``.
+        The layer's bias; the fit then targets ``Y - 1 b^T`` and ``k="auto"``
+        scores the logits ``X W* + 1 b^T``.
+    fit_bias : bool
+        ``False``: the paper's fit (targets ``Y``) even when ``bias`` is given
+        (it is then used for scoring only).
     target_scale : float or "logits"
         Multiply the targets by this (``1.0``: paper). ``"logits"`` fits the
         scale so that the targets best match the model's own logits.
@@ -113,7 +118,7 @@ def lip_refine(
     auto = isinstance(k, str)
     if auto and k != "auto":
         raise ValueError(f"k must be an int, an energy fraction in (0, 1], or 'auto'; got {k!r}")
-    acc = LIPAccumulator(W, None if auto else k, bias=bias, target_scale=target_scale,
+    acc = LIPAccumulator(W, None if auto else k, bias=bias, fit_bias=fit_bias, target_scale=target_scale,
                          degenerate=degenerate, rtol=rtol, xp=xp)
     for start in range(0, n_x, batch_rows):
         stop = min(start + batch_rows, n_x)

@@ -73,6 +73,7 @@ def refine_batches(
     validation: Iterable[tuple[Any, Any]] | None = None,
     holdout: float = DEFAULT_HOLDOUT,
     bias: Any = None,
+    fit_bias: bool = True,
     target_scale: TargetScale = 1.0,
     degenerate: Literal["zero", "keep"] = "zero",
     rtol: float | None = None,
@@ -104,7 +105,7 @@ def refine_batches(
     rank : int, float in (0, 1], or "auto"
     validation : iterable of (X, Y), optional
     holdout : float in (0, 0.5]
-    bias, target_scale, degenerate, rtol, min_gain, confidence
+    bias, fit_bias, target_scale, degenerate, rtol, min_gain, confidence
         As in :func:`lip_agnostic.lip_refine`.
     all_reduce : callable, optional
 
@@ -125,7 +126,7 @@ def refine_batches(
         raise ValueError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
     if auto and validation is None and not (0.0 < float(holdout) <= 0.5):
         raise ValueError(f"holdout must lie in (0, 0.5]; got {holdout}")
-    acc = LIPAccumulator(W, None if auto else rank, bias=bias, target_scale=target_scale,
+    acc = LIPAccumulator(W, None if auto else rank, bias=bias, fit_bias=fit_bias, target_scale=target_scale,
                          degenerate=degenerate, rtol=rtol, xp=xp)
     period = max(2, int(round(1.0 / float(holdout)))) if auto and validation is None else 0
     held: list[tuple[Any, Any]] = []

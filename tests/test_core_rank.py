@@ -233,3 +233,12 @@ def test_refine_batches_passes_rtol_and_reports_unchanged_weights_with_zero_angl
     assert loose.n_degenerate > 0 and strict.n_degenerate == 0
     same = refine_batches(W, [(X, y)], rank=6)
     assert same.summary.principal_angle == 0.0 and same.summary.relative_change == 0.0
+
+
+def test_scoring_uses_the_layers_bias_even_when_the_fit_ignores_it(problem, rng):
+    W, X, y, Xv, yv = problem
+    b = 3.0 * rng.normal(size=6)  # a large bias: the real model's predictions depend on it
+    scorer = RankScorer(LIPAccumulator(W, bias=b, fit_bias=False).update(X, y)).update(Xv, yv)
+    for k, score in zip(scorer.ks, scorer.scores()):
+        Wk = lip_refine(W, X, y, k)  # the paper's fit
+        assert score == pytest.approx(np.mean(np.argmax(Xv @ Wk + b, axis=1) == yv))

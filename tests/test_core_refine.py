@@ -262,7 +262,7 @@ def test_accumulator_misuse_is_refused(problem):
     acc.update(X, y)
     with pytest.raises(ValueError, match=r"k=1 needs components below the tracked range \[3, 8\)"):
         acc.result(1)
-    with pytest.raises(ValueError, match=r"different \(shape, k0, target_scale, degenerate\)"):
+    with pytest.raises(ValueError, match=r"different \(shape, k0, target_scale, degenerate, no fit bias\)"):
         acc.merge(LIPAccumulator(W, 2))
     with pytest.raises(ValueError, match="built from different weights"):
         acc.merge(LIPAccumulator(2.0 * W, 3))
@@ -272,3 +272,12 @@ def test_accumulator_misuse_is_refused(problem):
         acc.load_partial_sums(np.zeros(5))
     with pytest.raises(ValueError, match="k was left open"):
         LIPAccumulator(W).update(X, y).result()
+
+
+def test_fit_bias_false_is_the_papers_fit_even_with_a_bias(backend, problem, rng):
+    W, X, y = problem
+    b = backend.asarray(rng.normal(size=8))
+    got = lip_refine(backend.asarray(W), backend.asarray(X), backend.asarray(y), 2, bias=b, fit_bias=False)
+    np.testing.assert_allclose(backend.to_numpy(got), dense_reference(W, X, onehot(y, 8), 2), rtol=1e-10)
+    with pytest.raises(TypeError, match="fit_bias must be True or False; got 'no'"):
+        LIPAccumulator(backend.asarray(W), 2, fit_bias="no")

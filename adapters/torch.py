@@ -1,0 +1,730 @@
+"""LIP for PyTorch: an optimizer wrapper, a hook-based attach, and the finalize pass.
+
+Thin by design: this module moves weights and penultimate features between
+PyTorch and the framework-free core; every formula lives in
+:mod:`lip_agnostic` (:func:`~lip_agnostic.refine_batches`,
+:func:`~lip_agnostic.project_principal`).
+
+Three ways in:
+
+- :class:`LIPOptimizer` wraps the optimizer you already use (it *is* a
+  ``torch.optim.Optimizer``: schedulers, ``GradScaler``, grad clipping and
+  ``torch.compile``d models work unchanged) and adds :meth:`LIPOptimizer.finalize`.
+- :func:`attach` gives the same behaviour to an optimizer you cannot replace
+  (a step post-hook); it returns a :class:`LIPHandle` with ``.remove()``.
+- :func:`finalize` runs LIP once on a trained model, no optimizer needed.
+
+Example
+-------
+>>> import torch
+>>> from torch import nn
+>>> from lip_agnostic.adapters.torch import LIPOptimizer
+>>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+<torch._C.Generator object at ...>
+>>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+>>> opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[2], k=2)
+>>> data = [(torch.randn(32, 8), torch.randint(0, 4, (32,))) for _ in range(4)]
+>>> for x, y in data:
+...     opt.zero_grad(); nn.functional.cross_entropy(model(x), y).backward(); opt.step()
+>>> report = opt.finalize(data, progress=False)
+>>> report["k"], report["n_fit"]
+(2, 128)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from typing import Any, Callable, Iterable, Literal
+
+import torch
+from torch import nn
+
+from lip_agnostic import project_principal, refine_batches, select_rank
+
+from ._torch_data import FeatureCapture, check_classifier, feature_batches, find_model, module_modes, restore_modes
+
+__all__ = ["LIPOptimizer", "LIPHandle", "attach", "finalize", "ddp_all_reduce", "BiasMode"]
+
+BiasMode = Literal["fit", "ignore"]
+Rank = int | float | str
+AllReduceArg = Callable[[torch.Tensor], torch.Tensor] | Literal["auto"] | None
+
+#: ``refine_batches`` keywords the adapter sets itself (users pass ``k``, ``validation``, ``bias``, ``all_reduce``).
+_RESERVED = {"rank": "k", "validation": "validation", "bias": "bias", "fit_bias": "bias", "all_reduce": "all_reduce",
+             "xp": None}
+_STATE_VERSION = 1
+#: Rows per chunk handed to the core by ``finalize`` (features are buffered up to this many rows).
+DEFAULT_CHUNK_ROWS = 4096
+
+
+# --------------------------------------------------------------------------- validation helpers
+def _check_rank(k: Any, weight: torch.Tensor, name: str = "k") -> Rank:
+    """Validate ``k`` now (not after training): ``"auto"``, an int in ``[0, m]`` or a fraction in (0, 1]."""
+    if isinstance(k, str):
+        if k != "auto":
+            raise ValueError(f"{name} must be an int, an energy fraction in (0, 1], or 'auto'; got {k!r}")
+        return k
+    with torch.no_grad():
+        select_rank(weight.detach().T, k)  # the core's own range checks
+    return k
+
+
+def _check_bias_mode(bias: Any) -> BiasMode:
+    if bias not in ("fit", "ignore"):
+        raise ValueError(f"bias must be 'fit' (fit against Y - 1 b^T) or 'ignore' (the paper's fit); got {bias!r}")
+    return bias
+
+
+def _check_lip_options(options: dict, weight: torch.Tensor, k: Rank = 2, bias: Any = None, *,
+                       dry_run: bool = True) -> dict:
+    """Reject unknown or adapter-owned keywords, and have the core check the values now.
+
+    Steps
+    -----
+    1. Every keyword must be a keyword-only parameter of
+       :func:`lip_agnostic.refine_batches` that the adapter does not set
+       itself (read from its signature, so new core options pass through).
+    2. Dry run (at construction): the core refines a copy of the weight on a small synthetic
+       stream with these options, so a bad ``target_scale``, ``degenerate``,
+       ``holdout``, ``confidence``, ... fails at construction with the core's
+       own message, not after training. The classifier is not touched.
+    """
+    params = inspect.signature(refine_batches).parameters
+    accepted = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    for key in options:
+        if key in _RESERVED:
+            alt = _RESERVED[key]
+            hint = f"pass {alt}=... instead" if alt else "the adapter chooses it"
+            raise TypeError(f"{key!r} is set by the PyTorch adapter; {hint}")
+        if key not in accepted:
+            allowed = sorted(accepted - set(_RESERVED))
+            raise TypeError(f"unknown LIP option {key!r}; refine_batches accepts {allowed}")
+    if "min_gain" in options and not math.isfinite(float(options["min_gain"])):
+        raise ValueError(f"min_gain must be a finite number; got {options['min_gain']}")
+    if "holdout" in options and not (0.0 < float(options["holdout"]) <= 0.5):  # also checked for a fixed k
+        raise ValueError(f"holdout must lie in (0, 0.5]; got {options['holdout']}")
+    if not dry_run:
+        return dict(options)
+    holdout = options.get("holdout", params["holdout"].default if "holdout" in params else 0.2)
+    try:
+        period = int(round(1.0 / float(holdout))) if float(holdout) > 0 else 2
+    except (TypeError, ValueError, OverflowError):
+        period = 2
+    l, q = (int(d) for d in weight.shape)
+    n = max(2 * period, 16)  # enough rows for the hold-out to get some
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        W = weight.detach().to("cpu", torch.float32).T.contiguous()
+        X = torch.randn(n, q, generator=g)
+        y = torch.arange(n) % l
+        b = None if bias is None else bias.detach().to("cpu", torch.float32)
+        refine_batches(W, [(X, y)], rank=k, bias=b, **options)
+    return dict(options)
+
+
+def _check_in_optimizer(optimizer: torch.optim.Optimizer, classifier: nn.Linear) -> None:
+    ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if id(classifier.weight) not in ids:
+        raise ValueError(
+            f"classifier.weight (shape {tuple(classifier.weight.shape)}) is not among the optimizer's "
+            f"parameters ({len(ids)} tensors in {len(optimizer.param_groups)} group(s)); pass the "
+            "classifier of the model this optimizer trains"
+        )
+
+
+def ddp_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all ``torch.distributed`` ranks (a copy; the input is left alone)."""
+    import torch.distributed as dist
+
+    out = tensor.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def _distributed() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside an initialized process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _resolve_all_reduce(all_reduce: AllReduceArg) -> Callable | None:
+    if all_reduce == "auto":
+        return ddp_all_reduce if _distributed()[1] > 1 else None
+    if all_reduce is None or callable(all_reduce):
+        return all_reduce
+    raise TypeError(f"all_reduce must be 'auto', None or a callable summing a tensor over workers; got {all_reduce!r}")
+
+
+def _input_device(model: nn.Module, classifier: nn.Linear) -> torch.device:
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else classifier.weight.device
+
+
+# --------------------------------------------------------------------------- the finalize pass
+def finalize(
+    classifier: nn.Linear,
+    loader: Iterable,
+    /,
+    *,
+    model: nn.Module | None = None,
+    k: Rank = "auto",
+    validation: Iterable | None = None,
+    bias: BiasMode = "fit",
+    input_key: str | None = None,
+    label_key: str | None = None,
+    device: torch.device | str | None = None,
+    all_reduce: AllReduceArg = "auto",
+    progress: bool = True,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    **lip_options: Any,
+) -> dict:
+    """Run LIP once on a trained classifier: one no-grad pass, then write ``W*`` in place.
+
+    Steps
+    -----
+    1. Put ``model`` (default: the outermost module containing
+       ``classifier``, ``torch.compile``/DDP wrappers peeled off) in eval
+       mode; a forward hook on ``classifier`` captures its inputs, the
+       penultimate features ``X``.
+    2. Stream ``(X, labels)`` per batch, never holding all of ``X``, into
+       :func:`lip_agnostic.refine_batches` with ``W = classifier.weight.T``
+       (``(q, l)``), the layer's bias (``bias="fit"``), ``rank=k`` and, for
+       ``k="auto"``, the ``validation`` batches (without them the core holds
+       out every 5th training sample to score the ranks).
+    3. Under ``torch.distributed`` the core's partial sums are all-reduced,
+       so every rank writes the same ``W*`` as one process over all data.
+    4. Write ``W*.T`` into ``classifier.weight`` in its dtype and device;
+       restore every submodule's train/eval flag. If anything fails, the
+       weight is left exactly as it was.
+
+    Parameters
+    ----------
+    classifier : nn.Linear
+        The final layer, weight ``(l classes, q features)``.
+    loader : iterable
+        Yields ``(inputs, labels, ...)`` tuples or dicts (``input_key``,
+        ``label_key``; defaults try common names). Labels: int ``(n,)`` in
+        ``[0, l)``, or a target matrix ``(n, l)`` (soft labels, candidate sets).
+    model : nn.Module, optional
+        What to run on the inputs (default: found from ``classifier``).
+    k : int, float in (0, 1], or "auto"
+        Principal components kept (a float is an energy fraction).
+    validation : iterable, optional
+        Held-out batches (noisy labels are fine) to choose ``k="auto"``.
+    bias : {"fit", "ignore"}
+        ``"fit"`` (default): the refit targets ``Y - 1 b^T`` with the layer's
+        bias ``b`` (the method page: the fit should account for it).
+        ``"ignore"``: the paper's reference code (bias left out of the fit).
+        The bias itself is never changed.
+    input_key, label_key : str, optional
+        Keys of dict batches.
+    device : torch.device, optional
+        Where inputs go (default: the model's first parameter's device).
+    all_reduce : "auto", None or callable
+        ``"auto"``: ``torch.distributed.all_reduce`` when a process group
+        with more than one rank is initialized.
+    progress : bool
+        tqdm progress bar (rank 0 only).
+    chunk_rows : int
+        Consecutive batches are concatenated into chunks of at least this
+        many rows before they reach the core (bounded memory,
+        ``O(chunk_rows * q)``; far less per-batch overhead). ``0``: hand
+        over every batch as it comes.
+    **lip_options
+        Passed to :func:`lip_agnostic.refine_batches` (``target_scale``,
+        ``degenerate``, ``min_gain``, ``holdout``, ...).
+
+    Returns
+    -------
+    dict
+        ``LIPResult.to_dict()`` (``selection``, ``summary`` with the spectrum
+        before/after and the principal angle, ``n_fit``, ``n_degenerate``)
+        plus ``k``, ``changed``, ``principal_angle``, ``bias`` (the mode),
+        ``bias_in_fit`` (whether a bias entered the fit), ``dtype``,
+        ``device``, ``world_size``, ``n_batches``, ``n_samples_local``,
+        ``n_val_batches`` and ``seconds``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from lip_agnostic.adapters.torch import finalize
+    >>> g = torch.Generator().manual_seed(0)
+    >>> model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3))
+    >>> data = [(torch.randn(20, 6, generator=g), torch.randint(0, 3, (20,), generator=g)) for _ in range(3)]
+    >>> finalize(model[2], data, k=1, progress=False)["n_fit"]
+    60
+    """
+    classifier = check_classifier(classifier)
+    k = _check_rank(k, classifier.weight)
+    bias = _check_bias_mode(bias)
+    lip_options = _check_lip_options(lip_options, classifier.weight, dry_run=False)  # the real run checks values
+    reducer = _resolve_all_reduce(all_reduce)
+    if model is None:
+        model = find_model(classifier)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if not any(m is classifier for m in model.modules()):
+        raise ValueError(f"the classifier is not a submodule of the given model ({type(model).__name__})")
+    if validation is not None and k != "auto":
+        raise ValueError(f"validation data is only used to choose k='auto'; got k={k!r}")
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 0:
+        raise ValueError(f"chunk_rows must be a non-negative integer; got {chunk_rows!r}")
+    rank, world = _distributed()
+    dev = torch.device(device) if device is not None else _input_device(model, classifier)
+    weight = classifier.weight
+    l = int(weight.shape[0])
+    start = time.perf_counter()
+
+    modes = module_modes(model)
+    capture = FeatureCapture(classifier)
+    fit_counts: dict = {}
+    val_counts: dict = {}
+    try:
+        model.eval()
+        show = progress and rank == 0
+        stream_kw = dict(l=l, device=dev, input_key=input_key, label_key=label_key, progress=show,
+                         chunk_rows=chunk_rows)
+        batches = feature_batches(model, capture, loader, desc="LIP fit", counts=fit_counts, **stream_kw)
+        val_batches = (
+            None if validation is None
+            else feature_batches(model, capture, validation, desc="LIP validation", counts=val_counts, **stream_kw)
+        )
+        with torch.no_grad():
+            W = weight.detach().clone().T
+            # The bias always goes to the core (k="auto" scores the logits the layer really
+            # produces); bias="ignore" only keeps it out of the fit (the paper's targets Y).
+            b = classifier.bias.detach().clone() if classifier.bias is not None else None
+            if b is not None and b.dtype != W.dtype:
+                b = b.to(W.dtype)
+            if reducer is None and not _has_items(loader):
+                raise ValueError("the loader is empty: LIP needs at least one batch of (inputs, labels)")
+            result = refine_batches(
+                W, batches, rank=k, validation=val_batches, bias=b, fit_bias=bias == "fit", all_reduce=reducer,
+                **lip_options
+            )
+            new = result.weight.T.to(device=weight.device, dtype=weight.dtype)
+            if tuple(new.shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"LIP returned a weight of shape {tuple(new.shape)} for a layer of shape {tuple(weight.shape)}"
+                )
+            if not bool(torch.isfinite(new).all()):
+                raise ValueError("LIP produced NaN/Inf weights; the classifier was left unchanged")
+            backup = weight.detach().clone()
+            try:
+                weight.copy_(new)
+            except BaseException:
+                weight.copy_(backup)
+                raise
+    finally:
+        capture.remove()
+        restore_modes(modes)
+
+    report = result.to_dict()
+    report.update(
+        k=result.selection.k,
+        changed=result.selection.changed,
+        principal_angle=result.summary.principal_angle,
+        bias=bias,
+        bias_in_fit=b is not None and bias == "fit",
+        dtype=str(weight.dtype).replace("torch.", ""),
+        device=str(weight.device),
+        world_size=world,
+        n_batches=fit_counts.get("batches", 0),
+        n_samples_local=fit_counts.get("samples", 0),
+        n_val_batches=val_counts.get("batches", 0),
+        seconds=time.perf_counter() - start,
+    )
+    return report
+
+
+def _has_items(loader: Iterable) -> bool:
+    """Cheap emptiness check for sized loaders (others are left to the core's own check)."""
+    try:
+        return len(loader) > 0  # type: ignore[arg-type]
+    except TypeError:
+        return True
+
+
+# --------------------------------------------------------------------------- shared controller
+class _LIPController:
+    """What LIPOptimizer and attach share: the classifier, LIP's settings and its step counter."""
+
+    def __init__(
+        self,
+        classifier: nn.Linear,
+        *,
+        model: nn.Module | None,
+        k: Rank,
+        bias: BiasMode,
+        project_every: int | None,
+        project_rank: int | float | None,
+        lip_options: dict,
+    ) -> None:
+        self.classifier = check_classifier(classifier)
+        self.k = _check_rank(k, classifier.weight)
+        self.bias = _check_bias_mode(bias)
+        self.lip_options = _check_lip_options(
+            lip_options, classifier.weight, self.k, classifier.bias if self.bias == "fit" else None)
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        self.model = model
+        if project_every is not None:
+            if isinstance(project_every, bool) or not isinstance(project_every, int) or project_every < 1:
+                raise ValueError(f"project_every must be a positive number of steps or None; got {project_every!r}")
+            if project_rank is None:
+                if isinstance(self.k, str):
+                    raise ValueError("project_every needs project_rank=... (an int or energy fraction) when k='auto'")
+                project_rank = self.k
+        if project_rank is not None:
+            project_rank = _check_rank(project_rank, classifier.weight, "project_rank")
+            if isinstance(project_rank, str):
+                raise ValueError("project_rank must be an int or an energy fraction in (0, 1]; got 'auto'")
+        self.project_every = project_every
+        self.project_rank = project_rank
+        self.steps = 0
+        self.projections = 0
+
+    def after_step(self) -> None:
+        self.steps += 1
+        if self.project_every is not None and self.steps % self.project_every == 0:
+            self.project_now()
+
+    def project_now(self, rank: int | float | None = None) -> None:
+        """Replace the classifier's weight by its best rank-``k`` approximation (PSP only)."""
+        rank = self.project_rank if rank is None else _check_rank(rank, self.classifier.weight, "rank")
+        if rank is None:
+            raise ValueError("no projection rank: pass project_now(rank) or project_rank=... at construction")
+        weight = self.classifier.weight
+        with torch.no_grad():
+            Wk = project_principal(weight.detach().T, rank)
+            weight.copy_(Wk.T)
+        self.projections += 1
+
+    def finalize(self, loader: Iterable, **kwargs: Any) -> dict:
+        options = dict(self.lip_options)
+        for key in list(kwargs):
+            if key not in inspect.signature(finalize).parameters:
+                options[key] = kwargs.pop(key)
+        kwargs.setdefault("model", self.model)
+        kwargs.setdefault("k", self.k)
+        kwargs.setdefault("bias", self.bias)
+        report = finalize(self.classifier, loader, **kwargs, **options)
+        report["steps"] = self.steps
+        report["projections"] = self.projections
+        return report
+
+    def state_dict(self) -> dict:
+        return {"version": _STATE_VERSION, "steps": self.steps, "projections": self.projections}
+
+    def load_state_dict(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(f"the LIP state must be a dict; got {type(state).__name__}")
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"unsupported LIP state version {state.get('version')!r}; expected {_STATE_VERSION}")
+        for key in ("steps", "projections"):
+            value = state.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"LIP state {key!r} must be a non-negative int; got {value!r}")
+        self.steps, self.projections = state["steps"], state["projections"]
+
+
+# --------------------------------------------------------------------------- the optimizer wrapper
+class LIPOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` that trains like ``base_optimizer`` and adds LIP.
+
+    The wrapper shares ``param_groups``, ``state``, ``defaults`` and the hook
+    registries of the base optimizer by reference, so LR schedulers,
+    ``torch.amp.GradScaler`` (fused optimizers included), gradient clipping
+    and step hooks see one optimizer. ``step`` delegates to the base, then
+    (optionally) applies the periodic principal-subspace projection.
+
+    Steps
+    -----
+    1. Training: ``step()`` = ``base_optimizer.step()``; every
+       ``project_every`` steps (off by default; not in the paper)
+       ``classifier.weight.T`` is replaced by its rank-``project_rank``
+       approximation (:func:`lip_agnostic.project_principal`).
+    2. After training: :meth:`finalize` runs :func:`finalize` (one
+       no-grad pass, ``W*`` written into the classifier).
+
+    Parameters
+    ----------
+    base_optimizer : torch.optim.Optimizer
+        Must hold ``classifier.weight``.
+    classifier : nn.Linear
+        The final layer.
+    k : int, float in (0, 1], or "auto"
+        Rank for :meth:`finalize` (default ``"auto"``: scored on held-out data).
+    model : nn.Module, optional
+        The model to run in :meth:`finalize` (default: found from ``classifier``).
+    bias : {"fit", "ignore"}
+        See :func:`finalize`.
+    project_every : int, optional
+        Project every this many optimizer steps (``len(train_loader)`` for
+        once per epoch); call :meth:`project_now` to do it by hand.
+    project_rank : int or float, optional
+        Rank of that projection (default: ``k`` when it is not ``"auto"``).
+    **lip_options
+        Passed to :func:`lip_agnostic.refine_batches` (``target_scale``,
+        ``degenerate``, ``min_gain``, ``holdout``, ...); checked now.
+
+    ``state_dict()`` is the base optimizer's state dict plus a ``"lip"``
+    entry (so it also loads into a bare base optimizer);
+    ``load_state_dict`` accepts it or a bare base-optimizer checkpoint
+    (the LIP step counter then restarts at 0).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from lip_agnostic.adapters.torch import LIPOptimizer
+    >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    >>> opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), classifier=model[2])
+    >>> sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    >>> opt.param_groups is opt.base_optimizer.param_groups
+    True
+    """
+
+    def __init__(
+        self,
+        base_optimizer: torch.optim.Optimizer,
+        classifier: nn.Linear,
+        *,
+        k: Rank = "auto",
+        model: nn.Module | None = None,
+        bias: BiasMode = "fit",
+        project_every: int | None = None,
+        project_rank: int | float | None = None,
+        **lip_options: Any,
+    ) -> None:
+        if not isinstance(base_optimizer, torch.optim.Optimizer):
+            raise TypeError(f"base_optimizer must be a torch.optim.Optimizer; got {type(base_optimizer).__name__}")
+        if isinstance(base_optimizer, LIPOptimizer):
+            raise TypeError("base_optimizer is already a LIPOptimizer; wrap the plain optimizer once")
+        torch._C._log_api_usage_once("lip_agnostic.adapters.torch.LIPOptimizer")
+        check_classifier(classifier)
+        _check_in_optimizer(base_optimizer, classifier)
+        self._lip = _LIPController(
+            classifier, model=model, k=k, bias=bias, project_every=project_every,
+            project_rank=project_rank, lip_options=lip_options,
+        )
+        self.base_optimizer = base_optimizer
+        self._share_with_base()
+
+    # ``param_groups``, ``state`` and ``defaults`` ARE the base's: properties, so they stay the
+    # same objects even when the base rebinds them (its load_state_dict does).
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.base_optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self.base_optimizer.param_groups = value
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self.base_optimizer.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self.base_optimizer.state = value
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.base_optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value: dict[str, Any]) -> None:
+        self.base_optimizer.defaults = value
+
+    def _share_with_base(self) -> None:
+        """Point the hook registries ``torch.optim.Optimizer`` reads at the base's own dicts."""
+        base = self.base_optimizer
+        for name in (
+            "_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
+            "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
+            "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks",
+        ):
+            setattr(self, name, getattr(base, name))
+        self._warned_capturable_if_run_uncaptured = True
+
+    # -- the optimizer protocol, delegated
+    @property
+    def _step_supports_amp_scaling(self) -> bool:  # fused optimizers + GradScaler
+        return bool(getattr(self.base_optimizer, "_step_supports_amp_scaling", False))
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """``base_optimizer.step(closure)``, then the periodic projection if it is due."""
+        base = self.base_optimizer
+        forwarded = [n for n in ("grad_scale", "found_inf") if n in self.__dict__]  # set by GradScaler
+        for name in forwarded:
+            setattr(base, name, self.__dict__[name])
+        try:
+            out = base.step() if closure is None else base.step(closure)
+        finally:
+            for name in forwarded:
+                base.__dict__.pop(name, None)
+        found_inf = self.__dict__.get("found_inf")
+        if found_inf is None or not bool(found_inf):  # a fused step GradScaler skipped is not a step
+            self._lip.after_step()
+        return out
+
+    # The base's step runs the (shared) step hooks; never wrap this one a second time.
+    step.hooked = True  # type: ignore[attr-defined]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.base_optimizer.add_param_group(param_group)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimizer's state dict plus ``"lip"`` (LIP's step counter)."""
+        sd = self.base_optimizer.state_dict()
+        sd["lip"] = self._lip.state_dict()
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load :meth:`state_dict` output, or a bare base-optimizer state dict."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict; got {type(state_dict).__name__}")
+        sd = dict(state_dict)
+        lip_state = sd.pop("lip", None)
+        if lip_state is not None:
+            self._lip.load_state_dict(lip_state)  # validate before touching the base
+        self.base_optimizer.load_state_dict(sd)
+        if lip_state is None:
+            self._lip.steps = self._lip.projections = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._share_with_base()
+
+    def __repr__(self) -> str:
+        c = self._lip
+        return (f"LIPOptimizer({self.base_optimizer!r},\n  classifier={c.classifier!r}, k={c.k!r}, "
+                f"bias={c.bias!r}, project_every={c.project_every!r})")
+
+    # -- LIP
+    @property
+    def classifier(self) -> nn.Linear:
+        """The layer LIP refines."""
+        return self._lip.classifier
+
+    @property
+    def lip_steps(self) -> int:
+        """Optimizer steps taken through this wrapper (drives ``project_every``)."""
+        return self._lip.steps
+
+    def project_now(self, rank: int | float | None = None) -> None:
+        """Project the classifier onto its top principal components now (default rank: ``project_rank``)."""
+        self._lip.project_now(rank)
+
+    def finalize(self, loader: Iterable, /, **kwargs: Any) -> dict:
+        """LIP on the trained classifier; see :func:`finalize` for the keywords and the report.
+
+        The constructor's ``k``, ``model``, ``bias`` and LIP options are the
+        defaults; any of them can be overridden here.
+        """
+        return self._lip.finalize(loader, **kwargs)
+
+
+# --------------------------------------------------------------------------- attach
+class LIPHandle:
+    """What :func:`attach` returns: ``remove()``, ``finalize()``, ``project_now()``.
+
+    Also a context manager that removes the hook on exit.
+    """
+
+    def __init__(self, controller: _LIPController, hook: Any, optimizer: torch.optim.Optimizer) -> None:
+        self._lip = controller
+        self._hook = hook
+        self.optimizer = optimizer
+        self.attached = True
+
+    def remove(self) -> None:
+        """Detach from the optimizer (idempotent); ``finalize`` still works afterwards."""
+        if self.attached:
+            self._hook.remove()
+            self.attached = False
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self._lip.classifier
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps seen while attached."""
+        return self._lip.steps
+
+    def project_now(self, rank: int | float | None = None) -> None:
+        self._lip.project_now(rank)
+
+    def finalize(self, loader: Iterable, /, **kwargs: Any) -> dict:
+        """See :func:`finalize`."""
+        return self._lip.finalize(loader, **kwargs)
+
+    def state_dict(self) -> dict:
+        """LIP's own state (the step counter); save it next to the optimizer's."""
+        return self._lip.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._lip.load_state_dict(state)
+
+    def __enter__(self) -> "LIPHandle":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        return f"LIPHandle(attached={self.attached}, steps={self.steps}, k={self._lip.k!r})"
+
+
+def attach(
+    optimizer: torch.optim.Optimizer,
+    classifier: nn.Linear,
+    *,
+    k: Rank = "auto",
+    model: nn.Module | None = None,
+    bias: BiasMode = "fit",
+    project_every: int | None = None,
+    project_rank: int | float | None = None,
+    **lip_options: Any,
+) -> LIPHandle:
+    """Give ``optimizer`` LIP's behaviour without replacing it (a step post-hook).
+
+    Same keywords as :class:`LIPOptimizer`. The hook counts steps and runs
+    the periodic projection (when ``project_every`` is set);
+    ``handle.finalize(loader)`` runs LIP; ``handle.remove()`` detaches.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from lip_agnostic.adapters.torch import attach
+    >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    >>> opt = torch.optim.Adam(model.parameters())
+    >>> handle = attach(opt, model[2], k=2, project_every=10)
+    >>> handle.remove()
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
+    check_classifier(classifier)
+    _check_in_optimizer(optimizer, classifier)
+    controller = _LIPController(
+        classifier, model=model, k=k, bias=bias, project_every=project_every,
+        project_rank=project_rank, lip_options=lip_options,
+    )
+    hook = optimizer.register_step_post_hook(lambda opt, args, kwargs: controller.after_step())
+    return LIPHandle(controller, hook, optimizer)
+
