@@ -25,7 +25,18 @@ from .metrics import (
     subspace_similarity,
     subspace_similarity_matrix,
 )
+from . import noise
 from .lowrank import TopSVD, top_svd, truncate_top
+from .noise import (
+    ASYMMETRIC_MAPS,
+    NoisyLabels,
+    PartialLabels,
+    asymmetric_noise,
+    instance_dependent_noise,
+    pairflip_noise,
+    partial_labels,
+    symmetric_noise,
+)
 from .principal import SVD, energy_rank, project_principal, reduced_svd
 from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, candidate_ranks, select_rank, sign_test_p
 from .refine import lip_refine
@@ -35,6 +46,15 @@ from .stream import LIPResult, refine_batches
 __version__ = "0.1.0"
 
 __all__ = [
+    "ASYMMETRIC_MAPS",
+    "NoisyLabels",
+    "PartialLabels",
+    "asymmetric_noise",
+    "instance_dependent_noise",
+    "noise",
+    "pairflip_noise",
+    "partial_labels",
+    "symmetric_noise",
     "ChangeSummary",
     "DEFAULT_CONFIDENCE",
     "LIPAccumulator",

@@ -277,6 +277,7 @@ def davis_kahan_bound(
     n_classes: int,
     gap: float,
     ridge: float = 0.0,
+    singular_values: Any = None,
     xp: Any = None,
 ) -> float:
     """The paper's bound on the principal-subspace angle under label noise.
@@ -294,7 +295,9 @@ def davis_kahan_bound(
 
     Steps
     -----
-    1. ``sigma_max(X)``, ``lambda_min(X^T X) = sigma_min(X)^2`` (0 when ``n < q``).
+    1. ``sigma_max(X)``, ``lambda_min(X^T X) = sigma_min(X)^2`` (0 when ``n < q``);
+       pass ``singular_values`` (those of ``X``, e.g. from an earlier
+       ``svdvals``) to skip the SVD when evaluating many rates or ridges.
     2. Evaluate the formula above.
 
     Examples
@@ -315,8 +318,14 @@ def davis_kahan_bound(
         raise ValueError(f"gap (delta) must be positive; got {gap}")
     if not float(ridge) >= 0.0:
         raise ValueError(f"ridge (lambda) must be non-negative; got {ridge}")
-    s = xp.linalg.svdvals(to_float(xp, X, working_dtype(xp, X.dtype)))
     n, q = int(X.shape[0]), int(X.shape[1])
+    if singular_values is None:
+        s = xp.linalg.svdvals(to_float(xp, X, working_dtype(xp, X.dtype)))
+    else:
+        s = singular_values
+        if getattr(s, "shape", None) != (min(n, q),):
+            raise ValueError(f"singular_values must have shape ({min(n, q)},) for X of shape {(n, q)}; "
+                             f"got {tuple(getattr(s, 'shape', ()))}")
     lam_min = float(s[-1]) ** 2 if n >= q else 0.0
     denom = float(gap) * (lam_min + float(ridge))
     if denom == 0.0:

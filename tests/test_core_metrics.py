@@ -161,3 +161,12 @@ def test_summarize_change_reports_spectra_and_angle(rng):
 def test_metric_bad_inputs(call, exc, msg):
     with pytest.raises(exc, match=msg):
         call()
+
+
+def test_davis_kahan_bound_accepts_precomputed_singular_values(rng):
+    X = rng.normal(size=(30, 5))
+    s = np.linalg.svd(X, compute_uv=False)
+    assert davis_kahan_bound(X, 0.2, n_classes=3, gap=0.7, ridge=0.1, singular_values=s) == pytest.approx(
+        davis_kahan_bound(X, 0.2, n_classes=3, gap=0.7, ridge=0.1))
+    with pytest.raises(ValueError, match=r"singular_values must have shape \(5,\) for X of shape \(30, 5\); got \(4,\)"):
+        davis_kahan_bound(X, 0.2, n_classes=3, gap=0.7, singular_values=s[:4])
