@@ -40,7 +40,7 @@ from .noise import (
 from .principal import SVD, energy_rank, project_principal, reduced_svd
 from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, candidate_ranks, select_rank, sign_test_p
 from .refine import lip_refine
-from .report import ChangeSummary, summarize_change
+from .report import ChangeSummary, summarize_change, summarize_refit
 from .stream import LIPResult, refine_batches
 
 __version__ = "0.1.0"
@@ -82,6 +82,7 @@ __all__ = [
     "subspace_similarity",
     "subspace_similarity_matrix",
     "summarize_change",
+    "summarize_refit",
     "top_svd",
     "truncate_top",
 ]

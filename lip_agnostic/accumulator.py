@@ -82,6 +82,9 @@ class LIPAccumulator:
     rtol : float, optional
         Degeneracy threshold on ``xx_i / max_j xx_j``; default: the working
         dtype's machine epsilon.
+    svd : SVD, optional
+        The full reduced SVD of ``W`` (:func:`lip_agnostic.reduced_svd`) when
+        the caller already has it: a large head's SVD is the costly step.
 
     Examples
     --------
@@ -107,11 +110,22 @@ class LIPAccumulator:
         target_scale: TargetScale = 1.0,
         degenerate: Literal["zero", "keep"] = "zero",
         rtol: float | None = None,
+        svd: SVD | None = None,
         xp: Any = None,
     ) -> None:
         xp = namespace(W, bias, xp=xp)
         self._xp = xp
-        self.svd: SVD = reduced_svd(W, xp=xp)
+        if svd is None:
+            svd = reduced_svd(W, xp=xp)
+        else:
+            if not isinstance(svd, SVD):
+                raise TypeError(f"svd must be a lip_agnostic.SVD (from reduced_svd); got {type(svd).__name__}")
+            m_ = min(int(W.shape[0]), int(W.shape[1]))
+            want = ((int(W.shape[0]), m_), (m_,), (int(W.shape[1]), m_))
+            got = (tuple(svd.U.shape), tuple(svd.s.shape), tuple(svd.V.shape))
+            if got != want:
+                raise ValueError(f"svd factors (U, s, V) must have shapes {want} for W of shape {tuple(W.shape)}; got {got}")
+        self.svd: SVD = svd
         self.shape = (int(W.shape[0]), int(W.shape[1]))
         self.dtype = W.dtype
         self._W = W

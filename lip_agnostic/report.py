@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._arrays import as_weight, namespace, to_float, working_dtype
 from .metrics import effective_rank, principal_subspace_angle, singular_spectrum, stable_rank
 
-__all__ = ["ChangeSummary", "summarize_change"]
+__all__ = ["ChangeSummary", "summarize_change", "summarize_refit"]
 
 
 @dataclass(frozen=True)
@@ -80,5 +81,51 @@ def summarize_change(W_before: Any, W_after: Any, /, k: int, *, xp: Any = None) 
         stable_rank_after=float(stable_rank(s1, xp=xp)),
         # An unchanged weight has angle 0 exactly (two SVDs of one matrix can differ by rounding).
         principal_angle=0.0 if diff == 0.0 else float(principal_subspace_angle(W0, W1, int(k), xp=xp)),
+        relative_change=diff / norm0 if norm0 > 0 else 0.0,
+    )
+
+
+def summarize_refit(s: Any, d: Any, /, k: int, *, shape: tuple[int, int], xp: Any = None) -> ChangeSummary:
+    """The same summary as :func:`summarize_change` for ``W = U diag(s) V^T`` and
+    ``W* = U diag(d) V^T`` (what LIP produces), from the two spectra alone: no SVD.
+
+    Steps
+    -----
+    1. The singular values of ``W*`` are ``|d|`` sorted descending (``U``, ``V``
+       are orthonormal; signs go into ``U``).
+    2. ``||W* - W||_F = ||d - s||_2``.
+    3. The top-``k`` right subspace of ``W*`` is spanned by the ``V`` columns of
+       its ``k`` largest ``|d_i|``: its largest principal angle to ``V[:, :k]``
+       is 0 when those are the first ``k`` columns and ``pi / 2`` otherwise (a
+       refit tail value overtook a kept one).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> summarize_refit(np.asarray([3.0, 2.0, 1.0]), np.asarray([3.0, 2.0, 0.5]), 2, shape=(4, 3)).relative_change
+    0.1336306209562122
+    """
+    xp = namespace(s, d, xp=xp)
+    dt = working_dtype(xp, s.dtype, d.dtype)
+    s, d = to_float(xp, s, dt), to_float(xp, d, dt)
+    after = xp.flip(xp.sort(xp.abs(d)))
+    k = int(k)
+    angle = 0.0
+    if 0 < k < int(d.shape[0]):
+        order = xp.argsort(-xp.abs(d), stable=True)
+        if int(xp.max(order[:k])) >= k:
+            angle = math.pi / 2
+    norm0 = float(xp.linalg.vector_norm(s))
+    diff = float(xp.linalg.vector_norm(d - s))
+    return ChangeSummary(
+        shape=(int(shape[0]), int(shape[1])),
+        k=k,
+        spectrum_before=[float(v) for v in s],
+        spectrum_after=[float(v) for v in after],
+        effective_rank_before=float(effective_rank(s, xp=xp)),
+        effective_rank_after=float(effective_rank(after, xp=xp)),
+        stable_rank_before=float(stable_rank(s, xp=xp)),
+        stable_rank_after=float(stable_rank(after, xp=xp)),
+        principal_angle=angle,
         relative_change=diff / norm0 if norm0 > 0 else 0.0,
     )

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Literal
 from ._arrays import device_of, namespace
 from .accumulator import LIPAccumulator, TargetScale
 from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, select_rank
-from .report import ChangeSummary, summarize_change
+from .report import ChangeSummary, summarize_refit
 
 __all__ = ["LIPResult", "refine_batches", "DEFAULT_HOLDOUT"]
 
@@ -164,7 +164,7 @@ def refine_batches(
     return LIPResult(
         weight=W_new,
         selection=selection,
-        summary=summarize_change(W, W_new, selection.k, xp=xp),
+        summary=summarize_refit(acc.svd.s, acc.refit_spectrum(selection.k), selection.k, shape=acc.shape, xp=xp),
         n_fit=acc.n_samples,
         n_degenerate=n_deg,
     )

@@ -281,3 +281,38 @@ def test_fit_bias_false_is_the_papers_fit_even_with_a_bias(backend, problem, rng
     np.testing.assert_allclose(backend.to_numpy(got), dense_reference(W, X, onehot(y, 8), 2), rtol=1e-10)
     with pytest.raises(TypeError, match="fit_bias must be True or False; got 'no'"):
         LIPAccumulator(backend.asarray(W), 2, fit_bias="no")
+
+
+def test_a_precomputed_svd_gives_the_same_result_and_is_checked(problem):
+    from lip_agnostic import reduced_svd
+
+    W, X, y = problem
+    f = reduced_svd(W)
+    np.testing.assert_array_equal(LIPAccumulator(W, 2, svd=f).update(X, y).result(), LIPAccumulator(W, 2).update(X, y).result())
+    with pytest.raises(ValueError, match=r"svd factors \(U, s, V\) must have shapes"):
+        LIPAccumulator(W[:, :5], 2, svd=f)
+    with pytest.raises(TypeError, match="svd must be a lip_agnostic.SVD"):
+        LIPAccumulator(W, 2, svd=(f.U, f.s, f.V))
+
+
+@pytest.mark.parametrize("k", [0, 2, 5, 8])
+def test_summary_from_the_spectra_equals_the_one_from_the_weights(problem, k):
+    from lip_agnostic import refine_batches, summarize_change
+
+    W, X, y = problem
+    res = refine_batches(W, [(X, y)], rank=k)
+    direct = summarize_change(W, res.weight, k)
+    fast = res.summary
+    np.testing.assert_allclose(fast.spectrum_after, direct.spectrum_after, rtol=1e-9, atol=1e-12)
+    assert fast.relative_change == pytest.approx(direct.relative_change, rel=1e-9)
+    assert fast.effective_rank_after == pytest.approx(direct.effective_rank_after, rel=1e-9)
+    assert fast.principal_angle == pytest.approx(direct.principal_angle, abs=1e-6)
+
+
+def test_summary_angle_when_a_refit_tail_value_overtakes_the_head(problem):
+    from lip_agnostic import refine_batches, summarize_change
+
+    W, X, y = problem
+    res = refine_batches(W, [(X, y)], rank=2, target_scale=1e3)  # refit tail >> kept head
+    assert res.summary.principal_angle == pytest.approx(np.pi / 2)
+    assert summarize_change(W, res.weight, 2).principal_angle == pytest.approx(np.pi / 2, abs=1e-6)

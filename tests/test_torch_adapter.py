@@ -87,7 +87,8 @@ def test_finalize_writes_lip_refine_of_independently_computed_features(model, di
     assert report["k"] == 4 and report["n_fit"] == x.shape[0] == report["n_samples_local"]
     assert report["bias"] == bias and report["n_batches"] == len(_batches(x, y))
     assert report["summary"]["spectrum_before"] == pytest.approx(torch.linalg.svdvals(W0).tolist(), rel=1e-5)
-    assert report["summary"]["spectrum_after"] == pytest.approx(torch.linalg.svdvals(fc.weight).tolist(), rel=1e-5)
+    # float32 weights: singular values agree to rounding of the largest (|W| eps ~ 3e-7)
+    assert report["summary"]["spectrum_after"] == pytest.approx(torch.linalg.svdvals(fc.weight).tolist(), rel=1e-5, abs=1e-6)
 
 
 def _one_chunk(model, batches):

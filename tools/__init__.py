@@ -1,1 +1,17 @@
-"""Command-line tools over the lip_agnostic core (``lip-onnx``)."""
+"""Command-line tools over the lip_agnostic core (``lip-onnx``).
+
+The Python API mirrors the commands (see :mod:`lip_agnostic.tools.api`)::
+
+    from lip_agnostic.tools import denoise, denoise_file, inspect, compare
+    model = denoise("model.onnx", rank=8)                       # onnx.ModelProto
+    report = denoise_file("model.onnx", calib="calib.npz")      # writes model.lip.onnx
+
+Modules: ``model_io`` (safe loading, external data), ``graph`` (finding the
+classifier), ``calibrate`` (calibration data -> features for the core),
+``runtime`` (onnxruntime sessions), ``writer`` (atomic output), ``validate``,
+``api``, ``cli``, ``demo``, ``errors`` (exit codes), ``testing`` (model builders).
+"""
+
+from .api import compare, denoise, denoise_file, inspect
+
+__all__ = ["denoise", "denoise_file", "inspect", "compare"]

@@ -1,0 +1,156 @@
+"""The ``lip-onnx`` command line: exit codes, messages without tracebacks, the demo, inspect, compare."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from lip_agnostic.tools import cli, demo
+from lip_agnostic.tools.errors import EXIT_CODES
+from lip_agnostic.tools.testing import mlp_model
+
+
+def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "lip_agnostic.tools", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    model, _ = mlp_model(layout="gemm_t", q=12, l=6)
+    onnx.save(model, tmp_path / "m.onnx")
+    return str(tmp_path / "m.onnx")
+
+
+def test_module_entry_point_denoises_and_prints_a_summary(model_file, tmp_path):
+    r = _run("denoise", model_file, "--rank", "2", "--report", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    assert "truncation (PSP): k=2 of 6" in r.stdout and "validate  checker ok" in r.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["rank"]["k"] == 2 and report["output"].endswith("m.lip.onnx")
+    assert {"spectrum_before", "spectrum_after", "principal_angle"} <= set(report["summary"])
+    r = _run("denoise", model_file, "--rank", "2")
+    assert r.returncode == 7 and "exists; pass --force" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args, code, msg", [
+    (["denoise", "MISSING.onnx", "--rank", "1"], 3, "model file not found"),
+    (["denoise", "{m}", "--rank", "99"], 2, "k=99 is out of range"),
+    (["denoise", "{m}", "--rank", "x"], 2, "expected an integer k or 'auto'"),
+    (["denoise", "{m}", "--rank", "1", "--energy", "0.5"], 2, "not allowed with argument"),
+    (["denoise", "{m}"], 2, "truncation needs --rank K or --energy F"),
+    (["denoise", "{m}", "--rank", "1", "--layer", "zzz"], 4, "no Gemm/MatMul layer named 'zzz'"),
+    (["denoise", "{m}", "--rank", "1", "--calib", "none.npz"], 6, "calibration file not found"),
+    (["denoise", "{m}", "--rank", "1", "-o", "{m}", "--force"], 7, "would overwrite the input"),
+    (["denoise", "{m}", "--rank", "1", "--batch-size", "0"], 2, "--batch-size must be positive"),
+    (["inspect", "{junk}"], 3, "not a readable ONNX model|not an ONNX model"),
+    (["bogus"], 2, "invalid choice"),
+])
+def test_user_mistakes_exit_with_documented_codes_and_no_traceback(model_file, tmp_path, args, code, msg):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07garbage" * 10)
+    args = [a.format(m=model_file, junk=junk) for a in args]
+    rc = cli.main(args)
+    assert rc == code and code in EXIT_CODES
+    r = _run(*args, cwd=str(tmp_path))
+    assert r.returncode == code
+    assert "Traceback" not in r.stderr
+    import re
+    assert re.search(msg, r.stderr), r.stderr
+
+
+def test_help_documents_the_exit_codes():
+    r = _run("denoise", "--help")
+    assert r.returncode == 0
+    for code in (2, 3, 4, 5, 6, 7, 8):
+        assert f"  {code:>3}  {EXIT_CODES[code]}" in r.stdout
+
+
+def test_inspect_text_json_and_plot(model_file, tmp_path, capsys):
+    assert cli.main(["inspect", model_file]) == 0
+    out = capsys.readouterr().out
+    assert "1 classifier candidate(s)" in out and "head (Gemm)" in out and "as (l, q)" in out
+    assert cli.main(["inspect", model_file, "--json", "--plot", str(tmp_path / "s.png")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    c = info["candidates"][0]
+    s = np.asarray(c["spectrum"])
+    assert len(s) == 6 and np.all(np.diff(s) <= 0)
+    assert 1.0 <= c["effective_rank"] <= 6.0 and 1.0 <= c["stable_rank"] <= 6.0
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_compare_a_model_with_its_truncation(model_file, tmp_path, capsys):
+    assert cli.main(["denoise", model_file, "--rank", "3", "-q"]) == 0
+    assert cli.main(["compare", model_file, str(tmp_path / "m.lip.onnx"), "--json", "--k", "3", "--k", "6"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    rows = {r["k"]: r for r in info["subspaces"]}
+    assert rows[3]["phi"] == pytest.approx(1.0, abs=1e-6)      # the top-3 subspace is preserved
+    assert rows[3]["max_angle_deg"] < 1e-3
+    assert cli.main(["compare", model_file, model_file, "--k", "9"]) == 2
+
+
+def test_demo_runs_offline_and_reports_clean_accuracy(capsys):
+    assert cli.main(["demo", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_test"] == 497 and res["n_calib"] == 1000 and res["n_val"] == 300
+    assert 0.0 < res["test_accuracy_before"] < 1.0 and 0.0 < res["test_accuracy_after"] < 1.0
+    assert 0 <= res["k"] <= res["m"] == 10
+    # before/after are real measurements of the shipped model and of the refined one
+    with np.load(demo.test_path()) as z:
+        assert demo.accuracy(demo.model_path(), z["pixels"], z["labels"]) == res["test_accuracy_before"]
+
+
+def test_demo_with_a_fixed_rank_changes_the_model_and_saves_it(tmp_path, capsys):
+    out = tmp_path / "demo.lip.onnx"
+    assert cli.main(["demo", "--rank", "9", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "k=9 of 10" in text and "clean test accuracy" in text
+    with np.load(demo.test_path()) as z:
+        acc = demo.accuracy(str(out), z["pixels"], z["labels"])
+    assert f"after {acc:.4f}" in text
+    assert cli.main(["demo", "--rank", "9", "-o", str(out)]) == 7
+
+
+def test_shipped_demo_files_are_small():
+    folder = os.path.dirname(demo.model_path())
+    total = sum(os.path.getsize(os.path.join(folder, f)) for f in
+                ("demo_digits.onnx", "demo_digits_calib.npz", "demo_digits_test.npz"))
+    assert total < 1_000_000
+
+
+def test_invalid_output_exits_8_and_writes_nothing(model_file, tmp_path, monkeypatch, capsys):
+    from lip_agnostic.tools import api
+    from lip_agnostic.tools.errors import ValidationFailedError
+
+    def broken(_path):
+        raise ValidationFailedError("the refined model fails onnx.checker: (simulated)")
+    monkeypatch.setattr(api, "check_model_file", broken)
+    before = sorted(os.listdir(tmp_path))
+    assert cli.main(["denoise", model_file, "--rank", "2"]) == 8
+    assert "fails onnx.checker" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_inspect_of_a_large_weight_uses_the_top_of_the_spectrum(tmp_path, monkeypatch, capsys):
+    from lip_agnostic.tools import api
+    rng = np.random.default_rng(0)
+    model, p = mlp_model(layout="gemm_t", q=150, l=120)
+    monkeypatch.setattr(api, "LARGE_WEIGHT", 1000)
+    onnx.save(model, tmp_path / "m.onnx")
+    assert cli.main(["inspect", str(tmp_path / "m.onnx"), "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)["candidates"][0]
+    s = np.linalg.svd(p["W"], compute_uv=False)
+    assert c["effective_rank"] is None and c["spectrum_is_top"] == 64
+    np.testing.assert_allclose(c["spectrum"][:4], s[:4], rtol=1e-3)
+    assert c["stable_rank"] == pytest.approx(np.sum(s ** 2) / s[0] ** 2, rel=1e-3)
+    assert cli.main(["inspect", str(tmp_path / "m.onnx")]) == 0
+    assert "top-64 only (large weight)" in capsys.readouterr().out

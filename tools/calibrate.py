@@ -1,0 +1,213 @@
+"""Calibration data: loading, checking against the model, streaming features into the core.
+
+File format (``.npz``, ``numpy.savez``)
+---------------------------------------
+``<input name>``
+    One array per graph input, under the input's name, samples on axis 0.
+``labels``
+    ``(n,)`` integer class labels in ``[0, l)`` (the noisy training labels),
+    or an ``(n, l)`` target matrix (soft labels, candidate sets).
+``val_<input name>``, ``val_labels`` (optional)
+    A held-out split (noisy labels are fine) that ``--rank auto`` scores
+    every ``k`` on; without it the core holds out every 5th sample.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+import numpy as np
+import onnx
+
+from .errors import CalibrationError
+from .graph import Classifier, graph_inputs
+from .model_io import LoadedModel
+from .runtime import Session, batched
+
+__all__ = ["CalibrationData", "load_calibration", "feature_batches", "LABELS", "VAL_PREFIX"]
+
+LABELS = "labels"
+VAL_PREFIX = "val_"
+
+
+@dataclass
+class CalibrationData:
+    """Checked calibration arrays.
+
+    Attributes
+    ----------
+    inputs : dict of str to array
+    labels : array (n,) or (n, l)
+    val_inputs : dict or None
+    val_labels : array or None
+    """
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray
+    val_inputs: dict[str, np.ndarray] | None = None
+    val_labels: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def n_val(self) -> int:
+        return 0 if self.val_labels is None else int(self.val_labels.shape[0])
+
+
+def _np_type(elem_type: int) -> np.dtype:
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+
+
+def _check_input(name: str, key: str, arr: np.ndarray, vi: onnx.ValueInfoProto) -> np.ndarray:
+    tt = vi.type.tensor_type
+    want = _np_type(tt.elem_type)
+    if arr.dtype.kind != want.kind:
+        raise CalibrationError(
+            f"calibration array {key!r} has dtype {arr.dtype} but model input {name!r} is {want}; "
+            f"convert it (e.g. x.astype(np.{want.name}))")
+    if tt.HasField("shape"):
+        dims = tt.shape.dim
+        if arr.ndim != len(dims):
+            raise CalibrationError(
+                f"calibration array {key!r} has shape {arr.shape} but model input {name!r} has rank "
+                f"{len(dims)} ({_dims_text(dims)})")
+        for axis, d in enumerate(dims):
+            if axis and d.HasField("dim_value") and d.dim_value > 0 and arr.shape[axis] != d.dim_value:
+                raise CalibrationError(
+                    f"calibration array {key!r} has shape {arr.shape} but model input {name!r} expects "
+                    f"{_dims_text(dims)} (axis {axis}: {d.dim_value})")
+    if arr.shape[0] == 0:
+        raise CalibrationError(f"calibration array {key!r} is empty")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise CalibrationError(f"calibration array {key!r} contains NaN/Inf")
+    return arr.astype(want, copy=False)
+
+
+def _dims_text(dims) -> str:
+    return "[" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims) + "]"
+
+
+def _check_labels(key: str, y: np.ndarray, n: int, l: int) -> np.ndarray:
+    if y.ndim == 1:
+        if y.dtype.kind not in "iu":
+            raise CalibrationError(f"{key!r} must hold integer class labels; got dtype {y.dtype} "
+                                   "(or give an (n, l) target matrix)")
+        if y.shape[0] != n:
+            raise CalibrationError(f"{key!r} has {y.shape[0]} labels but the inputs have {n} samples")
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= l:
+            raise CalibrationError(f"{key!r} must lie in [0, {l}) for a classifier with {l} classes; got min {lo}, max {hi}")
+        return y.astype(np.int64, copy=False)
+    if y.ndim == 2:
+        if y.shape != (n, l):
+            raise CalibrationError(f"{key!r} target matrix has shape {y.shape}; expected ({n}, {l})")
+        if y.dtype.kind not in "fiub" or (y.dtype.kind == "f" and not np.all(np.isfinite(y))):
+            raise CalibrationError(f"{key!r} must be a finite real matrix; got dtype {y.dtype}")
+        return y.astype(np.float64, copy=False)
+    raise CalibrationError(f"{key!r} must be (n,) labels or an (n, l={l}) matrix; got shape {y.shape}")
+
+
+def load_calibration(source: "str | os.PathLike | Mapping[str, np.ndarray]", loaded: LoadedModel,
+                     classifier: Classifier) -> CalibrationData:
+    """Read and check calibration data against the model.
+
+    Raises
+    ------
+    CalibrationError
+        Unreadable file; missing, unknown or partial keys; dtypes, shapes,
+        sample counts or label range that do not fit the model.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise CalibrationError(f"calibration file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if not hasattr(z, "files"):
+                    raise ValueError("a single array, not an .npz archive")
+                data = {k: z[k] for k in z.files}
+        except CalibrationError:
+            raise
+        except Exception as exc:
+            raise CalibrationError(f"{path} is not a readable .npz archive: {str(exc)[:200]}") from None
+    elif isinstance(source, Mapping):
+        data = {str(k): np.asarray(v) for k, v in source.items()}
+    else:
+        raise TypeError(f"calibration data must be a path or a mapping of arrays; got {type(source).__name__}")
+    ins = {v.name: v for v in graph_inputs(loaded)}
+    expected = sorted(ins) + [LABELS]
+    allowed = set(expected) | {VAL_PREFIX + k for k in expected}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise CalibrationError(f"calibration data have unknown keys {unknown}; expected {expected} "
+                               f"(and optionally {[VAL_PREFIX + k for k in expected]})")
+    missing = [k for k in expected if k not in data]
+    if missing:
+        raise CalibrationError(f"calibration data lack {missing}; the model's inputs are {sorted(ins)}, plus {LABELS!r}")
+    val_keys = [VAL_PREFIX + k for k in expected]
+    have_val = [k for k in val_keys if k in data]
+    if have_val and len(have_val) != len(val_keys):
+        raise CalibrationError(f"held-out split incomplete: found {have_val}, need all of {val_keys}")
+
+    def split(prefix: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        arrays = {name: _check_input(name, prefix + name, data[prefix + name], vi) for name, vi in ins.items()}
+        counts = {prefix + k: a.shape[0] for k, a in arrays.items()}
+        if len(set(counts.values())) > 1:
+            raise CalibrationError(f"calibration inputs have different sample counts: {counts}")
+        n = next(iter(counts.values()))
+        return arrays, _check_labels(prefix + LABELS, data[prefix + LABELS], n, classifier.l)
+
+    inputs, labels = split("")
+    cal = CalibrationData(inputs, labels)
+    if have_val:
+        cal.val_inputs, cal.val_labels = split(VAL_PREFIX)
+    return cal
+
+
+def _prefetched(session: Session, name: str, direct: bool, feeds_iter) -> Iterator[tuple[dict, np.ndarray]]:
+    """``(feeds, features)`` per batch; onnxruntime computes batch ``i + 1`` in a worker
+    thread while the caller (the core's accumulator) digests batch ``i``."""
+    if direct:
+        for feeds in feeds_iter:
+            yield feeds, feeds[name]
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for feeds in feeds_iter:
+            job = pool.submit(session.run, feeds, [name])
+            if pending is not None:
+                yield pending[0], pending[1].result()[0]
+            pending = (feeds, job)
+        if pending is not None:
+            yield pending[0], pending[1].result()[0]
+
+
+def feature_batches(session: Session, classifier: Classifier, inputs: Mapping[str, np.ndarray], labels: np.ndarray,
+                    batch_size: int, *, progress: bool = False, desc: str = "calibration") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Run the model batch by batch; yield ``(features (n_b, q), labels)`` for the core.
+
+    The features are the classifier's input tensor, exposed as an extra
+    graph output (or a graph input itself: then no inference is needed).
+    Inference of the next batch overlaps with the consumer's work on this one.
+    """
+    name = classifier.input_name
+    direct = name in inputs
+    start = 0
+    for feeds, X in _prefetched(session, name, direct, batched(inputs, batch_size, progress=progress, desc=desc)):
+        n_b = len(next(iter(feeds.values())))
+        if X.ndim != 2 or X.shape[0] != n_b:
+            raise CalibrationError(
+                f"the classifier input {name!r} has shape {X.shape} for a batch of {n_b} samples; LIP needs one "
+                f"feature vector of q={classifier.q} per sample (n, q)")
+        if X.shape[1] != classifier.q:
+            raise CalibrationError(f"the classifier input {name!r} has {X.shape[1]} features, the weight expects q={classifier.q}")
+        if X.dtype != np.float64 and X.dtype != np.float32:
+            X = X.astype(np.float32)
+        yield X, labels[start:start + n_b]
+        start += n_b

@@ -1,0 +1,100 @@
+"""User-facing errors of ``lip-onnx`` and the exit code each one maps to.
+
+Every mistake a user can make (a bad file, a model the tool cannot handle,
+calibration data that does not fit, an output that would be overwritten)
+raises a subclass of :class:`LipOnnxError`; the CLI prints its message and
+exits with :attr:`LipOnnxError.exit_code`, never with a traceback.
+
+Exit codes
+----------
+====  ==============================================================
+0     success
+1     internal error (a bug: the traceback is printed, please report it)
+2     usage error: bad option or value (e.g. ``k`` out of range)
+3     the input model cannot be read (missing, not ONNX, truncated,
+      external data missing or outside the model's folder)
+4     no classifier layer found, or several (pick one with ``--layer``)
+5     unsupported classifier weight (quantized, shared, NaN/Inf, dtype)
+6     calibration data do not match the model
+7     the output was refused (exists without ``--force``, is the input)
+8     the output model failed validation (nothing was written)
+130   interrupted (Ctrl-C)
+====  ==============================================================
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_CODES",
+    "LipOnnxError",
+    "UsageError",
+    "ModelReadError",
+    "ClassifierNotFoundError",
+    "UnsupportedWeightError",
+    "CalibrationError",
+    "OutputRefusedError",
+    "ValidationFailedError",
+]
+
+
+class LipOnnxError(Exception):
+    """Base class: a user-facing error with a message and an exit code."""
+
+    exit_code: int = 1
+
+
+class UsageError(LipOnnxError, ValueError):
+    """A bad option or option value (exit 2)."""
+
+    exit_code = 2
+
+
+class ModelReadError(LipOnnxError, ValueError):
+    """The input model cannot be read (exit 3)."""
+
+    exit_code = 3
+
+
+class ClassifierNotFoundError(LipOnnxError, ValueError):
+    """No classifier layer, or an ambiguous choice (exit 4)."""
+
+    exit_code = 4
+
+
+class UnsupportedWeightError(LipOnnxError, ValueError):
+    """The classifier weight cannot be refined (exit 5)."""
+
+    exit_code = 5
+
+
+class CalibrationError(LipOnnxError, ValueError):
+    """Calibration data that do not match the model (exit 6)."""
+
+    exit_code = 6
+
+
+class OutputRefusedError(LipOnnxError, ValueError):
+    """The output path is refused (exit 7)."""
+
+    exit_code = 7
+
+
+class ValidationFailedError(LipOnnxError, RuntimeError):
+    """The refined model failed validation (exit 8)."""
+
+    exit_code = 8
+
+
+#: Exit code -> meaning (the table above, for ``--help`` and the docs).
+EXIT_CODES = {
+    0: "success",
+    1: "internal error (a bug; please report it)",
+    2: "usage error (bad option or value, e.g. k out of range)",
+    3: "input model unreadable (missing, not ONNX, truncated, bad external data)",
+    4: "no classifier found, or several (choose one with --layer)",
+    5: "unsupported classifier weight (quantized, shared, NaN/Inf, dtype)",
+    6: "calibration data do not match the model",
+    7: "output refused (exists without --force, or is the input)",
+    8: "output model failed validation (nothing written)",
+    130: "interrupted",
+}
