@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -92,27 +91,33 @@ def to_lib(lib: str, arrays):
     return arrays
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def peak_child(lib: str, name: str, n: int) -> None:
     """Child process: build inputs, run one method once, print the peak growth in bytes.
 
     Libraries are warmed up on a small slice first (their one-off initialisation is not the
-    method's memory); the baseline is the high-water mark once the inputs exist, which is the
-    current RSS (the inputs are generated in place, without large temporaries).
+    method's memory). Then the kernel's peak-RSS mark is reset (``5 > /proc/self/clear_refs``,
+    Linux >= 4.0), so ``VmHWM - VmRSS(before)`` is what the method itself added on top of the
+    inputs.
     """
     if lib == "torch":
         import torch  # noqa: F401  (imported before the baseline, like the data)
     W, X, y, Y = to_lib(lib, make_data(n))
     fn = methods(lib)[name]
     fn(W, X[:2048], y[:2048], Y[:2048])
-    before = max(rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
     fn(W, X, y, Y)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak": max(0, peak - before)}))
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"peak": max(0, peak - before) * 1024}))
 
 
 def measure_peak(lib: str, name: str, n: int) -> int:
@@ -147,8 +152,10 @@ def report(results: dict, n: int, repeats: int) -> str:
     lines = [
         f"Command: `python benchmarks/bench_core.py --n {n} --repeats {repeats}` "
         f"(n={n:,}, q={Q}, l={L}, k={K} so r={min(Q, L) - K}; float32; one-hot target matrix; "
-        f"median of {repeats} interleaved runs; peak = growth of peak RSS over the inputs, fresh process). "
-        f"Machine: 2 shared CPU cores (other jobs were running; ratios are what count).",
+        f"median of {repeats} interleaved runs; peak = growth of peak RSS over the inputs, fresh process; "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}). "
+        f"Machine: 2 CPU cores shared with other jobs (one BLAS thread keeps OpenBLAS's spinning threads "
+        f"from turning contention into 100x outliers on the small SVD; ratios are what count).",
         "",
         "| library | method | time (s) | time / floor | peak extra memory (MiB) | peak / reference |",
         "|---|---|---:|---:|---:|---:|",
@@ -189,7 +196,7 @@ def main() -> None:
         if lib == "torch":
             import torch
 
-            torch.set_num_threads(os.cpu_count() or 1)
+            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         t = measure_time(lib, args.n, args.repeats)
         p = {name: measure_peak(lib, name, args.n) for name in ("floor", "lip", "lip_int_labels", "reference")}
         results[lib] = {"time": t, "peak": p}

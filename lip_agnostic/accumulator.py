@@ -15,6 +15,7 @@ from ._arrays import (
     as_features,
     as_targets,
     check_finite,
+    check_product_finite,
     check_rank,
     namespace,
     stats_dtype,
@@ -186,9 +187,10 @@ class LIPAccumulator:
         namespace(self._W, X, Y)  # TypeError on mixed array libraries
         q, l = self.shape
         wdt = self.svd.s.dtype
-        X = as_features(xp, X, q, wdt)
-        Y, is_labels = as_targets(xp, Y, int(X.shape[0]), l, wdt)
+        X = as_features(xp, X, q, wdt, finite=False)
+        Y, is_labels = as_targets(xp, Y, int(X.shape[0]), l, wdt, finite=False)
         A = X @ self._U_t
+        check_product_finite(xp, A, X, "X")
         sdt = self._sdt
         zero = xp.zeros((1,), dtype=sdt, device=self._device)
         if is_labels:
@@ -197,6 +199,7 @@ class LIPAccumulator:
             ysq = xp.asarray([float(Y.shape[0])], dtype=sdt, device=self._device)
         else:
             B = Y @ self._V_t
+            check_product_finite(xp, B, Y, "Y")
             yb = zero if self._fit_b is None else xp.reshape(xp.astype(xp.sum(Y @ self._fit_b), sdt), (1,))
             ysq = xp.reshape(xp.astype(xp.sum(Y * Y), sdt), (1,))
         parts = [
@@ -207,7 +210,13 @@ class LIPAccumulator:
             ysq,
             xp.asarray([float(X.shape[0])], dtype=sdt, device=self._device),
         ]
-        self._sums = self._sums + xp.concat(parts)
+        batch = xp.concat(parts)
+        if not bool(xp.all(xp.isfinite(batch))):
+            raise ValueError(
+                f"the LIP statistics of this batch overflowed the working dtype ({wdt}); "
+                "rescale the features or pass float64 arrays"
+            )
+        self._sums = self._sums + batch
         return self
 
     @property
@@ -282,7 +291,13 @@ class LIPAccumulator:
             else xp.astype(self.svd.s[self.k0:], self._sdt)
         )
         sig = xp.where(bad, fallback, sig)
-        return xp.astype(sig, self.svd.s.dtype)
+        sig = xp.astype(sig, self.svd.s.dtype)
+        if not bool(xp.all(xp.isfinite(sig))):
+            raise ValueError(
+                "the refit singular values overflowed the working dtype "
+                f"({self.svd.s.dtype}); rescale the features or pass float64 arrays"
+            )
+        return sig
 
     def degenerate_mask(self) -> Any:
         """Boolean mask over tracked components whose data energy is ~0."""

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from ._arrays import as_features, as_targets, check_rank, namespace, to_float
+from ._arrays import as_features, as_targets, check_product_finite, check_rank, namespace, to_float
 from .accumulator import LIPAccumulator
 from .principal import reduced_svd, resolve_rank
 
@@ -110,7 +110,11 @@ class RankScorer:
     may be noisy: under label noise that does not depend on the model, a
     model that agrees more often with the noisy labels is, in expectation,
     the more accurate one on clean labels, and the test keeps the choice
-    from chasing noise.
+    from chasing noise. That premise fails for class-dependent (asymmetric)
+    noise in the held-out labels: a change that agrees more with a
+    systematic flip can pass the test and cost clean accuracy (seen on
+    digits with 40 % asymmetric noise for non-default variants, see
+    docs/EVIDENCE.md); use clean or symmetric-noise validation data there.
 
     All sums are one flat array (:attr:`partial_sums`) that workers can
     all-reduce.
@@ -168,13 +172,14 @@ class RankScorer:
         namespace(acc._W, X, Y)
         q, l = acc.shape
         wdt = acc.svd.s.dtype
-        X = as_features(xp, X, q, wdt, "X_val")
+        X = as_features(xp, X, q, wdt, "X_val", finite=False)
         Y, is_labels = as_targets(xp, Y, int(X.shape[0]), l, wdt, "Y_val")
         sdt = acc._sdt
         if not is_labels:
             rowmax = xp.max(Y, axis=1)
             rowmax = xp.where(rowmax > 0, rowmax, xp.ones_like(rowmax))
         Z = X @ self._W
+        check_product_finite(xp, Z, X, "X_val")
         if acc.bias is not None:
             Z = Z + acc.bias
         k0, m = acc.tracked

@@ -316,3 +316,30 @@ def test_summary_angle_when_a_refit_tail_value_overtakes_the_head(problem):
     res = refine_batches(W, [(X, y)], rank=2, target_scale=1e3)  # refit tail >> kept head
     assert res.summary.principal_angle == pytest.approx(np.pi / 2)
     assert summarize_change(W, res.weight, 2).principal_angle == pytest.approx(np.pi / 2, abs=1e-6)
+
+
+def test_non_finite_values_are_found_through_the_products_on_every_path(backend, problem):
+    from lip_agnostic import LIPAccumulator, RankScorer
+
+    W, X, y = problem
+    xb = backend.asarray
+    Xi = X.copy()
+    Xi[7, 0] = np.inf
+    for k in (0, 5, 8):  # 8 = m: no tail is tracked, X is scanned directly
+        with pytest.raises(ValueError, match=r"X contains 1 NaN/Inf value\(s\)"):
+            LIPAccumulator(xb(W), k).update(xb(Xi), xb(y))
+    acc = LIPAccumulator(xb(W)).update(xb(X), xb(y))
+    with pytest.raises(ValueError, match=r"X_val contains 1 NaN/Inf value\(s\)"):
+        RankScorer(acc).update(xb(Xi), xb(y))
+    T = onehot(y, 8)
+    T[3, 2] = np.nan
+    with pytest.raises(ValueError, match=r"Y contains 1 NaN/Inf value\(s\)"):
+        LIPAccumulator(xb(W), 8).update(xb(X), xb(T))
+
+
+def test_an_overflowing_product_is_reported(problem):
+    W, X, y = problem
+    big = (X * 1e20).astype(np.float32)  # finite, but ||X u||^2 ~ 1e42 overflows float32
+    with pytest.raises(ValueError, match="overflowed the working dtype"):
+        lip_refine(W.astype(np.float32), big, y, 2)
+    assert np.all(np.isfinite(lip_refine(W, X * 1e20, y, 2)))  # float64 copes
