@@ -150,7 +150,7 @@ def check_agreement(n: int) -> float:
 
 def report(results: dict, n: int, repeats: int) -> str:
     lines = [
-        f"Command: `python benchmarks/bench_core.py --n {n} --repeats {repeats}` "
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/bench_core.py --n {n} --repeats {repeats} --write docs/BENCHMARKS.md` "
         f"(n={n:,}, q={Q}, l={L}, k={K} so r={min(Q, L) - K}; float32; one-hot target matrix; "
         f"median of {repeats} interleaved runs; peak = growth of peak RSS over the inputs, fresh process; "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}). "

@@ -61,7 +61,8 @@ class Variant:
     name : str
     targets : {"raw", "cand_norm", "purified"}
     bias : bool
-        Pass the layer's bias to the core (targets ``c T - 1 b^T``).
+        Fit against ``c T - 1 b^T`` (the layer's bias in the fit); the bias is
+        passed to the core either way, so ``k="auto"`` scores the real logits.
     scale : float or "logits"
         The core's ``target_scale``.
     fit_on : {"train", "heldout"}
@@ -154,17 +155,18 @@ def evaluate_variant(snap: HeadSnapshot, variant: Variant, train_cand: np.ndarra
         half = Xval.shape[0] // 2
         Xfit, Cfit, Xsel, Csel = Xval[:half], val_cand[:half], Xval[half:], val_cand[half:]
     T = make_targets(variant.targets, Cfit, Xfit @ W + b)
-    bias = b if variant.bias else None
-
-    acc = LIPAccumulator(W, None, bias=bias, target_scale=variant.scale).update(Xfit, T)
+    # The layer's bias always goes to the core, so k="auto" scores the logits the model really
+    # produces; variant.bias decides whether it enters the fit (the paper's fit leaves it out).
+    acc = LIPAccumulator(W, None, bias=b, fit_bias=variant.bias, target_scale=variant.scale).update(Xfit, T)
     m = acc.svd.rank_max
     by_k = [accuracy(Xte @ acc.result(k) + b, y_test) for k in range(m + 1)]
 
     val = [(Xsel, _val_labels(Csel))]
-    res = refine_batches(W, [(Xfit, T)], rank="auto", validation=val, bias=bias, target_scale=variant.scale)
+    res = refine_batches(W, [(Xfit, T)], rank="auto", validation=val, bias=b, fit_bias=variant.bias,
+                         target_scale=variant.scale)
     # The same choice without the core's significance guard: the best held-out score wins.
-    raw = refine_batches(W, [(Xfit, T)], rank="auto", validation=val, bias=bias, target_scale=variant.scale,
-                         confidence=None)
+    raw = refine_batches(W, [(Xfit, T)], rank="auto", validation=val, bias=b, fit_bias=variant.bias,
+                         target_scale=variant.scale, confidence=None)
     return {
         "acc_by_k": by_k,
         "auto_k": int(res.selection.k),

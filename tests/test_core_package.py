@@ -65,7 +65,9 @@ def test_the_wheel_has_one_import_root(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"lip_agnostic"}
-    for sub in ("lip_agnostic/adapters/__init__.py", "lip_agnostic/tools/__init__.py", "lip_agnostic/py.typed"):
+    for sub in ("lip_agnostic/adapters/__init__.py", "lip_agnostic/tools/__init__.py", "lip_agnostic/py.typed",
+                "lip_agnostic/tools/data/demo_digits.onnx", "lip_agnostic/tools/data/demo_digits_calib.npz",
+                "lip_agnostic/tools/data/make_demo.py"):
         assert sub in names
 
 
