@@ -11,10 +11,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from typing import Sequence
 
 from .errors import EXIT_CODES, LipOnnxError, OutputRefusedError, UsageError
+from .writer import write_bytes_atomic
 
 __all__ = ["main", "build_parser"]
 
@@ -105,22 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _write_text_atomic(path: str, text: str, force: bool = True) -> None:
-    if os.path.exists(path) and not force:
-        raise OutputRefusedError(f"{path} exists; pass --force to overwrite it")
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".lip-onnx-", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def _write_text_atomic(path: str, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _fmt_spectrum(values: list, n: int = 6) -> str:
