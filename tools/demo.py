@@ -87,6 +87,10 @@ def run(rank=None, output: str | None = None, force: bool = False, verbose: bool
         print(f"  LIP on classifier 'fc2' (10 x 64): {how}")
         print(f"  clean test accuracy ({len(y_test)} samples): before {before:.4f}  after {after:.4f}  "
               f"({after - before:+.4f})")
+        if sel.get("strategy") == "auto" and sel["k"] == sel["m"]:
+            print("  no rank beat the unchanged model significantly on the held-out split, so the weights were")
+            print("  left as they are (on cross-entropy heads LIP did not help in our study: docs/EVIDENCE.md);")
+            print("  'lip-onnx demo --rank K' forces a change")
         if output:
             print(f"  wrote {output}")
         print(f"  done in {result['seconds']:.2f} s")
