@@ -70,8 +70,14 @@ def summarize_change(W_before: Any, W_after: Any, /, k: int, *, xp: Any = None) 
     s0, s1 = singular_spectrum(W0, xp=xp), singular_spectrum(W1, xp=xp)
     norm0 = float(xp.linalg.vector_norm(W0))
     diff = float(xp.linalg.vector_norm(W1 - W0))
+    # An unchanged weight has angle 0 exactly (two SVDs of one matrix can differ by rounding).
+    angle = 0.0 if diff == 0.0 else float(principal_subspace_angle(W0, W1, int(k), xp=xp))
+    return _summary(xp, (int(W0.shape[0]), int(W0.shape[1])), k, s0, s1, angle, diff / norm0 if norm0 > 0 else 0.0)
+
+
+def _summary(xp: Any, shape: tuple[int, int], k: int, s0: Any, s1: Any, angle: float, rel: float) -> ChangeSummary:
     return ChangeSummary(
-        shape=(int(W0.shape[0]), int(W0.shape[1])),
+        shape=(int(shape[0]), int(shape[1])),
         k=int(k),
         spectrum_before=[float(v) for v in s0],
         spectrum_after=[float(v) for v in s1],
@@ -79,9 +85,8 @@ def summarize_change(W_before: Any, W_after: Any, /, k: int, *, xp: Any = None) 
         effective_rank_after=float(effective_rank(s1, xp=xp)),
         stable_rank_before=float(stable_rank(s0, xp=xp)),
         stable_rank_after=float(stable_rank(s1, xp=xp)),
-        # An unchanged weight has angle 0 exactly (two SVDs of one matrix can differ by rounding).
-        principal_angle=0.0 if diff == 0.0 else float(principal_subspace_angle(W0, W1, int(k), xp=xp)),
-        relative_change=diff / norm0 if norm0 > 0 else 0.0,
+        principal_angle=float(angle),
+        relative_change=float(rel),
     )
 
 
@@ -117,15 +122,4 @@ def summarize_refit(s: Any, d: Any, /, k: int, *, shape: tuple[int, int], xp: An
             angle = math.pi / 2
     norm0 = float(xp.linalg.vector_norm(s))
     diff = float(xp.linalg.vector_norm(d - s))
-    return ChangeSummary(
-        shape=(int(shape[0]), int(shape[1])),
-        k=k,
-        spectrum_before=[float(v) for v in s],
-        spectrum_after=[float(v) for v in after],
-        effective_rank_before=float(effective_rank(s, xp=xp)),
-        effective_rank_after=float(effective_rank(after, xp=xp)),
-        stable_rank_before=float(stable_rank(s, xp=xp)),
-        stable_rank_after=float(stable_rank(after, xp=xp)),
-        principal_angle=angle,
-        relative_change=diff / norm0 if norm0 > 0 else 0.0,
-    )
+    return _summary(xp, shape, k, s, after, angle, diff / norm0 if norm0 > 0 else 0.0)
