@@ -435,7 +435,30 @@ class _LIPController:
 
 
 # --------------------------------------------------------------------------- the optimizer wrapper
-class LIPOptimizer(torch.optim.Optimizer):
+class _LIPFace:
+    """What :class:`LIPOptimizer` and :class:`LIPHandle` share: delegation to one ``_LIPController``."""
+
+    _lip: _LIPController
+
+    @property
+    def classifier(self) -> nn.Linear:
+        """The layer LIP refines."""
+        return self._lip.classifier
+
+    def project_now(self, rank: int | float | None = None) -> None:
+        """Project the classifier onto its top principal components now (default rank: ``project_rank``)."""
+        self._lip.project_now(rank)
+
+    def finalize(self, loader: Iterable, /, **kwargs: Any) -> dict:
+        """LIP on the trained classifier; see :func:`finalize` for the keywords and the report.
+
+        The constructor's ``k``, ``model``, ``bias`` and LIP options are the
+        defaults; any of them can be overridden here.
+        """
+        return self._lip.finalize(loader, **kwargs)
+
+
+class LIPOptimizer(_LIPFace, torch.optim.Optimizer):
     """A ``torch.optim.Optimizer`` that trains like ``base_optimizer`` and adds LIP.
 
     The wrapper shares ``param_groups``, ``state``, ``defaults`` and the hook
@@ -614,32 +637,15 @@ class LIPOptimizer(torch.optim.Optimizer):
         return (f"LIPOptimizer({self.base_optimizer!r},\n  classifier={c.classifier!r}, k={c.k!r}, "
                 f"bias={c.bias!r}, project_every={c.project_every!r})")
 
-    # -- LIP
-    @property
-    def classifier(self) -> nn.Linear:
-        """The layer LIP refines."""
-        return self._lip.classifier
-
+    # -- LIP (classifier, project_now, finalize: from _LIPFace)
     @property
     def lip_steps(self) -> int:
         """Optimizer steps taken through this wrapper (drives ``project_every``)."""
         return self._lip.steps
 
-    def project_now(self, rank: int | float | None = None) -> None:
-        """Project the classifier onto its top principal components now (default rank: ``project_rank``)."""
-        self._lip.project_now(rank)
-
-    def finalize(self, loader: Iterable, /, **kwargs: Any) -> dict:
-        """LIP on the trained classifier; see :func:`finalize` for the keywords and the report.
-
-        The constructor's ``k``, ``model``, ``bias`` and LIP options are the
-        defaults; any of them can be overridden here.
-        """
-        return self._lip.finalize(loader, **kwargs)
-
 
 # --------------------------------------------------------------------------- attach
-class LIPHandle:
+class LIPHandle(_LIPFace):
     """What :func:`attach` returns: ``remove()``, ``finalize()``, ``project_now()``.
 
     Also a context manager that removes the hook on exit.
@@ -658,20 +664,9 @@ class LIPHandle:
             self.attached = False
 
     @property
-    def classifier(self) -> nn.Linear:
-        return self._lip.classifier
-
-    @property
     def steps(self) -> int:
         """Optimizer steps seen while attached."""
         return self._lip.steps
-
-    def project_now(self, rank: int | float | None = None) -> None:
-        self._lip.project_now(rank)
-
-    def finalize(self, loader: Iterable, /, **kwargs: Any) -> dict:
-        """See :func:`finalize`."""
-        return self._lip.finalize(loader, **kwargs)
 
     def state_dict(self) -> dict:
         """LIP's own state (the step counter); save it next to the optimizer's."""
