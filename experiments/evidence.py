@@ -195,6 +195,18 @@ def make_figures(rows: list[dict], fig_dir: Path) -> list[Path]:
 
 
 # -------------------------------------------------------------------- verdict
+def _where(r: dict) -> str:
+    return f"{r['dataset']} {r['setting']} {r['learner']} {r['snapshot']}"
+
+
+def _helping(rows: list[dict], key: str, label) -> list[tuple[float, str]]:
+    """``(mean gain, text)`` of every (row, variant) whose ``key`` gain helps, best first."""
+    out = [(o[key][0], f"{label(v, o, r)}: {fmt_ms(o[key], True)}")
+           for r in rows for v, o in r["variants"].items() if key in o and helps(o[key])]
+    out.sort(reverse=True)
+    return out
+
+
 def verdict(rows: list[dict]) -> str:
     """Data-driven verdict sentences (the criteria of the module docstring)."""
     lines = []
@@ -209,25 +221,13 @@ def verdict(rows: list[dict]) -> str:
         f"{worst['learner']} {worst['snapshot']}); {n_harm} row(s) below −{HARM_POINTS}; it changed the weight in "
         f"{n_changed} row(s) for at least one seed. Target (never worse than −{HARM_POINTS}): "
         f"{'MET' if n_harm == 0 else 'NOT MET'}.")
-    found = []
-    for r in rows:
-        for v, o in r["variants"].items():
-            if helps(o["auto_gain"]):
-                found.append((o["auto_gain"][0], f"`{v}` auto on {r['dataset']} {r['setting']} "
-                              f"{r['learner']} {r['snapshot']}: {fmt_ms(o['auto_gain'], True)}"))
-    found.sort(reverse=True)
+    found = _helping(rows, "auto_gain", lambda v, o, r: f"`{v}` auto on {_where(r)}")
     if found:
         lines.append(f"- **Gains ≥ {HELP_POINTS:g} point beyond one std with the automatic k** ({len(found)} row(s)): "
                      + "; ".join(t for _, t in found[:8]) + ("; …" if len(found) > 8 else "") + ".")
     else:
         lines.append(f"- **No row** gains ≥ {HELP_POINTS:g} point beyond one std with the automatic k, in any variant.")
-    ung = []
-    for r in rows:
-        for v, o in r["variants"].items():
-            if "unguarded_gain" in o and helps(o["unguarded_gain"]):
-                ung.append((o["unguarded_gain"][0], f"`{v}` on {r['dataset']} {r['setting']} {r['learner']} "
-                            f"{r['snapshot']}: {fmt_ms(o['unguarded_gain'], True)}"))
-    ung.sort(reverse=True)
+    ung = _helping(rows, "unguarded_gain", lambda v, o, r: f"`{v}` on {_where(r)}")
     if any("unguarded_gain" in o for r in rows for o in r["variants"].values()):
         ud = [r["variants"][PRODUCT_DEFAULT]["unguarded_gain"][0] for r in d if "unguarded_gain" in r["variants"][PRODUCT_DEFAULT]]
         lines.append(
@@ -235,13 +235,7 @@ def verdict(rows: list[dict]) -> str:
             f"variant's worst mean change is {min(ud):+.2f} points and {sum(x < -HARM_POINTS for x in ud)} row(s) fall "
             f"below −{HARM_POINTS}; rows where some unguarded variant helps: {len(ung)}"
             + (": " + "; ".join(t for _, t in ung[:6]) + ("; …" if len(ung) > 6 else "") if ung else "") + ".")
-    oracle = []
-    for r in rows:
-        for v, o in r["variants"].items():
-            if helps(o["oracle_gain"]):
-                oracle.append((o["oracle_gain"][0], f"`{v}` k={o['oracle_k']} on {r['dataset']} {r['setting']} "
-                               f"{r['learner']} {r['snapshot']}: {fmt_ms(o['oracle_gain'], True)}"))
-    oracle.sort(reverse=True)
+    oracle = _helping(rows, "oracle_gain", lambda v, o, r: f"`{v}` k={o['oracle_k']} on {_where(r)}")
     if oracle:
         lines.append(f"- Best fixed k chosen **on the test set** (an optimistic oracle, not a method) reaches the "
                      f"+{HELP_POINTS:g} bar in {len(oracle)} row(s): " + "; ".join(t for _, t in oracle[:8])
