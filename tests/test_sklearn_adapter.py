@@ -1,0 +1,203 @@
+"""scikit-learn face: LIPClassifier is a well-behaved estimator that applies the core's LIP."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+from sklearn.base import clone  # noqa: E402
+from sklearn.linear_model import LogisticRegression, RidgeClassifier, SGDClassifier  # noqa: E402
+from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.svm import LinearSVC  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from lip_agnostic import LIPResult, refine_batches  # noqa: E402
+from lip_agnostic.adapters.sklearn import LIPClassifier  # noqa: E402
+
+
+# scikit-learn's own checks. None is expected to fail. Two are skipped by scikit-learn itself when
+# the environment lacks what they need (reported as skipped, not by us): check_array_api_input
+# (runs only with SCIPY_ARRAY_API=1) and check_classifier_data_not_an_array's pandas half
+# (runs only when pandas is installed).
+@parametrize_with_checks(
+    [
+        LIPClassifier(),
+        LIPClassifier(LogisticRegression()),
+        LIPClassifier(make_pipeline(StandardScaler(), LinearSVC()), random_state=0),
+        LIPClassifier(RidgeClassifier(), rank=1),
+    ],
+    expected_failed_checks=lambda est: {},
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def _data(n=400, q=12, l=4, seed=0, labels=None):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, q))
+    idx = np.argmax(X[:, :l] + 0.7 * rng.normal(size=(n, l)), axis=1)
+    if labels is None:
+        return X, idx
+    return X, np.asarray(labels, dtype=object)[idx]
+
+
+def _core(W, X, y_idx, rank, b=None, fit_bias=True, **kw):
+    return refine_batches(W, [(X, y_idx)], rank=rank, bias=b, fit_bias=fit_bias, **kw)
+
+
+def test_refined_weight_is_the_cores_lip_on_the_training_data():
+    X, y = _data(labels=["cat", "dog", "eel", "fox"])
+    clf = LIPClassifier(RidgeClassifier(), rank=2).fit(X, y)
+    ref = RidgeClassifier().fit(X, y)
+    y_idx = np.searchsorted(ref.classes_, y)
+    want = _core(ref.coef_.T.copy(), X, y_idx, 2, b=ref.intercept_.copy())
+    np.testing.assert_allclose(clf.coef_, want.weight.T, rtol=1e-10, atol=1e-12)
+    assert not np.allclose(clf.coef_, ref.coef_)  # LIP changed the weight
+    np.testing.assert_array_equal(clf.intercept_, ref.intercept_)  # never the intercept
+    np.testing.assert_allclose(clf.decision_function(X), X @ want.weight + ref.intercept_, rtol=1e-10)
+    assert clf.classes_.tolist() == ["cat", "dog", "eel", "fox"]
+    assert set(clf.predict(X[:50])) <= {"cat", "dog", "eel", "fox"}
+    assert isinstance(clf.lip_result_, LIPResult) and clf.lip_result_.selection.k == 2
+    assert clf.lip_result_.context["n_train"] == 400 and clf.lip_result_.context["validation"] is None
+
+
+def test_pipeline_features_are_the_transform_before_the_linear_step():
+    X, y = _data(seed=1)
+    X = X * np.arange(1, 13) + 5.0  # scaling matters
+    pipe = make_pipeline(StandardScaler(), LogisticRegression())
+    clf = LIPClassifier(pipe, rank=1, bias_mode="ignore").fit(X, y)
+    ref = clone(pipe).fit(X, y)
+    F = ref[:-1].transform(X)
+    lr = ref[-1]
+    want = _core(lr.coef_.T.copy(), F, y, 1, b=lr.intercept_.copy(), fit_bias=False)
+    np.testing.assert_allclose(clf.coef_, want.weight.T, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(clf.predict_proba(X[:5]).sum(axis=1), 1.0)
+    assert clf.score(X, y) > 0.5
+
+
+def test_binary_one_row_coef_refits_against_plus_minus_one_targets():
+    X, y_idx = _data(l=2, seed=2)
+    y = np.where(y_idx == 1, True, False)
+    clf = LIPClassifier(RidgeClassifier(), rank=0).fit(X, y)
+    ref = RidgeClassifier().fit(X, y)
+    assert ref.coef_.size == 12 and clf.coef_.shape == ref.coef_.shape
+    T = np.where(y, 1.0, -1.0)[:, None]
+    want = _core(ref.coef_.reshape(1, 12).T.copy(), X, T, 0, b=np.atleast_1d(ref.intercept_).astype(float))
+    np.testing.assert_allclose(clf.coef_.reshape(1, 12), want.weight.T, rtol=1e-10, atol=1e-12)
+    assert not np.allclose(clf.coef_, ref.coef_)
+    assert clf.lip_result_.context["binary"] is True
+    assert clf.classes_.tolist() == [False, True]
+    assert clf.predict(X).dtype == bool
+
+
+def test_predict_proba_only_where_the_estimator_has_it():
+    X, y = _data(seed=3)
+    assert hasattr(LIPClassifier(LogisticRegression()), "predict_proba")
+    svc = LIPClassifier(LinearSVC(), rank=1).fit(X, y)
+    assert not hasattr(svc, "predict_proba")
+    with pytest.raises(AttributeError):
+        svc.predict_proba(X)
+    lr = LIPClassifier(LogisticRegression(), rank=1).fit(X, y)
+    np.testing.assert_allclose(np.exp(lr.predict_log_proba(X[:4])), lr.predict_proba(X[:4]))
+
+
+def test_params_clone_and_pickle():
+    clf = LIPClassifier(LogisticRegression(C=0.5), rank=2, holdout=0.3, random_state=4, lip_options={"degenerate": "keep"})
+    params = clf.get_params()
+    assert params["rank"] == 2 and params["estimator__C"] == 0.5 and params["lip_options"] == {"degenerate": "keep"}
+    clf.set_params(estimator__C=2.0, rank="auto")
+    assert clf.estimator.C == 2.0 and clf.rank == "auto"
+    twin = clone(clf)
+    assert twin.get_params()["estimator__C"] == 2.0 and twin is not clf and twin.estimator is not clf.estimator
+    X, y = _data(seed=5)
+    clf.fit(X, y)
+    back = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(back.coef_, clf.coef_)
+    np.testing.assert_array_equal(back.predict(X), clf.predict(X))
+    assert back.lip_result_.to_dict() == clf.lip_result_.to_dict()
+    assert not hasattr(clf.estimator, "coef_")  # the given estimator is never fitted
+
+
+def test_auto_holds_out_a_seeded_stratified_fraction():
+    X, y = _data(n=500, seed=6)
+    a = LIPClassifier(RidgeClassifier(), holdout=0.2, random_state=0).fit(X, y)
+    b = LIPClassifier(RidgeClassifier(), holdout=0.2, random_state=0).fit(X, y)
+    c = LIPClassifier(RidgeClassifier(), holdout=0.2, random_state=1).fit(X, y)
+    ctx = a.lip_result_.context
+    assert ctx["validation"] == "holdout" and ctx["n_train"] + ctx["n_holdout"] == 500
+    assert 90 <= ctx["n_holdout"] <= 110  # about 20 %, rounded per class
+    assert a.lip_result_.selection.n_val == ctx["n_holdout"]
+    np.testing.assert_array_equal(a.coef_, b.coef_)  # same seed, same split
+    assert not np.array_equal(a.estimator_.coef_, c.estimator_.coef_)  # another seed, another split
+
+
+def test_explicit_validation_trains_on_everything():
+    X, y = _data(n=400, seed=7)
+    Xv, yv = _data(n=150, seed=8)
+    clf = LIPClassifier(SGDClassifier(random_state=0)).fit(X, y, validation=(Xv, yv))
+    ctx = clf.lip_result_.context
+    assert ctx["validation"] == "given" and ctx["n_train"] == 400 and ctx["n_holdout"] == 0
+    assert clf.lip_result_.selection.n_val == 150
+    assert clf.lip_result_.selection.extra["source"] == "validation"
+
+
+def test_a_failed_fit_leaves_the_previous_fit_bit_identical():
+    X, y = _data(seed=9)
+    clf = LIPClassifier(RidgeClassifier(), rank=2).fit(X, y)
+    coef, result, est = clf.coef_.copy(), clf.lip_result_, clf.estimator_
+    clf.set_params(lip_options={"degenerate": "bogus"})
+    with pytest.raises(ValueError, match="degenerate"):
+        clf.fit(X[::-1], y[::-1])
+    assert clf.estimator_ is est and clf.lip_result_ is result
+    assert clf.coef_.tobytes() == coef.tobytes()
+    Xbad = X.copy()
+    Xbad[3, 0] = np.inf
+    clf.set_params(lip_options=None, estimator=make_pipeline(StandardScaler(), RidgeClassifier()))
+    with pytest.raises(ValueError):
+        clf.fit(Xbad, y)
+    assert clf.coef_.tobytes() == coef.tobytes()
+
+
+@pytest.mark.parametrize(
+    "make, call, error, message",
+    [
+        (lambda: LIPClassifier(rank="most"), "fit", ValueError, "rank"),
+        (lambda: LIPClassifier(rank=True), "fit", (TypeError, ValueError), "rank"),
+        (lambda: LIPClassifier(bias_mode="subtract"), "fit", ValueError, "bias_mode must be 'fit' or 'ignore'"),
+        (lambda: LIPClassifier(holdout=0.7), "fit", ValueError, r"holdout must be a fraction in \(0, 0.5\]"),
+        (lambda: LIPClassifier(lip_options={"foo": 1}), "fit", TypeError, "unknown LIP option 'foo'"),
+        (lambda: LIPClassifier(lip_options={"rank": 1}), "fit", TypeError, "lip_options may not set 'rank'"),
+        (lambda: LIPClassifier(lip_options=[1]), "fit", TypeError, "lip_options must be a dict"),
+        (lambda: LIPClassifier(min_gain=float("nan")), "fit", ValueError, "min_gain must be a finite number"),
+        (lambda: LIPClassifier(rank=50), "fit", ValueError, "50"),
+        (lambda: LIPClassifier(KNeighborsClassifier(), rank=1), "fit", TypeError, "has no coef_"),
+        (lambda: LIPClassifier(object()), "fit", TypeError, "estimator must be a scikit-learn classifier"),
+        (lambda: LIPClassifier(rank=1), "validation", ValueError, "only used to choose rank='auto'"),
+        (lambda: LIPClassifier(), "bad_validation", TypeError, r"validation must be a tuple \(X_val, y_val\)"),
+        (lambda: LIPClassifier(), "unknown_val_label", ValueError, "labels the fitted classifier does not know"),
+        (lambda: LIPClassifier(), "multilabel", ValueError, "one label per sample"),
+        (lambda: LIPClassifier(holdout=0.01), "tiny", ValueError, "that is no sample"),
+    ],
+)
+def test_bad_inputs_raise_one_line_typed_errors(make, call, error, message):
+    X, y = _data(n=120, seed=10)
+    clf = make()
+    with pytest.raises(error, match=message) as info:
+        if call == "fit":
+            clf.fit(X, y)
+        elif call == "validation":
+            clf.fit(X, y, validation=(X, y))
+        elif call == "bad_validation":
+            clf.fit(X, y, validation=X)
+        elif call == "unknown_val_label":
+            clf.fit(X, y, validation=(X[:10], np.full(10, 99)))
+        elif call == "multilabel":
+            clf.fit(X, np.stack([y % 2, y // 2], axis=1))
+        elif call == "tiny":
+            clf.fit(X[:8], np.arange(8) % 2)
+    assert "\n" not in str(info.value)
