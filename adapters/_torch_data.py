@@ -1,14 +1,18 @@
-"""PyTorch plumbing for the LIP adapter: find the model, unpack batches, capture features.
+"""PyTorch plumbing shared by the torch-based faces (PyTorch, Transformers, Lightning).
 
-Nothing here does LIP math; it only turns a model plus a loader into the
+Nothing here does LIP math; it turns a model plus a loader into the
 ``(features, labels)`` stream the core (:func:`lip_agnostic.refine_batches`)
-consumes.
+consumes, and writes the core's ``W*`` back into the layer
+(:func:`finalize_layer`, the one finalize pass every torch face runs).
 """
 
 from __future__ import annotations
 
 import gc
-from typing import Any, Iterable, Iterator
+import inspect
+import math
+import time
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import torch
 from torch import nn
@@ -24,7 +28,20 @@ __all__ = [
     "feature_batches",
     "module_modes",
     "restore_modes",
+    "DEFAULT_CHUNK_ROWS",
+    "check_rank",
+    "check_bias_mode",
+    "check_lip_options",
+    "ddp_all_reduce",
+    "distributed",
+    "resolve_all_reduce",
+    "finalize_layer",
 ]
+
+Rank = int | float | str
+AllReduceArg = Callable[[torch.Tensor], torch.Tensor] | Literal["auto"] | None
+#: Rows per chunk handed to the core by a finalize pass (features are buffered up to this many rows).
+DEFAULT_CHUNK_ROWS = 4096
 
 #: Keys tried, in order, for the model input of a dict batch when ``input_key`` is not given.
 INPUT_KEYS = ("x", "input", "inputs", "image", "images", "pixel_values", "features", "data")
@@ -268,8 +285,16 @@ def feature_batches(
     desc: str,
     counts: dict,
     chunk_rows: int = 0,
+    unpack: Callable[[Any], tuple[Any, Any]] | None = None,
+    call: Callable[[nn.Module, Any], Any] | None = None,
+    select: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(features (n, q), labels)`` from one no-grad forward per loader item.
+
+    ``unpack(batch) -> (inputs, labels)`` (default :func:`unpack_batch`),
+    ``call(model, inputs)`` (default ``model(inputs)``) and
+    ``select(features, labels) -> (features, labels)`` (rows to keep, before
+    flattening) let a face adapt its framework's batch conventions.
 
     With ``chunk_rows > 0`` consecutive batches are concatenated until they
     hold at least that many rows (memory stays ``O(chunk_rows * q)``; the
@@ -296,11 +321,17 @@ def feature_batches(
 
     with tqdm(loader, total=total, desc=desc, disable=not progress, leave=False, unit="batch") as bar:
         for batch in bar:
-            x, y = unpack_batch(batch, input_key, label_key)
+            x, y = unpack_batch(batch, input_key, label_key) if unpack is None else unpack(batch)
             with torch.no_grad():
-                model(_to_device(x, device))
+                if call is None:
+                    model(_to_device(x, device))
+                else:
+                    call(model, _to_device(x, device))
             features = capture.take()
-            features, labels = _rows(features, _as_labels(y, features.device), l)
+            labels = _as_labels(y, features.device)
+            if select is not None:
+                features, labels = select(features, labels)
+            features, labels = _rows(features, labels, l)
             counts["batches"] = counts.get("batches", 0) + 1
             counts["samples"] = counts.get("samples", 0) + int(features.shape[0])
             held_x.append(features)
@@ -321,3 +352,230 @@ def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
     """Put back the flags saved by :func:`module_modes` (per module, not one global switch)."""
     for m, flag in modes:
         m.training = flag
+
+
+# --------------------------------------------------------------------------- checks shared by the torch faces
+def check_rank(rank: Any, weight: torch.Tensor, name: str = "rank") -> Rank:
+    """Validate ``rank`` now (not after training): ``"auto"``, an int in ``[0, m]`` or a fraction in (0, 1]."""
+    from lip_agnostic import select_rank
+
+    if isinstance(rank, str):
+        if rank != "auto":
+            raise ValueError(f"{name} must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
+        return rank
+    with torch.no_grad():
+        select_rank(weight.detach().T, rank)  # the core's own range checks
+    return rank
+
+
+def check_bias_mode(bias_mode: Any, name: str = "bias_mode") -> str:
+    """``"fit"`` (fit against ``Y - 1 b^T``) or ``"ignore"`` (the paper's fit)."""
+    if bias_mode not in ("fit", "ignore"):
+        raise ValueError(
+            f"{name} must be 'fit' (fit against Y - 1 b^T) or 'ignore' (the paper's fit); got {bias_mode!r}")
+    return bias_mode
+
+
+def check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias: Any = None, *,
+                      reserved: dict, face: str, dry_run: bool = True) -> dict:
+    """Reject unknown or face-owned keywords, and have the core check the values now.
+
+    Steps
+    -----
+    1. Every keyword must be a keyword-only parameter of
+       :func:`lip_agnostic.refine_batches` that the face does not set itself
+       (``reserved``: name -> the face's own keyword, or ``None``).
+    2. Dry run (at construction): the core refines a copy of the weight on a
+       small synthetic stream with these options, so a bad ``target_scale``,
+       ``degenerate``, ``holdout``, ``confidence``, ... fails at construction
+       with the core's own message, not after training. The layer is not touched.
+    """
+    from lip_agnostic import refine_batches
+
+    params = inspect.signature(refine_batches).parameters
+    accepted = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    for key in options:
+        if key in reserved:
+            alt = reserved[key]
+            hint = f"pass {alt}=... instead" if alt else "it is chosen for you"
+            raise TypeError(f"{key!r} is set by the {face}; {hint}")
+        if key not in accepted:
+            allowed = sorted(accepted - set(reserved))
+            raise TypeError(f"unknown LIP option {key!r}; refine_batches accepts {allowed}")
+    if "min_gain" in options and not math.isfinite(float(options["min_gain"])):
+        raise ValueError(f"min_gain must be a finite number; got {options['min_gain']}")
+    if "holdout" in options and not (0.0 < float(options["holdout"]) <= 0.5):  # also checked for a fixed rank
+        raise ValueError(f"holdout must lie in (0, 0.5]; got {options['holdout']}")
+    if not dry_run:
+        return dict(options)
+    holdout = options.get("holdout", params["holdout"].default if "holdout" in params else 0.2)
+    try:
+        period = int(round(1.0 / float(holdout))) if float(holdout) > 0 else 2
+    except (TypeError, ValueError, OverflowError):
+        period = 2
+    l, q = (int(d) for d in weight.shape)
+    n = max(2 * period, 16)  # enough rows for the hold-out to get some
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        W = weight.detach().to("cpu", torch.float32).T.contiguous()
+        X = torch.randn(n, q, generator=g)
+        y = torch.arange(n) % l
+        b = None if bias is None else bias.detach().to("cpu", torch.float32)
+        refine_batches(W, [(X, y)], rank=rank, bias=b, **options)
+    return dict(options)
+
+
+def ddp_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all ``torch.distributed`` ranks (a copy; the input is left alone)."""
+    import torch.distributed as dist
+
+    out = tensor.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def distributed() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside an initialized process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def resolve_all_reduce(all_reduce: AllReduceArg) -> Callable | None:
+    """``"auto"``: :func:`ddp_all_reduce` inside a process group of more than one rank, else ``None``."""
+    if all_reduce == "auto":
+        return ddp_all_reduce if distributed()[1] > 1 else None
+    if all_reduce is None or callable(all_reduce):
+        return all_reduce
+    raise TypeError(f"all_reduce must be 'auto', None or a callable summing a tensor over workers; got {all_reduce!r}")
+
+
+def _has_items(loader: Iterable) -> bool:
+    """Cheap emptiness check for sized loaders (others are left to the core's own check)."""
+    try:
+        return len(loader) > 0  # type: ignore[arg-type]
+    except TypeError:
+        return True
+
+
+# --------------------------------------------------------------------------- the finalize pass
+def finalize_layer(
+    classifier: nn.Linear,
+    loader: Iterable,
+    /,
+    *,
+    model: nn.Module | None,
+    rank: Rank,
+    validation: Iterable | None,
+    bias_mode: str,
+    lip_options: dict,
+    input_key: str | None = None,
+    label_key: str | None = None,
+    device: torch.device | str | None = None,
+    all_reduce: AllReduceArg = "auto",
+    progress: bool = True,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    unpack: Callable[[Any], tuple[Any, Any]] | None = None,
+    call: Callable[[nn.Module, Any], Any] | None = None,
+    select: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> tuple[Any, dict]:
+    """One no-grad pass over ``loader``, LIP in the core, ``W*`` written into ``classifier``.
+
+    The options are already checked by the calling face. Returns the core's
+    :class:`lip_agnostic.LIPResult` and the face facts (``bias_mode``,
+    ``bias_in_fit``, ``dtype``, ``device``, ``world_size``, ``n_batches``,
+    ``n_samples_local``, ``n_val_batches``, ``seconds``).
+
+    Steps
+    -----
+    1. Put ``model`` (default: the outermost module containing ``classifier``,
+       ``torch.compile``/DDP wrappers peeled off) in eval mode; a forward hook
+       on ``classifier`` captures its inputs, the penultimate features ``X``.
+    2. Stream ``(X, labels)`` per chunk into :func:`lip_agnostic.refine_batches`
+       with ``W = classifier.weight.T``, the layer's bias and ``rank``
+       (``validation`` batches score ``rank="auto"``).
+    3. Under ``torch.distributed`` the core's partial sums are all-reduced.
+    4. Write ``W*.T`` into ``classifier.weight`` in its dtype and device;
+       restore every submodule's train/eval flag. If anything fails, the weight
+       is left exactly as it was.
+    """
+    from lip_agnostic import refine_batches
+
+    reducer = resolve_all_reduce(all_reduce)
+    if model is None:
+        model = find_model(classifier)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if not any(m is classifier for m in model.modules()):
+        raise ValueError(f"the classifier is not a submodule of the given model ({type(model).__name__})")
+    if validation is not None and rank != "auto":
+        raise ValueError(f"validation data is only used to choose rank='auto'; got rank={rank!r}")
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 0:
+        raise ValueError(f"chunk_rows must be a non-negative integer; got {chunk_rows!r}")
+    proc, world = distributed()
+    if device is not None:
+        dev = torch.device(device)
+    else:
+        first = next(iter(model.parameters()), None)
+        dev = first.device if first is not None else classifier.weight.device
+    weight = classifier.weight
+    l = int(weight.shape[0])
+    start = time.perf_counter()
+
+    modes = module_modes(model)
+    capture = FeatureCapture(classifier)
+    fit_counts: dict = {}
+    val_counts: dict = {}
+    try:
+        model.eval()
+        stream_kw = dict(l=l, device=dev, input_key=input_key, label_key=label_key, progress=progress and proc == 0,
+                         chunk_rows=chunk_rows, unpack=unpack, call=call, select=select)
+        batches = feature_batches(model, capture, loader, desc="LIP fit", counts=fit_counts, **stream_kw)
+        val_batches = (
+            None if validation is None
+            else feature_batches(model, capture, validation, desc="LIP validation", counts=val_counts, **stream_kw)
+        )
+        with torch.no_grad():
+            W = weight.detach().clone().T
+            # The bias always goes to the core (rank="auto" scores the logits the layer really
+            # produces); bias_mode="ignore" only keeps it out of the fit (the paper's targets Y).
+            b = classifier.bias.detach().clone() if classifier.bias is not None else None
+            if b is not None and b.dtype != W.dtype:
+                b = b.to(W.dtype)
+            if reducer is None and not _has_items(loader):
+                raise ValueError("the loader is empty: LIP needs at least one batch of (inputs, labels)")
+            result = refine_batches(
+                W, batches, rank=rank, validation=val_batches, bias=b, fit_bias=bias_mode == "fit",
+                all_reduce=reducer, **lip_options
+            )
+            new = result.weight.T.to(device=weight.device, dtype=weight.dtype)
+            if tuple(new.shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"LIP returned a weight of shape {tuple(new.shape)} for a layer of shape {tuple(weight.shape)}"
+                )
+            if not bool(torch.isfinite(new).all()):
+                raise ValueError("LIP produced NaN/Inf weights; the classifier was left unchanged")
+            backup = weight.detach().clone()
+            try:
+                weight.copy_(new)
+            except BaseException:
+                weight.copy_(backup)
+                raise
+    finally:
+        capture.remove()
+        restore_modes(modes)
+
+    facts = dict(
+        bias_mode=bias_mode,
+        bias_in_fit=b is not None and bias_mode == "fit",
+        dtype=str(weight.dtype).replace("torch.", ""),
+        device=str(weight.device),
+        world_size=world,
+        n_batches=fit_counts.get("batches", 0),
+        n_samples_local=fit_counts.get("samples", 0),
+        n_val_batches=val_counts.get("batches", 0),
+        seconds=time.perf_counter() - start,
+    )
+    return result, facts

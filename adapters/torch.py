@@ -34,16 +34,22 @@ Example
 from __future__ import annotations
 
 import inspect
-import math
-import time
 from typing import Any, Callable, Iterable, Literal
 
 import torch
 from torch import nn
 
-from lip_agnostic import project_principal, refine_batches, select_rank
+from lip_agnostic import project_principal
 
-from ._torch_data import FeatureCapture, check_classifier, feature_batches, find_model, module_modes, restore_modes
+from ._torch_data import (
+    DEFAULT_CHUNK_ROWS,
+    check_bias_mode,
+    check_classifier,
+    check_lip_options,
+    check_rank,
+    ddp_all_reduce,
+    finalize_layer,
+)
 
 __all__ = ["LIPOptimizer", "LIPHandle", "attach", "finalize", "ddp_all_reduce", "BiasMode"]
 
@@ -55,73 +61,22 @@ AllReduceArg = Callable[[torch.Tensor], torch.Tensor] | Literal["auto"] | None
 _RESERVED = {"rank": "k", "validation": "validation", "bias": "bias", "fit_bias": "bias", "all_reduce": "all_reduce",
              "xp": None}
 _STATE_VERSION = 1
-#: Rows per chunk handed to the core by ``finalize`` (features are buffered up to this many rows).
-DEFAULT_CHUNK_ROWS = 4096
 
 
 # --------------------------------------------------------------------------- validation helpers
 def _check_rank(k: Any, weight: torch.Tensor, name: str = "k") -> Rank:
     """Validate ``k`` now (not after training): ``"auto"``, an int in ``[0, m]`` or a fraction in (0, 1]."""
-    if isinstance(k, str):
-        if k != "auto":
-            raise ValueError(f"{name} must be an int, an energy fraction in (0, 1], or 'auto'; got {k!r}")
-        return k
-    with torch.no_grad():
-        select_rank(weight.detach().T, k)  # the core's own range checks
-    return k
+    return check_rank(k, weight, name)
 
 
 def _check_bias_mode(bias: Any) -> BiasMode:
-    if bias not in ("fit", "ignore"):
-        raise ValueError(f"bias must be 'fit' (fit against Y - 1 b^T) or 'ignore' (the paper's fit); got {bias!r}")
-    return bias
+    return check_bias_mode(bias, "bias")  # type: ignore[return-value]
 
 
 def _check_lip_options(options: dict, weight: torch.Tensor, k: Rank = 2, bias: Any = None, *,
                        dry_run: bool = True) -> dict:
-    """Reject unknown or adapter-owned keywords, and have the core check the values now.
-
-    Steps
-    -----
-    1. Every keyword must be a keyword-only parameter of
-       :func:`lip_agnostic.refine_batches` that the adapter does not set
-       itself (read from its signature, so new core options pass through).
-    2. Dry run (at construction): the core refines a copy of the weight on a small synthetic
-       stream with these options, so a bad ``target_scale``, ``degenerate``,
-       ``holdout``, ``confidence``, ... fails at construction with the core's
-       own message, not after training. The classifier is not touched.
-    """
-    params = inspect.signature(refine_batches).parameters
-    accepted = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    for key in options:
-        if key in _RESERVED:
-            alt = _RESERVED[key]
-            hint = f"pass {alt}=... instead" if alt else "the adapter chooses it"
-            raise TypeError(f"{key!r} is set by the PyTorch adapter; {hint}")
-        if key not in accepted:
-            allowed = sorted(accepted - set(_RESERVED))
-            raise TypeError(f"unknown LIP option {key!r}; refine_batches accepts {allowed}")
-    if "min_gain" in options and not math.isfinite(float(options["min_gain"])):
-        raise ValueError(f"min_gain must be a finite number; got {options['min_gain']}")
-    if "holdout" in options and not (0.0 < float(options["holdout"]) <= 0.5):  # also checked for a fixed k
-        raise ValueError(f"holdout must lie in (0, 0.5]; got {options['holdout']}")
-    if not dry_run:
-        return dict(options)
-    holdout = options.get("holdout", params["holdout"].default if "holdout" in params else 0.2)
-    try:
-        period = int(round(1.0 / float(holdout))) if float(holdout) > 0 else 2
-    except (TypeError, ValueError, OverflowError):
-        period = 2
-    l, q = (int(d) for d in weight.shape)
-    n = max(2 * period, 16)  # enough rows for the hold-out to get some
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        W = weight.detach().to("cpu", torch.float32).T.contiguous()
-        X = torch.randn(n, q, generator=g)
-        y = torch.arange(n) % l
-        b = None if bias is None else bias.detach().to("cpu", torch.float32)
-        refine_batches(W, [(X, y)], rank=k, bias=b, **options)
-    return dict(options)
+    """Reject unknown or adapter-owned keywords; dry-run the core on them (see ``check_lip_options``)."""
+    return check_lip_options(options, weight, k, bias, reserved=_RESERVED, face="PyTorch adapter", dry_run=dry_run)
 
 
 def _check_in_optimizer(optimizer: torch.optim.Optimizer, classifier: nn.Linear) -> None:
@@ -132,37 +87,6 @@ def _check_in_optimizer(optimizer: torch.optim.Optimizer, classifier: nn.Linear)
             f"parameters ({len(ids)} tensors in {len(optimizer.param_groups)} group(s)); pass the "
             "classifier of the model this optimizer trains"
         )
-
-
-def ddp_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all ``torch.distributed`` ranks (a copy; the input is left alone)."""
-    import torch.distributed as dist
-
-    out = tensor.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
-
-
-def _distributed() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` outside an initialized process group."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _resolve_all_reduce(all_reduce: AllReduceArg) -> Callable | None:
-    if all_reduce == "auto":
-        return ddp_all_reduce if _distributed()[1] > 1 else None
-    if all_reduce is None or callable(all_reduce):
-        return all_reduce
-    raise TypeError(f"all_reduce must be 'auto', None or a callable summing a tensor over workers; got {all_reduce!r}")
-
-
-def _input_device(model: nn.Module, classifier: nn.Linear) -> torch.device:
-    first = next(iter(model.parameters()), None)
-    return first.device if first is not None else classifier.weight.device
 
 
 # --------------------------------------------------------------------------- the finalize pass
@@ -264,91 +188,22 @@ def finalize(
     k = _check_rank(k, classifier.weight)
     bias = _check_bias_mode(bias)
     lip_options = _check_lip_options(lip_options, classifier.weight, dry_run=False)  # the real run checks values
-    reducer = _resolve_all_reduce(all_reduce)
-    if model is None:
-        model = find_model(classifier)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    if not any(m is classifier for m in model.modules()):
-        raise ValueError(f"the classifier is not a submodule of the given model ({type(model).__name__})")
     if validation is not None and k != "auto":
         raise ValueError(f"validation data is only used to choose k='auto'; got k={k!r}")
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 0:
-        raise ValueError(f"chunk_rows must be a non-negative integer; got {chunk_rows!r}")
-    rank, world = _distributed()
-    dev = torch.device(device) if device is not None else _input_device(model, classifier)
-    weight = classifier.weight
-    l = int(weight.shape[0])
-    start = time.perf_counter()
-
-    modes = module_modes(model)
-    capture = FeatureCapture(classifier)
-    fit_counts: dict = {}
-    val_counts: dict = {}
-    try:
-        model.eval()
-        show = progress and rank == 0
-        stream_kw = dict(l=l, device=dev, input_key=input_key, label_key=label_key, progress=show,
-                         chunk_rows=chunk_rows)
-        batches = feature_batches(model, capture, loader, desc="LIP fit", counts=fit_counts, **stream_kw)
-        val_batches = (
-            None if validation is None
-            else feature_batches(model, capture, validation, desc="LIP validation", counts=val_counts, **stream_kw)
-        )
-        with torch.no_grad():
-            W = weight.detach().clone().T
-            # The bias always goes to the core (k="auto" scores the logits the layer really
-            # produces); bias="ignore" only keeps it out of the fit (the paper's targets Y).
-            b = classifier.bias.detach().clone() if classifier.bias is not None else None
-            if b is not None and b.dtype != W.dtype:
-                b = b.to(W.dtype)
-            if reducer is None and not _has_items(loader):
-                raise ValueError("the loader is empty: LIP needs at least one batch of (inputs, labels)")
-            result = refine_batches(
-                W, batches, rank=k, validation=val_batches, bias=b, fit_bias=bias == "fit", all_reduce=reducer,
-                **lip_options
-            )
-            new = result.weight.T.to(device=weight.device, dtype=weight.dtype)
-            if tuple(new.shape) != tuple(weight.shape):
-                raise ValueError(
-                    f"LIP returned a weight of shape {tuple(new.shape)} for a layer of shape {tuple(weight.shape)}"
-                )
-            if not bool(torch.isfinite(new).all()):
-                raise ValueError("LIP produced NaN/Inf weights; the classifier was left unchanged")
-            backup = weight.detach().clone()
-            try:
-                weight.copy_(new)
-            except BaseException:
-                weight.copy_(backup)
-                raise
-    finally:
-        capture.remove()
-        restore_modes(modes)
-
+    result, facts = finalize_layer(
+        classifier, loader, model=model, rank=k, validation=validation, bias_mode=bias, lip_options=lip_options,
+        input_key=input_key, label_key=label_key, device=device, all_reduce=all_reduce, progress=progress,
+        chunk_rows=chunk_rows,
+    )
     report = result.to_dict()
+    facts["bias"] = facts.pop("bias_mode")
     report.update(
         k=result.selection.k,
         changed=result.selection.changed,
         principal_angle=result.summary.principal_angle,
-        bias=bias,
-        bias_in_fit=b is not None and bias == "fit",
-        dtype=str(weight.dtype).replace("torch.", ""),
-        device=str(weight.device),
-        world_size=world,
-        n_batches=fit_counts.get("batches", 0),
-        n_samples_local=fit_counts.get("samples", 0),
-        n_val_batches=val_counts.get("batches", 0),
-        seconds=time.perf_counter() - start,
+        **facts,
     )
     return report
-
-
-def _has_items(loader: Iterable) -> bool:
-    """Cheap emptiness check for sized loaders (others are left to the core's own check)."""
-    try:
-        return len(loader) > 0  # type: ignore[arg-type]
-    except TypeError:
-        return True
 
 
 # --------------------------------------------------------------------------- shared controller
