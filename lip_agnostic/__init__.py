@@ -13,6 +13,7 @@ CuPy, JAX) and imports no deep-learning framework. Faces:
 """
 
 from .accumulator import LIPAccumulator
+from .full_tail import FullTailAccumulator, FullTailScorer, FullTailSelection, full_tail_refine
 from .metrics import (
     davis_kahan_bound,
     effective_rank,
@@ -57,6 +58,9 @@ __all__ = [
     "symmetric_noise",
     "ChangeSummary",
     "DEFAULT_CONFIDENCE",
+    "FullTailAccumulator",
+    "FullTailScorer",
+    "FullTailSelection",
     "LIPAccumulator",
     "LIPResult",
     "RankScorer",
@@ -67,6 +71,7 @@ __all__ = [
     "davis_kahan_bound",
     "effective_rank",
     "energy_rank",
+    "full_tail_refine",
     "grassmann_distance",
     "lip_refine",
     "orthonormal_basis",

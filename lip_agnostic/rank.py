@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from ._arrays import as_features, as_targets, check_product_finite, check_rank, namespace, to_float
+from ._arrays import as_features, as_targets, check_product_finite, check_rank, device_of, namespace, to_float
 from .accumulator import LIPAccumulator
 from .principal import reduced_svd, resolve_rank
 
@@ -175,9 +175,7 @@ class RankScorer:
         X = as_features(xp, X, q, wdt, "X_val", finite=False)
         Y, is_labels = as_targets(xp, Y, int(X.shape[0]), l, wdt, "Y_val")
         sdt = acc._sdt
-        if not is_labels:
-            rowmax = xp.max(Y, axis=1)
-            rowmax = xp.where(rowmax > 0, rowmax, xp.ones_like(rowmax))
+        rowmax = None if is_labels else _row_max(xp, Y)
         Z = X @ self._W
         check_product_finite(xp, Z, X, "X_val")
         if acc.bias is not None:
@@ -192,13 +190,7 @@ class RankScorer:
                 blk = slice(k - k0, upper - k0)
                 Z = Z + (P[:, blk] * self._delta[blk]) @ xp.linalg.matrix_transpose(V[:, k:upper])
                 upper = k
-            pred = xp.argmax(Z, axis=1)
-            if is_labels:
-                h = xp.astype(pred == xp.astype(Y, pred.dtype), sdt)
-            else:
-                picked = xp.sum(xp.where(_onehot_mask(xp, pred, l, acc._device), Y, xp.zeros_like(Y)), axis=1)
-                h = xp.astype(picked / rowmax, sdt)
-            per_k.append(h)
+            per_k.append(_hits(xp, Z, Y, is_labels, rowmax, sdt))
         per_k.reverse()
         base = per_k[-1]
         hits = [xp.reshape(xp.sum(h), (1,)) for h in per_k]
@@ -228,8 +220,7 @@ class RankScorer:
         """One-sided sign-test p-value per candidate: ``P[Bin(w + l, 1/2) >= w]``
         for ``w`` wins and ``l`` losses against the unchanged model (1 for ``k = m``;
         reported as 1 without computing it where ``w <= l``: such a rank cannot pass)."""
-        return tuple(sign_test_p(int(round(w)), int(round(ls))) if w > ls else 1.0
-                     for w, ls in zip(self._block(1), self._block(2)))
+        return _p_values(self._block(1), self._block(2))
 
     def best(self, min_gain: float = 0.0, confidence: float | None = DEFAULT_CONFIDENCE) -> RankSelection:
         """The best-scoring ``k`` among the ranks that significantly beat the unchanged model.
@@ -244,16 +235,11 @@ class RankScorer:
            ``k`` (the smaller change). No qualifying rank: ``k = m``, the
            weight is left as it is.
         """
-        if confidence is not None and not 0.0 < float(confidence) < 1.0:
-            raise ValueError(f"confidence must lie in (0, 1) or be None; got {confidence}")
         scores = self.scores()
         pvals = self.p_values()
         m = self._acc.svd.rank_max
         base = scores[-1]
-        tests = max(1, self._K - 1)
-        alpha = None if confidence is None else (1.0 - float(confidence)) / tests
-        ok = [i for i in range(self._K)
-              if scores[i] > base + float(min_gain) and (alpha is None or pvals[i] < alpha)]
+        ok = _significant(scores, pvals, base, min_gain, confidence, tests=self._K - 1)
         k = m
         if ok:
             k = self.ks[max(ok, key=lambda i: (scores[i], self.ks[i]))]
@@ -296,6 +282,41 @@ def sign_test_p(wins: int, losses: int) -> float:
 def _onehot_mask(xp: Any, pred: Any, l: int, device: Any) -> Any:
     classes = xp.astype(xp.arange(l, device=device), pred.dtype)
     return pred[:, None] == classes[None, :]
+
+
+def _row_max(xp: Any, Y: Any) -> Any:
+    """Per-row maximum of a target matrix (1 where a row has no positive entry)."""
+    rowmax = xp.max(Y, axis=1)
+    return xp.where(rowmax > 0, rowmax, xp.ones_like(rowmax))
+
+
+def _hits(xp: Any, Z: Any, Y: Any, is_labels: bool, rowmax: Any, sdt: Any) -> Any:
+    """Per-sample hit of ``argmax Z``: 1 for the right integer label; for a target
+    matrix ``Y[i, pred] / max_j Y[i, j]`` (``rowmax`` from :func:`_row_max`)."""
+    pred = xp.argmax(Z, axis=1)
+    if is_labels:
+        return xp.astype(pred == xp.astype(Y, pred.dtype), sdt)
+    mask = _onehot_mask(xp, pred, int(Y.shape[1]), device_of(Y))
+    picked = xp.sum(xp.where(mask, Y, xp.zeros_like(Y)), axis=1)
+    return xp.astype(picked / rowmax, sdt)
+
+
+def _p_values(wins: Sequence[float], losses: Sequence[float]) -> tuple[float, ...]:
+    """One-sided sign-test p-value per candidate (1 without computing it where wins <= losses)."""
+    return tuple(sign_test_p(int(round(w)), int(round(ls))) if w > ls else 1.0 for w, ls in zip(wins, losses))
+
+
+def _significant(scores: Sequence[float], p_values: Sequence[float], base: float, min_gain: float,
+                 confidence: float | None, *, tests: int) -> list[int]:
+    """The guard of every automatic choice: indices of the candidates whose held-out
+    score beats ``base`` (the unchanged model) by more than ``min_gain`` and, unless
+    ``confidence`` is None, whose sign-test p-value is below ``(1 - confidence) / tests``
+    (Bonferroni over the ``tests`` candidates other than the unchanged model)."""
+    if confidence is not None and not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1) or be None; got {confidence}")
+    alpha = None if confidence is None else (1.0 - float(confidence)) / max(1, int(tests))
+    return [i for i in range(len(scores))
+            if scores[i] > base + float(min_gain) and (alpha is None or p_values[i] < alpha)]
 
 
 def select_rank(

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from ._arrays import namespace
 from .accumulator import LIPAccumulator, TargetScale
+from .full_tail import _option_error, full_tail_refine
 from .rank import DEFAULT_CONFIDENCE, select_rank
 
 __all__ = ["lip_refine", "DEFAULT_BATCH_ROWS"]
@@ -31,6 +32,8 @@ def lip_refine(
     min_gain: float = 0.0,
     confidence: float | None = DEFAULT_CONFIDENCE,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    tail: Literal["diagonal", "full"] = "diagonal",
+    ridge: float | str | None = None,
     xp: Any = None,
 ) -> Any:
     """LIP: keep the top-``k`` principal components, refit the tail's singular values.
@@ -90,11 +93,22 @@ def lip_refine(
         level (Bonferroni over the ranks scored); ``None`` turns it off.
     batch_rows : int
         Chunk size for streaming ``X``.
+    tail : {"diagonal", "full"}
+        ``"diagonal"`` (default): the paper's refit, steps 1-4 above.
+        ``"full"`` — **beyond the paper** — keeps the same top-``k`` components
+        but ridge-refits the whole complement, ``C`` in
+        ``W_k + U_perp C V_perp^T``, with the bias refit when ``bias`` is given
+        and ``fit_bias`` is true: :func:`lip_agnostic.full_tail_refine`
+        (which then also returns the refit bias).
+    ridge : float or "auto", optional
+        ``tail="full"`` only: the ridge ``lam`` (default ``"auto"``: chosen
+        with ``k`` on ``(X_val, Y_val)`` behind the same guard).
 
     Returns
     -------
     array, shape (q, l)
-        ``W*``, same library, device and dtype as ``W``.
+        ``W*``, same library, device and dtype as ``W``. ``tail="full"`` with a
+        ``bias`` and ``fit_bias``: the pair ``(W*, b*)``.
 
     Examples
     --------
@@ -107,6 +121,20 @@ def lip_refine(
     (16, 5)
     """
     xp = namespace(W, X, Y, bias, xp=xp)
+    if tail == "full":
+        if degenerate != "zero":
+            raise _option_error(f"degenerate={degenerate!r} applies to tail='diagonal' only")
+        if not isinstance(fit_bias, bool):
+            raise TypeError(f"fit_bias must be True or False; got {fit_bias!r}")
+        validation = None if X_val is None and Y_val is None else (X_val, Y_val)
+        return full_tail_refine(W, X, Y, k, bias=bias, bias_mode="fit" if fit_bias else "ignore",
+                                ridge="auto" if ridge is None else ridge, target_scale=target_scale,
+                                validation=validation, min_gain=min_gain, confidence=confidence, rtol=rtol,
+                                batch_rows=batch_rows, xp=xp)
+    if tail != "diagonal":
+        raise _option_error(f"tail must be 'diagonal' (the paper) or 'full' (beyond the paper); got {tail!r}")
+    if ridge is not None:
+        raise _option_error(f"ridge={ridge!r} applies to tail='full' only (the paper's diagonal refit has no ridge)")
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise ValueError(f"batch_rows must be a positive integer; got {batch_rows!r}")
     n_x = int(X.shape[0]) if getattr(X, "ndim", 0) >= 1 else -1
