@@ -497,11 +497,13 @@ def finalize_layer(
        with ``W = classifier.weight.T``, the layer's bias and ``rank``
        (``validation`` batches score ``rank="auto"``).
     3. Under ``torch.distributed`` the core's partial sums are all-reduced.
-    4. Write ``W*.T`` into ``classifier.weight`` in its dtype and device;
-       restore every submodule's train/eval flag. If anything fails, the weight
-       is left exactly as it was.
+    4. Write ``W*.T`` into ``classifier.weight`` in its dtype and device (and,
+       ``tail="full"`` with the bias in the fit, the refit bias into
+       ``classifier.bias``); restore every submodule's train/eval flag. If
+       anything fails, the layer is left exactly as it was.
     """
     from lip_agnostic import refine_batches
+    from lip_agnostic.full_tail import chooses_on_validation
 
     reducer = resolve_all_reduce(all_reduce)
     if model is None:
@@ -510,8 +512,9 @@ def finalize_layer(
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if not any(m is classifier for m in model.modules()):
         raise ValueError(f"the classifier is not a submodule of the given model ({type(model).__name__})")
-    if validation is not None and rank != "auto":
-        raise ValueError(f"validation data is only used to choose rank='auto'; got rank={rank!r}")
+    if validation is not None and not chooses_on_validation(rank, lip_options.get("tail"), lip_options.get("ridge")):
+        raise ValueError(f"validation data is only used to choose rank='auto' (or tail='full' ridge='auto'); "
+                         f"got rank={rank!r}")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 0:
         raise ValueError(f"chunk_rows must be a non-negative integer; got {chunk_rows!r}")
     proc, world = distributed()
@@ -557,19 +560,29 @@ def finalize_layer(
                 )
             if not bool(torch.isfinite(new).all()):
                 raise ValueError("LIP produced NaN/Inf weights; the classifier was left unchanged")
+            # tail="full" (beyond the paper) also refits the bias when it is in the fit
+            new_b = None if result.bias is None else result.bias.to(device=classifier.bias.device,
+                                                                     dtype=classifier.bias.dtype)
             backup = weight.detach().clone()
+            backup_b = None if new_b is None else classifier.bias.detach().clone()
             try:
                 weight.copy_(new)
+                if new_b is not None:
+                    classifier.bias.copy_(new_b)
             except BaseException:
                 weight.copy_(backup)
+                if backup_b is not None:
+                    classifier.bias.copy_(backup_b)
                 raise
     finally:
         capture.remove()
         restore_modes(modes)
 
     facts = dict(
+        tail=result.tail,
         bias_mode=bias_mode,
         bias_in_fit=b is not None and bias_mode == "fit",
+        bias_refit=result.bias is not None,
         dtype=str(weight.dtype).replace("torch.", ""),
         device=str(weight.device),
         world_size=world,

@@ -132,7 +132,8 @@ def refine_model(
     3. ``result = lip_agnostic.refine_batches(kernel, stream, rank=k,
        validation=..., bias=b, fit_bias=bias_mode == "subtract", **refine_kwargs)``.
     4. ``layer.kernel.assign(result.weight)`` when ``k < min(q, l)``. The
-       bias is never changed. Any error before this step leaves the kernel untouched.
+       bias is changed only by ``tail="full"`` (beyond the paper) with the bias
+       in the fit (``result.bias``). Any error before this step leaves the layer untouched.
 
     Parameters
     ----------
@@ -157,7 +158,8 @@ def refine_model(
         Batches to take from a stream (required for infinite ones).
     **refine_kwargs
         Passed to :func:`lip_agnostic.refine_batches` (``target_scale``,
-        ``degenerate``, ``min_gain``, ``holdout``, ``all_reduce``, ...).
+        ``degenerate``, ``min_gain``, ``holdout``, ``all_reduce``, ...;
+        ``tail="full"``, ``ridge=``: the full-tail ridge refit, beyond the paper).
 
     Returns
     -------
@@ -220,10 +222,16 @@ class _Refiner:
             new = np.asarray(result.weight, dtype=kernel.dtype)
             if not np.all(np.isfinite(new)):
                 raise ValueError(f"the refined kernel has {int(np.sum(~np.isfinite(new)))} NaN/Inf entries")
+            # tail="full" (beyond the paper) also refits the bias when it is in the fit
+            new_b = None if result.bias is None else np.asarray(result.bias, dtype=_variable_to_numpy(layer.bias).dtype)
+            if new_b is not None and not np.all(np.isfinite(new_b)):
+                raise ValueError(f"the refit bias has {int(np.sum(~np.isfinite(new_b)))} NaN/Inf entries")
         except (ValueError, TypeError) as exc:
             raise self._context(exc) from exc
         if result.selection.changed:
             layer.kernel.assign(new)
+            if new_b is not None:
+                layer.bias.assign(new_b)
         return result
 
     def project(self, rank: int | float) -> int:

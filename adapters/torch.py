@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from lip_agnostic import project_principal
+from lip_agnostic.full_tail import chooses_on_validation
 
 from ._torch_data import (
     DEFAULT_CHUNK_ROWS,
@@ -144,7 +145,7 @@ def finalize(
         ``"fit"`` (default): the refit targets ``Y - 1 b^T`` with the layer's
         bias ``b`` (the method page: the fit should account for it).
         ``"ignore"``: the paper's reference code (bias left out of the fit).
-        The bias itself is never changed.
+        The bias itself is changed only by ``tail="full"`` with ``"fit"``.
     input_key, label_key : str, optional
         Keys of dict batches.
     device : torch.device, optional
@@ -161,7 +162,9 @@ def finalize(
         over every batch as it comes.
     **lip_options
         Passed to :func:`lip_agnostic.refine_batches` (``target_scale``,
-        ``degenerate``, ``min_gain``, ``holdout``, ...).
+        ``degenerate``, ``min_gain``, ``holdout``, ...; ``tail="full"``,
+        ``ridge=``: the full-tail ridge refit, beyond the paper, which also
+        refits the bias).
 
     Returns
     -------
@@ -188,8 +191,8 @@ def finalize(
     k = _check_rank(k, classifier.weight)
     bias = _check_bias_mode(bias)
     lip_options = _check_lip_options(lip_options, classifier.weight, dry_run=False)  # the real run checks values
-    if validation is not None and k != "auto":
-        raise ValueError(f"validation data is only used to choose k='auto'; got k={k!r}")
+    if validation is not None and not chooses_on_validation(k, lip_options.get("tail"), lip_options.get("ridge")):
+        raise ValueError(f"validation data is only used to choose k='auto' (or tail='full' ridge='auto'); got k={k!r}")
     result, facts = finalize_layer(
         classifier, loader, model=model, rank=k, validation=validation, bias_mode=bias, lip_options=lip_options,
         input_key=input_key, label_key=label_key, device=device, all_reduce=all_reduce, progress=progress,

@@ -78,6 +78,8 @@ __all__ = [
     "full_tail_refine",
     "DEFAULT_RIDGE_FACTORS",
     "FULL_TAIL_RANK_LIMIT",
+    "check_tail",
+    "chooses_on_validation",
 ]
 
 #: ``ridge="auto"`` scores ``lam = f * trace(Xc^T Xc) / q`` for each factor ``f``
@@ -140,6 +142,27 @@ def _check_target_scale(target_scale: Any) -> TargetScale:
         raise _option_error(f"target_scale must be a positive number or 'logits'; got {target_scale!r}")
     return c
 
+
+def check_tail(tail: Any, ridge: Any, degenerate: Any) -> bool:
+    """Validate ``tail`` (and the options that belong to one tail only); True for ``"full"``."""
+    if tail == "full":
+        if degenerate != "zero":
+            raise _option_error(f"degenerate={degenerate!r} applies to tail='diagonal' only")
+        return True
+    if tail != "diagonal":
+        raise _option_error(f"tail must be 'diagonal' (the paper) or 'full' (beyond the paper); got {tail!r}")
+    if ridge is not None:
+        raise _option_error(f"ridge={ridge!r} applies to tail='full' only (the paper's diagonal refit has no ridge)")
+    return False
+
+
+def chooses_on_validation(rank: Any, tail: Any = "diagonal", ridge: Any = None) -> bool:
+    """Whether these options choose something on held-out data: ``rank="auto"``, or
+    ``tail="full"`` with ``ridge="auto"`` (its default). Faces use it to accept or refuse
+    validation data."""
+    if isinstance(rank, str) and rank == "auto":
+        return True
+    return tail == "full" and (ridge is None or (isinstance(ridge, str) and ridge == "auto"))
 
 @dataclass(frozen=True)
 class FullTailSelection(RankSelection):

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from ._arrays import namespace
 from .accumulator import LIPAccumulator, TargetScale
-from .full_tail import _option_error, full_tail_refine
+from .full_tail import check_tail, full_tail_refine
 from .rank import DEFAULT_CONFIDENCE, select_rank
 
 __all__ = ["lip_refine", "DEFAULT_BATCH_ROWS"]
@@ -121,9 +121,7 @@ def lip_refine(
     (16, 5)
     """
     xp = namespace(W, X, Y, bias, xp=xp)
-    if tail == "full":
-        if degenerate != "zero":
-            raise _option_error(f"degenerate={degenerate!r} applies to tail='diagonal' only")
+    if check_tail(tail, ridge, degenerate):
         if not isinstance(fit_bias, bool):
             raise TypeError(f"fit_bias must be True or False; got {fit_bias!r}")
         validation = None if X_val is None and Y_val is None else (X_val, Y_val)
@@ -131,10 +129,6 @@ def lip_refine(
                                 ridge="auto" if ridge is None else ridge, target_scale=target_scale,
                                 validation=validation, min_gain=min_gain, confidence=confidence, rtol=rtol,
                                 batch_rows=batch_rows, xp=xp)
-    if tail != "diagonal":
-        raise _option_error(f"tail must be 'diagonal' (the paper) or 'full' (beyond the paper); got {tail!r}")
-    if ridge is not None:
-        raise _option_error(f"ridge={ridge!r} applies to tail='full' only (the paper's diagonal refit has no ridge)")
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise ValueError(f"batch_rows must be a positive integer; got {batch_rows!r}")
     n_x = int(X.shape[0]) if getattr(X, "ndim", 0) >= 1 else -1

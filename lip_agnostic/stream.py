@@ -7,8 +7,9 @@ from typing import Any, Callable, Iterable, Literal
 
 from ._arrays import device_of, namespace
 from .accumulator import LIPAccumulator, TargetScale
+from .full_tail import FullTailAccumulator, FullTailSelection, _check_ridge, check_tail
 from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, select_rank
-from .report import ChangeSummary, summarize_refit
+from .report import ChangeSummary, summarize_change, summarize_refit
 
 __all__ = ["LIPResult", "refine_batches", "DEFAULT_HOLDOUT"]
 
@@ -34,7 +35,13 @@ class LIPResult:
     n_fit : int
         Samples whose statistics went into the refit (all workers).
     n_degenerate : int
-        Tail components with ~zero data energy (handled per ``degenerate``).
+        Tail components with ~zero data energy (handled per ``degenerate``);
+        ``tail="full"``: directions of the complement the data never excite.
+    bias : array (l,) or None
+        ``tail="full"`` with a bias and ``fit_bias``: the refit bias ``b*`` to
+        write into the layer with the weight; None: the bias stays as it is.
+    tail : {"diagonal", "full"}
+        Which refit ran: ``"diagonal"`` is the paper's, ``"full"`` is beyond the paper.
     """
 
     weight: Any
@@ -42,10 +49,15 @@ class LIPResult:
     summary: ChangeSummary
     n_fit: int
     n_degenerate: int
+    bias: Any = None
+    tail: str = "diagonal"
 
     def to_dict(self) -> dict:
         """JSON-friendly report (the weight itself left out)."""
         return {
+            "tail": self.tail,
+            "beyond_paper": self.tail != "diagonal",
+            "bias_refit": self.bias is not None,
             "selection": self.selection.to_dict(),
             "summary": self.summary.to_dict(),
             "n_fit": self.n_fit,
@@ -80,6 +92,8 @@ def refine_batches(
     min_gain: float = 0.0,
     confidence: float | None = DEFAULT_CONFIDENCE,
     all_reduce: AllReduce | None = None,
+    tail: Literal["diagonal", "full"] = "diagonal",
+    ridge: float | str | None = None,
     xp: Any = None,
 ) -> LIPResult:
     """Run LIP over ``(features, labels)`` batches; return ``W*`` and a report.
@@ -98,6 +112,12 @@ def refine_batches(
        The hit counts are all-reduced too.
     4. ``W* = accumulator.result(k)``; summarize the change.
 
+    ``tail="full"`` (**beyond the paper**) runs the same stream through a
+    :class:`lip_agnostic.FullTailAccumulator` instead: the top-``k``
+    components are kept, the whole complement is ridge-refit (and the bias,
+    when given with ``fit_bias``: :attr:`LIPResult.bias`), and ``"auto"``
+    scores every ``(k, lam)`` of the grid behind the same guard.
+
     Parameters
     ----------
     W : array (q, l)
@@ -108,6 +128,10 @@ def refine_batches(
     bias, fit_bias, target_scale, degenerate, rtol, min_gain, confidence
         As in :func:`lip_agnostic.lip_refine`.
     all_reduce : callable, optional
+    tail : {"diagonal", "full"}
+        ``"diagonal"``: the paper (default); ``"full"``: the full-tail ridge refit.
+    ridge : float or "auto", optional
+        ``tail="full"`` only (default ``"auto"``, chosen on the held-out data).
 
     Examples
     --------
@@ -121,13 +145,23 @@ def refine_batches(
     ((8, 4), 2)
     """
     xp = namespace(W, bias, xp=xp)
-    auto = isinstance(rank, str)
-    if auto and rank != "auto":
+    full = check_tail(tail, ridge, degenerate)
+    auto_rank = isinstance(rank, str)
+    if auto_rank and rank != "auto":
         raise ValueError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
+    lam = _check_ridge("auto" if ridge is None else ridge) if full else None
+    auto = auto_rank or lam == "auto"
     if auto and validation is None and not (0.0 < float(holdout) <= 0.5):
         raise ValueError(f"holdout must lie in (0, 0.5]; got {holdout}")
-    acc = LIPAccumulator(W, None if auto else rank, bias=bias, fit_bias=fit_bias, target_scale=target_scale,
-                         degenerate=degenerate, rtol=rtol, xp=xp)
+    if full:
+        if not isinstance(fit_bias, bool):
+            raise TypeError(f"fit_bias must be True or False; got {fit_bias!r}")
+        acc: Any = FullTailAccumulator(W, None if auto_rank else rank, bias=bias,
+                                       bias_mode="fit" if fit_bias else "ignore", target_scale=target_scale,
+                                       rtol=rtol, xp=xp)
+    else:
+        acc = LIPAccumulator(W, None if auto else rank, bias=bias, fit_bias=fit_bias, target_scale=target_scale,
+                             degenerate=degenerate, rtol=rtol, xp=xp)
     period = max(2, int(round(1.0 / float(holdout)))) if auto and validation is None else 0
     held: list[tuple[Any, Any]] = []
     seen = 0
@@ -146,7 +180,7 @@ def refine_batches(
         raise ValueError("no samples reached LIP: the batches were empty")
 
     if auto:
-        scorer = RankScorer(acc)
+        scorer = acc.scorer(ridges=None if lam == "auto" else [lam]) if full else RankScorer(acc)
         for X, Y in (validation if validation is not None else held):
             scorer.update(X, Y)
         if all_reduce is not None:
@@ -155,9 +189,13 @@ def refine_batches(
             raise ValueError("rank='auto' got no held-out samples to score (empty validation data)")
         selection = scorer.best(min_gain, confidence)
         extra = dict(selection.extra, source="validation" if validation is not None else f"holdout 1/{period}")
-        selection = RankSelection(**{**selection.__dict__, "extra": extra})
+        selection = type(selection)(**{**selection.__dict__, "extra": extra})
+    elif full:
+        selection = FullTailSelection(k=acc.rank, m=acc.svd.rank_max, strategy="fixed", ridge=lam, ridges=(lam,))
     else:
         selection = select_rank(W, rank, xp=xp)
+    if full:
+        return _full_result(xp, acc, W, selection)
     W_new = acc.result(selection.k)
     k0 = acc.tracked[0]
     n_deg = int(xp.sum(xp.astype(acc.degenerate_mask()[selection.k - k0:], xp.int64))) if selection.k < acc.svd.rank_max else 0
@@ -169,3 +207,25 @@ def refine_batches(
         n_degenerate=n_deg,
     )
 
+
+
+def _full_result(xp: Any, acc: FullTailAccumulator, W: Any, selection: RankSelection) -> LIPResult:
+    """``W*`` (and ``b*``) of the full-tail refit at the selected ``(k, lam)``, with its report."""
+    k, m = selection.k, acc.svd.rank_max
+    lam = getattr(selection, "ridge", None)
+    out = acc.result(k, 0.0 if lam is None else lam)
+    W_new, b_new = out if acc.fits_bias else (out, None)
+    n_deg = 0
+    if k < m:
+        e = acc._solver(k)[0]
+        ref = float(xp.max(e)) if int(e.shape[0]) else 0.0
+        n_deg = int(xp.sum(xp.astype(e <= acc.rtol * ref, xp.int64)))
+    return LIPResult(
+        weight=W_new,
+        selection=selection,
+        summary=summarize_change(W, W_new, k, xp=xp),
+        n_fit=acc.n_samples,
+        n_degenerate=n_deg,
+        bias=None if k == m else b_new,
+        tail="full",
+    )

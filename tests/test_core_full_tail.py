@@ -383,3 +383,60 @@ def test_accumulator_misuse_is_refused_with_messages(problem):
         acc.scorer().best()
     with pytest.raises(ValueError, match=r"min_gain must be a finite number; got 'x'"):
         acc.scorer().update(X, y).best(min_gain="x")
+
+
+# ------------------------------------------------------- the stream entry point
+def test_refine_batches_full_tail_equals_the_function_and_reports_it(backend, problem, rng):
+    from lip_agnostic import refine_batches
+
+    W, X, y, b = problem
+    xb = backend.asarray
+    batches = [(xb(X[i:i + 50]), xb(y[i:i + 50])) for i in range(0, 240, 50)]
+    res = refine_batches(xb(W), batches, rank=2, bias=xb(b), tail="full", ridge=0.7)
+    ref_W, ref_b = full_tail_refine(xb(W), xb(X), xb(y), 2, bias=xb(b), ridge=0.7)
+    np.testing.assert_allclose(backend.to_numpy(res.weight), backend.to_numpy(ref_W), rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(backend.to_numpy(res.bias), backend.to_numpy(ref_b), rtol=1e-11, atol=1e-13)
+    d = res.to_dict()
+    assert (d["tail"], d["beyond_paper"], d["bias_refit"]) == ("full", True, True)
+    assert d["selection"]["ridge"] == 0.7 and d["selection"]["k"] == 2 and res.n_fit == 240
+    paper = refine_batches(xb(W), batches, rank=2, bias=xb(b)).to_dict()
+    assert (paper["tail"], paper["beyond_paper"], paper["bias_refit"]) == ("diagonal", False, False)
+
+
+def test_refine_batches_full_tail_auto_on_validation_and_on_a_holdout(problem, rng):
+    from lip_agnostic import refine_batches
+
+    W, X, y, b = problem
+    Xv, yv = rng.normal(size=(120, 9)) + 0.5, rng.integers(0, 5, 120)
+    res = refine_batches(W, [(X, y)], rank="auto", validation=[(Xv, yv)], bias=b, tail="full", confidence=None)
+    sel = FullTailAccumulator(W, bias=b).update(X, y).scores(Xv, yv, confidence=None)
+    assert (res.selection.k, res.selection.ridge) == (sel.k, sel.ridge)
+    assert res.selection.extra["source"] == "validation" and res.selection.table == sel.table
+    held = refine_batches(W, [(X, y)], rank="auto", bias=b, tail="full", holdout=0.25)
+    assert held.selection.extra["source"] == "holdout 1/4" and held.n_fit == 180
+    # all-reduce: two "workers" each with half the stream reach the one-process answer
+    halves = [(X[i::2], y[i::2]) for i in range(2)]
+    other = FullTailAccumulator(W, 1, bias=b).update(*halves[1]).partial_sums  # the second worker's sums
+    res2 = refine_batches(W, [halves[0]], rank=1, bias=b, tail="full", ridge=2.0, all_reduce=lambda a: a + other)
+    one = refine_batches(W, [(X, y)], rank=1, bias=b, tail="full", ridge=2.0)
+    np.testing.assert_allclose(res2.weight, one.weight, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(res2.bias, one.bias, rtol=1e-11, atol=1e-13)
+    assert res2.n_fit == 240
+
+
+def test_tail_options_are_checked_with_messages(problem):
+    from lip_agnostic import refine_batches
+
+    W, X, y, b = problem
+    with pytest.raises(ValueError, match=r"tail must be 'diagonal' \(the paper\) or 'full' \(beyond the paper\); got 'dense'"):
+        refine_batches(W, [(X, y)], rank=2, tail="dense")
+    with pytest.raises(ValueError, match=r"ridge=1.0 applies to tail='full' only"):
+        refine_batches(W, [(X, y)], rank=2, ridge=1.0)
+    with pytest.raises(ValueError, match=r"degenerate='keep' applies to tail='diagonal' only"):
+        refine_batches(W, [(X, y)], rank=2, tail="full", degenerate="keep")
+    with pytest.raises(ValueError, match=r"ridge must be a finite number >= 0; got -2"):
+        refine_batches(W, [(X, y)], rank=2, tail="full", ridge=-2)
+    with pytest.raises(ValueError, match=r"tail must be 'diagonal' \(the paper\) or 'full'"):
+        lip_refine(W, X, y, 2, tail="Full")
+    with pytest.raises(ValueError, match=r"ridge=0.5 applies to tail='full' only"):
+        lip_refine(W, X, y, 2, ridge=0.5)
