@@ -404,14 +404,15 @@ class FullTailAccumulator:
             raise _data_error("the accumulator has seen no data: call update(X, Y) first")
 
     def scale(self) -> float:
-        """The target scale ``c`` in use (computed for ``"logits"``: ``argmin_c ||c Y - (X W + 1 b^T)||``)."""
+        """The target scale ``c`` in use (computed for ``"logits"``: ``argmin_c ||c Y - (X W + 1 b^T)||``,
+        with ``b`` the bias when it is in the fit, else 0, as on the paper path)."""
         if self.target_scale != "logits":
             return float(self.target_scale)
         self._need_data()
         xp = self._xp
         _, xy, _, sy, ysq, _ = self._split()
         num = float(xp.sum(to_float(xp, self._W, self._sdt) * xy))
-        if self.bias is not None:
+        if self.fits_bias:  # as on the paper path: the bias counts where it is in the fit
             num += float(xp.sum(to_float(xp, self.bias, self._sdt) * sy))
         return 1.0 if ysq == 0.0 else num / ysq
 

@@ -440,3 +440,12 @@ def test_tail_options_are_checked_with_messages(problem):
         lip_refine(W, X, y, 2, tail="Full")
     with pytest.raises(ValueError, match=r"ridge=0.5 applies to tail='full' only"):
         lip_refine(W, X, y, 2, ridge=0.5)
+
+
+def test_logit_scale_counts_the_bias_only_when_it_is_in_the_fit(problem):
+    W, X, y, b = problem
+    Y = onehot(y, 5)
+    fit = FullTailAccumulator(W, 2, bias=b, target_scale="logits").update(X, y).scale()
+    ignore = FullTailAccumulator(W, 2, bias=b, bias_mode="ignore", target_scale="logits").update(X, y).scale()
+    assert fit == pytest.approx(np.sum((X @ W + b) * Y) / np.sum(Y * Y), rel=1e-12)
+    assert ignore == pytest.approx(np.sum((X @ W) * Y) / np.sum(Y * Y), rel=1e-12)
