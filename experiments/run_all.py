@@ -8,13 +8,20 @@ Regenerates everything, in order:
 2. The accuracy study (:mod:`experiments.accuracy`): results JSON under the
    results folder, trained heads cached under ``experiments/_cache/``
    (git-ignored; a re-run only re-evaluates LIP).
-3. ``EVIDENCE.md`` with the tables, the PNG figures (``figures/``) and the verdict.
+3. The full-tail study (:mod:`experiments.fulltail_study`, issue 10, beyond the
+   paper): full-size data, MLPs and a small CNN, results JSON
+   ``experiments/results/fulltail_<mode>.json``, trained heads and their
+   features cached under ``experiments/_cache/fulltail/`` (git-ignored).
+4. ``EVIDENCE.md`` with the tables, the PNG figures (``figures/``), the verdict
+   and the full-tail decision.
 
 Full mode writes ``docs/EVIDENCE.md``, ``docs/ANALYSIS.md``, ``docs/figures/*.png`` and
 ``experiments/results/accuracy_full.json``. ``--quick`` (digits only, one seed,
 a couple of minutes) writes to ``experiments/_cache/quick/`` (git-ignored) instead,
 so it never overwrites the committed full results. ``--report-only`` rebuilds
 ``EVIDENCE.md`` and the figures from the JSON and ``ANALYSIS.md`` already there.
+``--only full-tail`` runs stage 3 alone and rebuilds ``EVIDENCE.md`` with the
+accuracy study's committed JSON.
 
 Example
 -------
@@ -33,6 +40,7 @@ import time
 from pathlib import Path
 
 from . import accuracy as acc
+from . import fulltail_study as fts
 from .evidence import (HARM_POINTS, HELP_POINTS, LEARNER_LABEL, PRODUCT_DEFAULT, dataset_tables,
                        make_figures, summary_table, verdict)
 from .methods import VARIANTS
@@ -41,6 +49,7 @@ __all__ = ["main", "write_evidence", "run_analysis_section"]
 
 REPO = Path(__file__).resolve().parent.parent
 DISCUSSION = Path(__file__).resolve().parent / "evidence_discussion.md"
+FULLTAIL_DISCUSSION = Path(__file__).resolve().parent / "fulltail_discussion.md"
 
 
 def run_analysis_section(out_dir: Path, quick: bool, md_dir: Path, log=print) -> str:
@@ -75,13 +84,23 @@ def _fit_note(records: list[dict]) -> str:
 
 
 def write_evidence(result: dict, rows: list[dict], docs_dir: Path, analysis_md: str | None,
-                   quick: bool, wall: dict[str, float]) -> Path:
-    """Compose ``EVIDENCE.md`` (tables, figures, verdict) under ``docs_dir``; return its path."""
+                   quick: bool, wall: dict[str, float], fulltail: dict | None = None) -> Path:
+    """Compose ``EVIDENCE.md`` (tables, figures, verdict; the full-tail section when ``fulltail`` is given)."""
     fig_dir = docs_dir / "figures"
     figs = make_figures(rows, fig_dir)
     plan = result["plan"]
     L = []
     L.append("# Evidence: where LIP helps, where it hurts\n")
+    ft_md = None
+    if fulltail is not None and fulltail.get("records"):
+        disc = FULLTAIL_DISCUSSION.read_text() if FULLTAIL_DISCUSSION.exists() and not quick else None
+        ft_md = fts.report_markdown(fulltail, fig_dir, disc)
+        d = fts.decide(fulltail.get("rows") or fts.aggregate(fulltail["records"]))["ft_auto"]
+        L.append(f"**Full-tail refit (issue 10, beyond the paper):** "
+                 f"{'ADOPTED for the automatic mode' if d['adopt'] else 'not adopted; the paper-faithful default stays'} "
+                 f"— over {d['rows']} rows its automatic setting helps in {len(d['help'])} and harms in {len(d['harm'])} "
+                 "(see [its section](#beyond-the-diagonal-the-full-tail-refit-issue-10-beyond-the-paper)). "
+                 "The sections before it are the paper's LAP study.\n")
     trained = {(r["dataset"], r["setting"], r["seed"], r["learner"]): r for r in result["records"]}
     n_cached = sum(1 for r in trained.values() if r["cached"])
     train_min = sum(r["train_s"] for r in trained.values()) / 60
@@ -151,6 +170,8 @@ def write_evidence(result: dict, rows: list[dict], docs_dir: Path, analysis_md: 
                          "**bold** = helps, _italic_ = harms), and the paper's best fixed k in hindsight.\n")
                 L.append(t + "\n")
         L.append(f"![fixed-k sweep on {ds}](figures/accuracy_gain_vs_k_{ds}.png)\n")
+    if ft_md is not None:
+        L.append(ft_md)
     if analysis_md is not None:
         L.append("## The paper's analysis, reproduced\n")
         L.append("(Also in [ANALYSIS.md](ANALYSIS.md).)\n")
@@ -174,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: docs/ + experiments/results/; --quick: experiments/_cache/quick/)")
     ap.add_argument("--cache", type=Path, default=acc.CACHE_DIR, help="trained-model cache (default experiments/_cache)")
     ap.add_argument("--no-cache", action="store_true", help="train everything afresh, cache nothing")
-    ap.add_argument("--only", choices=("analysis", "accuracy"), default=None, help="run one half only")
+    ap.add_argument("--only", choices=("analysis", "accuracy", "full-tail"), default=None,
+                    help="run one stage only (full-tail: rebuild EVIDENCE.md with the accuracy JSON already there)")
     ap.add_argument("--datasets", nargs="+", default=None, help="subset of digits fashion-mnist fonts (full mode)")
     ap.add_argument("--report-only", action="store_true",
                     help="rebuild EVIDENCE.md and the figures from the results JSON and ANALYSIS.md already there")
@@ -196,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(json_path.read_text())
         ana = docs_dir / "ANALYSIS.md"
         md = write_evidence(result, result["rows"], docs_dir, ana.read_text() if ana.exists() else None,
-                            a.quick, result["wall_s"])
+                            a.quick, result["wall_s"], _load_fulltail(results_dir, a.quick))
         log(f"wrote {md} from {json_path}")
         return 0
     wall: dict[str, float] = {}
@@ -213,18 +235,40 @@ def main(argv: list[str] | None = None) -> int:
     if analysis_md is None and (docs_dir / "ANALYSIS.md").exists():
         analysis_md = (docs_dir / "ANALYSIS.md").read_text()
 
-    t = time.perf_counter()
-    plan = acc.study_plan(quick=a.quick, datasets=tuple(a.datasets) if a.datasets else None)
-    log(f"accuracy study: {plan.mode} mode, datasets {plan.datasets}, seeds {plan.seeds}")
-    result = acc.run_study(plan, cache_dir=None if a.no_cache else a.cache, log=log)
-    wall["accuracy"] = time.perf_counter() - t
-    wall["total"] = time.perf_counter() - t0
-    result["wall_s"] = wall
-    json_path = acc.save_results(result, results_dir / f"accuracy_{plan.mode}.json")
-    rows = json.loads(json_path.read_text())["rows"]
-    md = write_evidence(result, rows, docs_dir, analysis_md, a.quick, wall)
-    log(f"wrote {md} and {json_path} ({wall['total'] / 60:.1f} min)")
+    mode = "quick" if a.quick else "full"
+    if a.only == "full-tail":
+        json_path = results_dir / f"accuracy_{mode}.json"
+        if not json_path.exists():
+            raise SystemExit(f"--only full-tail needs the accuracy study's {json_path}; run without --only first")
+        result = json.loads(json_path.read_text())
+        rows, wall = result["rows"], result["wall_s"]
+    else:
+        t = time.perf_counter()
+        plan = acc.study_plan(quick=a.quick, datasets=tuple(a.datasets) if a.datasets else None)
+        log(f"accuracy study: {plan.mode} mode, datasets {plan.datasets}, seeds {plan.seeds}")
+        result = acc.run_study(plan, cache_dir=None if a.no_cache else a.cache, log=log)
+        wall["accuracy"] = time.perf_counter() - t
+        wall["total"] = time.perf_counter() - t0
+        result["wall_s"] = wall
+        json_path = acc.save_results(result, results_dir / f"accuracy_{plan.mode}.json")
+        rows = json.loads(json_path.read_text())["rows"]
+    fulltail = None
+    if a.only in (None, "full-tail"):
+        fplan = fts.study_plan(mode)
+        log(f"full-tail study: {fplan.mode} plan, {len(fplan.jobs)} jobs, seeds {fplan.seeds}")
+        cache = None if a.no_cache else (a.cache / "fulltail")
+        ft_path = results_dir / f"fulltail_{fplan.mode}.json"
+        fts.save_results(fts.run_study(fplan, cache_dir=cache, log=log, results_path=ft_path), ft_path)
+        fulltail = json.loads(ft_path.read_text())
+    md = write_evidence(result, rows, docs_dir, analysis_md, a.quick, wall, fulltail)
+    log(f"wrote {md} and {json_path} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
+
+
+def _load_fulltail(results_dir: Path, quick: bool) -> dict | None:
+    """The full-tail study's JSON under ``results_dir``, if it is there."""
+    p = results_dir / f"fulltail_{'quick' if quick else 'full'}.json"
+    return json.loads(p.read_text()) if p.exists() else None
 
 
 if __name__ == "__main__":

@@ -32,10 +32,13 @@ from typing import Callable, Literal
 
 import numpy as np
 
-__all__ = ["TrainConfig", "HeadSnapshot", "train_mlp", "train_linear", "candidate_loss", "softmax", "GCE_Q"]
+__all__ = ["TrainConfig", "HeadSnapshot", "train_mlp", "train_linear", "train_cnn", "candidate_loss", "softmax",
+           "GCE_Q", "CNN_CHANNELS"]
 
 #: GCE's exponent (Zhang & Sabuncu 2018 use q = 0.7).
 GCE_Q = 0.7
+#: Channels of the small CNN's two convolutions (:func:`train_cnn`).
+CNN_CHANNELS = (8, 16)
 
 
 @dataclass(frozen=True)
@@ -103,12 +106,16 @@ class HeadSnapshot:
     b : ndarray (l,) float64
     features : dict of str -> ndarray (n_split, q) float32
         Penultimate features per split: ``"train"`` plus the extra splits passed in.
+    forward_s : dict of str -> float
+        CPU seconds (``time.process_time``) of the network's forward pass that
+        produced each split's features (empty when not measured).
     """
 
     epoch: int
     W: np.ndarray
     b: np.ndarray
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    forward_s: dict[str, float] = field(default_factory=dict)
 
     def logits(self, split: str, W: np.ndarray | None = None) -> np.ndarray:
         """``features[split] @ W + b`` (``W`` defaults to the trained weight)."""
@@ -119,13 +126,15 @@ class HeadSnapshot:
         """Flat ``name -> array`` view for ``np.savez``."""
         out = {f"{prefix}/epoch": np.asarray(self.epoch), f"{prefix}/W": self.W, f"{prefix}/b": self.b}
         out.update({f"{prefix}/x/{k}": v for k, v in self.features.items()})
+        out.update({f"{prefix}/t/{k}": np.asarray(v) for k, v in self.forward_s.items()})
         return out
 
     @classmethod
     def from_arrays(cls, arrays, prefix: str) -> "HeadSnapshot":
         """Inverse of :meth:`to_arrays`."""
         feats = {k.split("/", 2)[2]: arrays[k] for k in arrays if k.startswith(f"{prefix}/x/")}
-        return cls(int(arrays[f"{prefix}/epoch"]), arrays[f"{prefix}/W"], arrays[f"{prefix}/b"], feats)
+        times = {k.split("/", 2)[2]: float(arrays[k]) for k in arrays if k.startswith(f"{prefix}/t/")}
+        return cls(int(arrays[f"{prefix}/epoch"]), arrays[f"{prefix}/W"], arrays[f"{prefix}/b"], feats, times)
 
 
 def candidate_loss(logits, candidates, loss: str):
@@ -186,17 +195,28 @@ def _project_head(head, k) -> None:
 
 
 def _snap(trunk, head, splits: dict[str, np.ndarray], epoch: int) -> HeadSnapshot:
+    import time
+
     import torch
 
     trunk.eval()
-    feats = {}
+    feats, times = {}, {}
     with torch.no_grad():
         for name, a in splits.items():
             t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-            feats[name] = torch.cat([trunk(t[i:i + 4096]) for i in range(0, t.shape[0], 4096)]).numpy()
+            c0 = time.process_time()
+            # the whole network's forward pass (trunk + head), as a deployed model runs it
+            parts = []
+            for i in range(0, t.shape[0], 4096):
+                f = trunk(t[i:i + 4096])
+                head(f)
+                parts.append(f)
+            times[name] = time.process_time() - c0
+            feats[name] = torch.cat(parts).numpy()
+    trunk.train()
     W = head.weight.detach().double().numpy().T.copy()
     b = head.bias.detach().double().numpy().copy()
-    return HeadSnapshot(epoch, W, b, feats)
+    return HeadSnapshot(epoch, W, b, feats, times)
 
 
 def _train(trunk, head, x, candidates, extra, cfg) -> dict[str, HeadSnapshot]:
@@ -262,6 +282,39 @@ def train_linear(x: np.ndarray, candidates: np.ndarray, extra: dict[str, np.ndar
     torch.set_num_threads(cfg.threads)
     trunk = torch.nn.Identity()
     head = torch.nn.Linear(x.shape[1], candidates.shape[1])
+    return _train(trunk, head, x, candidates, extra, cfg)
+
+
+def train_cnn(x: np.ndarray, candidates: np.ndarray, extra: dict[str, np.ndarray], cfg: TrainConfig,
+              image_shape: tuple[int, int], channels: tuple[int, int] = CNN_CHANNELS) -> dict[str, HeadSnapshot]:
+    """A small CNN: two 5x5 convolutions (ReLU, 2x2 max-pool each), then the linear head.
+
+    ``x`` holds flattened single-channel images of ``image_shape`` (e.g. 28x28
+    Fashion-MNIST). Layers: ``conv(1 -> c1, 5) -> ReLU -> maxpool 2 ->
+    conv(c1 -> c2, 5) -> ReLU -> maxpool 2 -> flatten`` (the penultimate
+    features, ``q = c2 * 4 * 4`` for 28x28) ``-> Linear(q, l)``. Same loss,
+    optimiser and snapshots as :func:`train_mlp` (``cfg.hidden`` is ignored).
+    """
+    import torch
+
+    _check_inputs(x, candidates, extra)
+    if (len(image_shape) != 2 or int(np.prod(image_shape)) != x.shape[1]
+            or min(image_shape) < 16):
+        raise ValueError(f"image_shape must be (h, w) with h * w = {x.shape[1]} and h, w >= 16; got {image_shape}")
+    if len(channels) != 2 or any((not isinstance(c, int)) or c < 1 for c in channels):
+        raise ValueError(f"channels must be two positive ints; got {channels!r}")
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    h, w = image_shape
+    c1, c2 = channels
+    trunk = torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, h, w)),
+        torch.nn.Conv2d(1, c1, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(c1, c2, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+    )
+    q = c2 * (((h - 4) // 2 - 4) // 2) * (((w - 4) // 2 - 4) // 2)
+    head = torch.nn.Linear(q, candidates.shape[1])
     return _train(trunk, head, x, candidates, extra, cfg)
 
 

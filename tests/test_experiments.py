@@ -316,3 +316,206 @@ def test_run_all_quick_results_hold_their_invariants(quick_run):
         assert ("cand_norm" in r["variants"]) == r["setting"].startswith("pl")
         assert not math.isnan(r["train_s"])
     assert len(res["rows"]) == len(plan.settings) * n_snap
+
+
+# ------------------------------------------------------ full-tail study (issue 10)
+from experiments import fulltail_study as fts  # noqa: E402
+from experiments.fulltail_ref import FullTailStats, choose, default_ks, hits, predictions  # noqa: E402
+from experiments.train import train_cnn  # noqa: E402
+
+
+def _ls_problem(n=200, q=9, l=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, q)) + rng.normal(size=q)
+    y = np.argmax(X @ rng.normal(size=(q, l)) + 0.5 * rng.normal(size=(n, l)), axis=1)  # learnable labels
+    T = np.eye(l)[y]
+    W = rng.normal(size=(q, l))
+    b = rng.normal(size=l)
+    return X, T, W, b, y
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+@pytest.mark.parametrize("scale", [1.0, "logits"])
+def test_full_tail_ref_is_the_ridge_least_squares_optimum(k, scale):
+    X, T, W, b, _ = _ls_problem()
+    st = FullTailStats(*W.shape).update(X, T)
+    (k_, rho, c, Ws, bs), = st.candidates(W, b, [k], [1e-2], [scale])
+    U, s, Vt = np.linalg.svd(W, full_matrices=True)
+    Up, Vp, Vk = U[:, k:], Vt.T[:, k:], Vt.T[:, :k]
+    Xc, Tc = X - X.mean(0), T - T.mean(0)
+    lam = 1e-2 * np.trace(Xc.T @ Xc) / X.shape[1]
+    C = Up.T @ Ws @ Vp
+    # stationarity of min_C ||Xc Up C - c Tc Vp||^2 + lam ||C||^2
+    grad = Up.T @ Xc.T @ (Xc @ Up @ C - c * Tc @ Vp) + lam * C
+    assert np.abs(grad).max() < 1e-9 * max(1.0, np.abs(Xc.T @ Tc).max())
+    np.testing.assert_allclose(Ws @ Vk, W @ Vk, atol=1e-12)       # kept components untouched
+    np.testing.assert_allclose(Ws, U[:, :k] @ (U[:, :k].T @ Ws) + Up @ C @ Vp.T, atol=1e-12)
+    np.testing.assert_allclose(bs @ Vk, b @ Vk, atol=1e-12)       # kept bias untouched
+    np.testing.assert_allclose(((X @ Ws + bs) @ Vp).mean(0), c * (T @ Vp).mean(0), atol=1e-10)  # refit intercept
+    if scale == "logits":
+        assert c == pytest.approx(np.sum((Xc @ W) * Tc) / np.sum(Tc * Tc))
+    else:
+        assert c == 1.0
+
+
+def test_full_tail_ref_k_equal_m_is_the_layer_itself_and_zero_is_a_ridge_head():
+    X, T, W, b, _ = _ls_problem()
+    st = FullTailStats(*W.shape).update(X, T)
+    c = st.candidates(W, b, [4, 0], [1e-3])
+    assert c[0][3] is W and c[0][4] is b
+    Xc, Tc = X - X.mean(0), T - T.mean(0)
+    lam = 1e-3 * np.trace(Xc.T @ Xc) / X.shape[1]
+    ridge = np.linalg.solve(Xc.T @ Xc + lam * np.eye(X.shape[1]), Xc.T @ Tc)
+    np.testing.assert_allclose(c[1][3], ridge, atol=1e-10)
+    np.testing.assert_allclose(c[1][4], T.mean(0) - X.mean(0) @ ridge, atol=1e-10)
+
+
+def test_full_tail_stats_stream_and_merge_equal_one_batch():
+    X, T, W, b, _ = _ls_problem()
+    one = FullTailStats(*W.shape).update(X, T)
+    streamed = FullTailStats(*W.shape).update(X[:70], T[:70]).update(X[70:], T[70:])
+    merged = FullTailStats(*W.shape).update(X[:50], T[:50]).merge(FullTailStats(*W.shape).update(X[50:], T[50:]))
+    for other in (streamed, merged):
+        assert other.n == one.n
+        for a, c in zip(one.candidates(W, b, [2], [1e-2]), other.candidates(W, b, [2], [1e-2])):
+            np.testing.assert_allclose(a[3], c[3], atol=1e-10)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda st, W, b: FullTailStats(0, 3), "q must be a positive integer; got 0"),
+    (lambda st, W, b: st.update(np.zeros((3, 5)), np.zeros((3, 4))), r"X must be \(n, 9\); got \(3, 5\)"),
+    (lambda st, W, b: st.update(np.zeros((3, 9)), np.zeros((2, 4))), r"T must be \(3, 4\); got \(2, 4\)"),
+    (lambda st, W, b: st.update(np.full((3, 9), np.nan), np.zeros((3, 4))), "X and T must be finite"),
+    (lambda st, W, b: st.merge(FullTailStats(3, 4)), r"cannot merge statistics of shape \(3, 4\) into \(9, 4\)"),
+    (lambda st, W, b: st.candidates(W, b, [5], [1.0]), r"every k must be an integer in \[0, 4\]; got 5"),
+    (lambda st, W, b: st.candidates(W, b, [1], [0.0]), "every rho must be a positive finite number; got 0.0"),
+    (lambda st, W, b: st.candidates(W.T, b, [1], [1.0]), r"W must be \(9, 4\); got \(4, 9\)"),
+    (lambda st, W, b: FullTailStats(9, 4).candidates(W, b, [1], [1.0]), "need at least 2 fit rows; have 0"),
+    (lambda st, W, b: default_ks(0), "m must be a positive integer; got 0"),
+])
+def test_full_tail_ref_rejects_bad_input(call, message):
+    X, T, W, b, _ = _ls_problem()
+    st = FullTailStats(*W.shape).update(X, T)
+    with pytest.raises(ValueError, match=message):
+        call(st, W, b)
+
+
+def test_default_ks_covers_both_ends():
+    assert default_ks(10) == list(range(11))
+    ks = default_ks(62)
+    assert ks[0] == 0 and ks[-1] == 62 and len(ks) == 17
+
+
+def test_choose_guard_keeps_the_model_without_significant_evidence():
+    X, T, W, b, y = _ls_problem(n=400)
+    st = FullTailStats(*W.shape).update(X[:300], T[:300])
+    cands = st.candidates(W, b, default_ks(4), [1e-3, 1e-1])
+    Xv, yv = X[300:], y[300:]
+    base = Xv @ W + b
+    free = choose(cands, 4, Xv, yv, base, confidence=None)
+    guarded = choose(cands, 4, Xv, yv, base, confidence=0.95)
+    # the random W is near chance; the least-squares refit on real labels beats it clearly
+    assert free.changed and free.score > free.base_score
+    scores = [hits(Xv @ c[3] + c[4], yv).mean() for c in cands if c[0] != 4]
+    assert free.score == pytest.approx(max(scores))
+    assert guarded.changed and guarded.p_value < 0.05 / guarded.n_candidates
+    # with only 8 held-out rows nothing can pass a Bonferroni-corrected sign test over 10 candidates
+    tiny = choose(cands, 4, Xv[:8], yv[:8], base[:8], confidence=0.95)
+    assert not tiny.changed and tiny.score == tiny.base_score
+    P = predictions(cands, Xv)
+    again = choose(cands, 4, None, yv, base, confidence=0.95, preds=P)
+    assert again.index == guarded.index
+    with pytest.raises(ValueError, match=r"confidence must lie in \(0, 1\) or be None; got 1.5"):
+        choose(cands, 4, Xv, yv, base, confidence=1.5)
+    with pytest.raises(ValueError, match="held-out rows disagree: 100 labels"):
+        choose(cands, 4, None, yv, base, preds=P[:, :5])
+
+
+def test_hits_counts_candidate_sets():
+    z = np.array([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(hits(z, np.array([1, 2])), [1.0, 0.0])
+    np.testing.assert_array_equal(hits(z, np.array([[False, True, True], [False, True, True]])), [1.0, 0.0])
+
+
+def test_train_cnn_snapshots_its_head_and_rejects_bad_shapes():
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 16 * 16), dtype=np.float32)
+    C = np.eye(3, dtype=bool)[rng.integers(0, 3, 64)]
+    snaps = train_cnn(x, C, {"val": x[:8], "test": x[:8]}, TrainConfig(epochs=1, batch_size=32), (16, 16), (2, 4))
+    s = snaps["late"]
+    assert s.W.shape == (4 * 1 * 1, 3) and s.features["val"].shape == (8, 4)
+    assert set(s.forward_s) == {"train", "val", "test"} and all(v >= 0 for v in s.forward_s.values())
+    t = HeadSnapshot.from_arrays(s.to_arrays("late"), "late")
+    assert t.forward_s == s.forward_s
+    with pytest.raises(ValueError, match=r"image_shape must be \(h, w\) with h \* w = 256 and h, w >= 16; got \(8, 32\)"):
+        train_cnn(x, C, {}, TrainConfig(epochs=1), (8, 32))
+    with pytest.raises(ValueError, match=r"channels must be two positive ints; got \(2, 0\)"):
+        train_cnn(x, C, {}, TrainConfig(epochs=1), (16, 16), (2, 0))
+
+
+def test_logreg_head_fits_separable_blobs_and_checks_inputs():
+    x, y, C = _blobs()
+    W, b = fts.logreg_head(x.astype(np.float64), C)
+    assert accuracy(x @ W + b, y) > 95.0
+    with pytest.raises(ValueError, match="need X"):
+        fts.logreg_head(x, C.astype(int))
+
+
+def test_evaluate_snapshot_is_consistent_with_its_candidates():
+    x, y, C = _blobs(n=600, d=12, l=4)
+    snap = train_mlp(x[:400], C[:400], {"val": x[400:500], "test": x[500:]}, TrainConfig(hidden=(16, 8), epochs=3))["late"]
+    out = fts.evaluate_snapshot(snap, C[:400], C[400:500], y[400:500], y[500:], seed=0, clean_ns=(50, 1000))
+    assert out["m"] == 4 and out["base_acc"] == pytest.approx(accuracy(snap.logits("test"), y[500:]))
+    assert out["ft_oracle"]["acc"] >= max(out["base_acc"], out["ft_fixed"]["acc"], out["ridge_head"]["acc"],
+                                          out["ft_auto"]["acc"], out["ft_unguarded"]["acc"]) - 1e-9
+    for key in ("ft_auto", "ft_unguarded"):
+        if not out[key]["changed"]:
+            assert out[key]["acc"] == out["base_acc"] and out[key]["k"] == 4
+    assert set(out["clean"]) == {"50"}  # 1000 > 100 held-out rows: left out
+    assert out["curve_k"] == [0, 1, 2, 3, 4] and out["curve_acc"][-1] == pytest.approx(out["base_acc"])
+    assert set(out["cost_s"]) == {"forward_fit", "paper_auto", "ft_stats", "ft_candidates", "ft_select", "logreg_head"}
+    with pytest.raises(ValueError, match="snapshot lacks features of split 'val'"):
+        fts.evaluate_snapshot(HeadSnapshot(1, snap.W, snap.b, {"train": snap.features["train"]}),
+                              C[:400], C[400:500], y[400:500], y[500:], seed=0)
+
+
+def _row(gain, std, n=3, ds="d", st="sym40"):
+    return {"dataset": ds, "setting": st, "learner": "mlp_ce", "snapshot": "late", "n_seeds": n,
+            "methods": {"ft_auto": {"gain": (gain, std)}}}
+
+
+def test_decide_applies_the_issues_rule():
+    assert fts.decide([_row(1.5, 0.4), _row(0.0, 0.1)])["ft_auto"]["adopt"]
+    assert not fts.decide([_row(1.5, 0.4), _row(-0.3, 0.1)])["ft_auto"]["adopt"]   # one harm vetoes
+    assert not fts.decide([_row(1.5, 1.6), _row(0.0, 0.1)])["ft_auto"]["adopt"]    # not beyond one std
+    assert not fts.decide([_row(0.9, 0.1)])["ft_auto"]["adopt"]                     # under +1
+    d = fts.decide([_row(2.0, 0.1, n=2), _row(0.2, 0.1)])["ft_auto"]                # two seeds do not count
+    assert not d["adopt"] and d["rows"] == 1
+
+
+def test_study_plans():
+    full = fts.study_plan("full")
+    assert full.seeds == (0, 1, 2) and [s.name for s in full.settings] == ["sym20", "sym40", "asym40", "pl30"]
+    assert {(j.dataset, j.kind) for j in full.jobs} >= {("fashion-mnist", "cnn"), ("fonts", "mlp"), ("digits", "mlp")}
+    assert full.cuts
+    with pytest.raises(ValueError, match="mode must be 'full', 'quick' or 'tiny'; got 'big'"):
+        fts.study_plan("big")
+
+
+def test_fulltail_tiny_study_end_to_end(tmp_path):
+    plan = fts.study_plan("tiny")
+    path = tmp_path / "fulltail_tiny.json"
+    res = fts.run_study(plan, cache_dir=tmp_path / "cache", log=lambda s: None, results_path=path)
+    assert len(res["records"]) == len(plan.settings) * len(plan.seeds) * len(plan.jobs)
+    r = res["records"][0]
+    assert abs(r["noise"]["rate_actual"] - 0.4) < 0.06 and not r["cached"]
+    again = fts.run_study(plan, cache_dir=tmp_path / "cache", log=lambda s: None)
+    assert again["records"][0]["cached"] and again["records"][0]["base_acc"] == r["base_acc"]
+    saved = json.loads(path.read_text())
+    assert len(saved["rows"]) == 1 and saved["rows"][0]["methods"]["ft_auto"]["gain"][1] == 0.0
+    md = fts.report_markdown(saved, tmp_path / "figures")
+    for needle in ("### Decision", "KEEP the paper-faithful default", "### Is the guard misled?",
+                   "### How many clean validation labels suffice?", "### Cost", "Not run"):
+        assert needle in md or needle == "Not run"
+    for png in ("fulltail_gain.png", "fulltail_clean_labels.png", "fulltail_gain_vs_k.png"):
+        assert (tmp_path / "figures" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
