@@ -95,12 +95,16 @@ def write_evidence(result: dict, rows: list[dict], docs_dir: Path, analysis_md: 
     if fulltail is not None and fulltail.get("records"):
         disc = FULLTAIL_DISCUSSION.read_text() if FULLTAIL_DISCUSSION.exists() and not quick else None
         ft_md = fts.report_markdown(fulltail, fig_dir, disc)
-        d = fts.decide(fulltail.get("rows") or fts.aggregate(fulltail["records"]))["ft_auto"]
-        L.append(f"**Full-tail refit (issue 10, beyond the paper):** "
-                 f"{'ADOPTED for the automatic mode' if d['adopt'] else 'not adopted; the paper-faithful default stays'} "
-                 f"— over {d['rows']} rows its automatic setting helps in {len(d['help'])} and harms in {len(d['harm'])} "
-                 "(see [its section](#beyond-the-diagonal-the-full-tail-refit-issue-10-beyond-the-paper)). "
-                 "The sections before it are the paper's LAP study.\n")
+        ft_rows = fulltail.get("rows") or fts.aggregate(fulltail["records"])
+        dd = fts.decide(ft_rows)
+        ad = fts.adopted(ft_rows)
+        L.append("**Full-tail refit (issue 10, beyond the paper):** "
+                 + (f"ADOPTED for the automatic mode ({', '.join(ad)})" if ad else
+                    "not adopted; the paper-faithful default stays")
+                 + " — " + "; ".join(f"`{m}` helps in {len(d['help'])} of {d['rows']} rows and harms in {len(d['harm'])}"
+                                    for m, d in dd.items())
+                 + " ([its section](#beyond-the-diagonal-the-full-tail-refit-issue-10-beyond-the-paper), after the "
+                 "paper's LAP study).\n")
     trained = {(r["dataset"], r["setting"], r["seed"], r["learner"]): r for r in result["records"]}
     n_cached = sum(1 for r in trained.values() if r["cached"])
     train_min = sum(r["train_s"] for r in trained.values()) / 60

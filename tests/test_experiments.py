@@ -519,3 +519,18 @@ def test_fulltail_tiny_study_end_to_end(tmp_path):
         assert needle in md or needle == "Not run"
     for png in ("fulltail_gain.png", "fulltail_clean_labels.png", "fulltail_gain_vs_k.png"):
         assert (tmp_path / "figures" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_core_full_tail_matches_the_study_reference(k):
+    from lip_agnostic.full_tail import FullTailAccumulator
+
+    X, T, W, b, _ = _ls_problem()
+    core = FullTailAccumulator(W, None, bias=b, bias_mode="fit").update(X, T)
+    lam = core.ridge_grid((1e-2,))[0]
+    Wc, bc = core.result(k, lam)
+    (_, _, _, Wr, br), = FullTailStats(*W.shape).update(X, T).candidates(W, b, [k], [1e-2])
+    np.testing.assert_allclose(Wc, Wr, atol=1e-9)
+    # the complement's intercept agrees; the core also recentres the kept directions' bias (by design)
+    Vp = np.linalg.svd(W, full_matrices=True)[2].T[:, k:]
+    np.testing.assert_allclose(bc @ Vp, br @ Vp, atol=1e-9)
