@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import inspect
 import math
+import numbers
 import time
 from typing import Any, Callable, Iterable, Iterator, Literal
 
@@ -385,12 +386,14 @@ def check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias:
     1. Every keyword must be a keyword-only parameter of
        :func:`lip_agnostic.refine_batches` that the face does not set itself
        (``reserved``: name -> the face's own keyword, or ``None``).
-    2. Dry run (at construction): the core refines a copy of the weight on a
-       small synthetic stream with these options, so a bad ``target_scale``,
-       ``degenerate``, ``holdout``, ``confidence``, ... fails at construction
-       with the core's own message, not after training. The layer is not touched.
+    2. Dry run (at construction): the core refines a small stand-in weight
+       (at most 3 x 3, diagonal, its SVD handed over: no factorization, and
+       none of the real weight) on a synthetic stream with these options, so
+       a bad ``target_scale``, ``degenerate``, ``holdout``, ``confidence``, ...
+       fails at construction with the core's own message, not after
+       training. The layer is not touched.
     """
-    from lip_agnostic import refine_batches
+    from lip_agnostic import SVD, refine_batches
 
     params = inspect.signature(refine_batches).parameters
     accepted = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
@@ -413,15 +416,23 @@ def check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias:
         period = int(round(1.0 / float(holdout))) if float(holdout) > 0 else 2
     except (TypeError, ValueError, OverflowError):
         period = 2
-    l, q = (int(d) for d in weight.shape)
+    # The options do not depend on the weight's values: a diagonal stand-in with the real weight's
+    # dtype and at most 3 features / classes, whose SVD (identity vectors) is given, checks them all.
+    l, q = (min(3, int(d)) for d in weight.shape)
+    m = min(q, l)
     n = max(2 * period, 16)  # enough rows for the hold-out to get some
     g = torch.Generator().manual_seed(0)
+    dtype = weight.dtype if weight.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.no_grad():
-        W = weight.detach().to("cpu", torch.float32).T.contiguous()
-        X = torch.randn(n, q, generator=g)
+        s = torch.arange(m, 0, -1, dtype=dtype)
+        U, V = torch.eye(q, m, dtype=dtype), torch.eye(l, m, dtype=dtype)
+        W = (U * s) @ V.T
+        X = torch.randn(n, q, generator=g, dtype=dtype)
         y = torch.arange(n) % l
-        b = None if bias is None else bias.detach().to("cpu", torch.float32)
-        refine_batches(W, [(X, y)], rank=rank, bias=b, **options)
+        b = None if bias is None else bias.detach()[:l].to("cpu", dtype)
+        # rank itself was checked against the real weight's min(q, l)
+        stand_in = min(int(rank), m) if isinstance(rank, numbers.Integral) and not isinstance(rank, bool) else rank
+        refine_batches(W, [(X, y)], rank=stand_in, bias=b, svd=SVD(U, s, V), **options)
     return dict(options)
 
 

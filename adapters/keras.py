@@ -51,7 +51,7 @@ __all__ = ["LIPCallback", "refine_model", "BiasMode", "REFINE_KEYWORDS"]
 BiasMode = Literal["subtract", "ignore"]
 
 #: ``refine_batches`` keywords the adapter sets itself (everything else passes through).
-_OWNED = {"W", "batches", "rank", "validation", "bias", "fit_bias", "xp"}
+_OWNED = {"W", "batches", "rank", "validation", "bias", "fit_bias", "svd", "xp"}
 
 #: Keywords of :func:`lip_agnostic.refine_batches` that ``refine_model`` / ``LIPCallback`` pass through.
 REFINE_KEYWORDS = tuple(
@@ -238,8 +238,9 @@ class _Refiner:
         """PSP only: ``kernel <- project_principal(kernel, rank)``; returns the rank kept."""
         kernel = _variable_to_numpy(self.layer.kernel)
         try:
-            kept = lip_agnostic.select_rank(kernel, rank).k
-            new = np.asarray(project_principal(kernel, rank), dtype=kernel.dtype)
+            f = lip_agnostic.reduced_svd(kernel)  # one factorization for the rank and the projection
+            kept = lip_agnostic.select_rank(kernel, rank, svd=f).k
+            new = np.asarray(project_principal(kernel, kept, svd=f), dtype=kernel.dtype)
         except (ValueError, TypeError) as exc:
             raise self._context(exc) from exc
         if kept < min(self.q, self.l):

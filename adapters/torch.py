@@ -60,7 +60,7 @@ AllReduceArg = Callable[[torch.Tensor], torch.Tensor] | Literal["auto"] | None
 
 #: ``refine_batches`` keywords the adapter sets itself (users pass ``k``, ``validation``, ``bias``, ``all_reduce``).
 _RESERVED = {"rank": "k", "validation": "validation", "bias": "bias", "fit_bias": "bias", "all_reduce": "all_reduce",
-             "xp": None}
+             "svd": None, "xp": None}
 _STATE_VERSION = 1
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from ._arrays import as_weight, check_fraction, check_rank, device_of, namespace, to_float, working_dtype
 from ._gram import gram_dtype, gram_svd
 
-__all__ = ["SVD", "reduced_svd", "svd_route", "GRAM_MIN_WORK", "energy_rank", "resolve_rank", "project_principal"]
+__all__ = ["SVD", "reduced_svd", "svd_route", "check_factors", "GRAM_MIN_WORK", "energy_rank", "resolve_rank", "project_principal"]
 
 
 #: Below this many multiply-adds (``q * l * min(q, l)``) the LAPACK SVD answers: it takes well
@@ -44,6 +44,19 @@ class SVD:
     def rank_max(self) -> int:
         """``m = min(q, l)``, the number of components."""
         return int(self.s.shape[0])
+
+
+def check_factors(svd: Any, shape: tuple[int, int], /) -> SVD:
+    """Check that ``svd`` is an :class:`SVD` whose factors fit a weight of ``shape``; return it."""
+    if not isinstance(svd, SVD):
+        raise TypeError(f"svd must be a lip_agnostic.SVD (from reduced_svd); got {type(svd).__name__}")
+    q, l = int(shape[0]), int(shape[1])
+    m = min(q, l)
+    want = ((q, m), (m,), (l, m))
+    got = (tuple(svd.U.shape), tuple(svd.s.shape), tuple(svd.V.shape))
+    if got != want:
+        raise ValueError(f"svd factors (U, s, V) must have shapes {want} for W of shape {(q, l)}; got {got}")
+    return svd
 
 
 def svd_route(shape: tuple[int, int], dtype: Any, /, *, xp: Any, device: Any = None) -> str:
@@ -177,7 +190,7 @@ def resolve_rank(rank: Any, s: Any, /, *, xp: Any = None) -> int:
 
 
 def project_principal(
-    W: Any, k: int | float, /, *, method: str = "full", xp: Any = None
+    W: Any, k: int | float, /, *, method: str = "full", svd: SVD | None = None, xp: Any = None
 ) -> Any:
     """Principal Subspace Preservation: the best rank-``k`` approximation of ``W``.
 
@@ -195,6 +208,8 @@ def project_principal(
     :func:`lip_agnostic.lowrank.truncate_top` (randomized subspace iteration)
     instead of a full SVD: much faster for a small ``k`` of a large weight;
     an energy fraction is resolved from the top of the spectrum only.
+    ``svd``: the reduced SVD of ``W`` when the caller already has it
+    (:func:`reduced_svd`); no factorization is then done.
 
     Parameters
     ----------
@@ -223,7 +238,11 @@ def project_principal(
             return xp.asarray(W, copy=True)
         f = truncate_top(W, k, xp=xp).svd
         return to_float(xp, (f.U * f.s) @ xp.linalg.matrix_transpose(f.V), W.dtype)
-    f = reduced_svd(W, xp=xp)
+    if svd is not None:
+        W = as_weight(xp, W)
+        f = check_factors(svd, tuple(W.shape))
+    else:
+        f = reduced_svd(W, xp=xp)
     k = resolve_rank(k, f.s, xp=xp)
     if k == f.rank_max:
         return xp.asarray(W, copy=True)

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from ._arrays import as_features, as_targets, check_product_finite, check_rank, device_of, namespace, to_float
 from .accumulator import LIPAccumulator
-from .principal import reduced_svd, resolve_rank
+from .principal import SVD, check_factors, reduced_svd, resolve_rank
 
 __all__ = ["RankSelection", "RankScorer", "select_rank", "candidate_ranks", "sign_test_p", "DEFAULT_CONFIDENCE"]
 
@@ -330,6 +330,7 @@ def select_rank(
     min_gain: float = 0.0,
     confidence: float | None = DEFAULT_CONFIDENCE,
     ks: Sequence[int] | None = None,
+    svd: SVD | None = None,
     xp: Any = None,
 ) -> RankSelection:
     """Choose how many principal components LIP keeps.
@@ -349,6 +350,11 @@ def select_rank(
        qualifies the weight is left untouched (``k = m``). This default
        ("do no harm unless the held-out data show a significant gain") is
        what every face uses.
+
+    Factors: a fixed ``rank`` needs none (only ``min(q, l)``); an energy
+    fraction needs the spectrum, taken from ``svd`` (the reduced SVD of ``W``
+    the caller already has), else from ``accumulator.svd``, else from one
+    :func:`lip_agnostic.reduced_svd`; ``"auto"`` uses the accumulator's.
 
     Returns
     -------
@@ -373,9 +379,14 @@ def select_rank(
         if X_val is None or Y_val is None:
             raise ValueError("rank='auto' needs held-out data: pass X_val and Y_val")
         return RankScorer(accumulator, ks=ks).update(X_val, Y_val).best(min_gain, confidence)
-    f = reduced_svd(W, xp=xp)
-    m = f.rank_max
+    m = min(int(W.shape[0]), int(W.shape[1]))
     if isinstance(rank, float):
+        if svd is not None:
+            f = check_factors(svd, tuple(W.shape))
+        elif accumulator is not None and accumulator.shape == tuple(W.shape):
+            f = accumulator.svd
+        else:
+            f = reduced_svd(W, xp=xp)
         k = resolve_rank(rank, f.s, xp=xp)
         e = f.s * f.s
         cum = xp.cumulative_sum(e) / xp.sum(e) if float(xp.sum(e)) > 0 else xp.zeros_like(e)

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable, Literal
 from ._arrays import device_of, namespace
 from .accumulator import LIPAccumulator, TargetScale
 from .full_tail import FullTailAccumulator, FullTailSelection, _check_ridge, check_tail
+from .principal import SVD
 from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, select_rank
 from .report import ChangeSummary, summarize_change, summarize_refit
 
@@ -94,6 +95,7 @@ def refine_batches(
     all_reduce: AllReduce | None = None,
     tail: Literal["diagonal", "full"] = "diagonal",
     ridge: float | str | None = None,
+    svd: SVD | None = None,
     xp: Any = None,
 ) -> LIPResult:
     """Run LIP over ``(features, labels)`` batches; return ``W*`` and a report.
@@ -132,6 +134,11 @@ def refine_batches(
         ``"diagonal"``: the paper (default); ``"full"``: the full-tail ridge refit.
     ridge : float or "auto", optional
         ``tail="full"`` only (default ``"auto"``, chosen on the held-out data).
+    svd : SVD, optional
+        The reduced SVD of ``W`` (:func:`lip_agnostic.reduced_svd`) when the
+        caller already has it. Otherwise it is computed once here and every
+        later step (rank selection, scoring, the refit, the summary) reuses it:
+        one factorization per call.
 
     Examples
     --------
@@ -158,10 +165,10 @@ def refine_batches(
             raise TypeError(f"fit_bias must be True or False; got {fit_bias!r}")
         acc: Any = FullTailAccumulator(W, None if auto_rank else rank, bias=bias,
                                        bias_mode="fit" if fit_bias else "ignore", target_scale=target_scale,
-                                       rtol=rtol, xp=xp)
+                                       rtol=rtol, svd=svd, xp=xp)
     else:
         acc = LIPAccumulator(W, None if auto else rank, bias=bias, fit_bias=fit_bias, target_scale=target_scale,
-                             degenerate=degenerate, rtol=rtol, xp=xp)
+                             degenerate=degenerate, rtol=rtol, svd=svd, xp=xp)
     period = max(2, int(round(1.0 / float(holdout)))) if auto and validation is None else 0
     held: list[tuple[Any, Any]] = []
     seen = 0
@@ -193,7 +200,7 @@ def refine_batches(
     elif full:
         selection = FullTailSelection(k=acc.rank, m=acc.svd.rank_max, strategy="fixed", ridge=lam, ridges=(lam,))
     else:
-        selection = select_rank(W, rank, xp=xp)
+        selection = select_rank(W, rank, svd=acc.svd, xp=xp)
     if full:
         return _full_result(xp, acc, W, selection)
     W_new = acc.result(selection.k)

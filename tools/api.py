@@ -131,10 +131,12 @@ def _refine(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None, ba
                     yield np.asarray(blk / c.alpha if c.alpha != 1.0 else blk).astype(dtype, copy=False)
             value: Any = BlockSource(shape, dtype, blocks)
         else:
-            sel = lip.select_rank(W, rank)
-            W_new = lip.project_principal(W, sel.k)
+            f = lip.reduced_svd(W)  # the one factorization: rank, projection and summary reuse it
+            sel = lip.select_rank(W, rank, svd=f)
+            W_new = lip.project_principal(W, sel.k, svd=f)
+            kept = np.concatenate([np.asarray(f.s[:sel.k]), np.zeros(f.rank_max - sel.k, dtype=f.s.dtype)])
             report["rank"] = sel.to_dict()
-            report["summary"] = lip.summarize_change(W, W_new, sel.k).to_dict()
+            report["summary"] = lip.summarize_refit(f.s, kept, sel.k, shape=tuple(W.shape)).to_dict()
             value = to_stored(np.asarray(W_new), c.layout, c.alpha, dtype, c.weight.name)
     else:
         report["mode"] = "lip"
@@ -282,8 +284,8 @@ def denoise_file(model_path: "str | os.PathLike", output: "str | os.PathLike | N
     return report
 
 
-def _spectrum_facts(W: np.ndarray) -> dict:
-    s = lip.singular_spectrum(W)
+def _spectrum_facts(W: np.ndarray, s: Any = None) -> dict:
+    s = lip.singular_spectrum(W) if s is None else s
     return {"spectrum": [float(v) for v in s], "effective_rank": float(lip.effective_rank(s)),
             "stable_rank": float(lip.stable_rank(s))}
 
@@ -368,6 +370,6 @@ def compare(model_a: Any, model_b: Any, /, *, layer_a: str | None = None, layer_
         rows.append({"k": k, "phi": float(lip.subspace_similarity(fa.V, fb.V, k, k)),
                      "max_angle_deg": float(np.degrees(np.max(theta))),
                      "mean_angle_deg": float(np.degrees(np.mean(theta)))})
-    return {"a": {"layer": ca.label, "shape": [ca.q, ca.l], **_spectrum_facts(Wa)},
-            "b": {"layer": cb.label, "shape": [cb.q, cb.l], **_spectrum_facts(Wb)},
+    return {"a": {"layer": ca.label, "shape": [ca.q, ca.l], **_spectrum_facts(Wa, fa.s)},
+            "b": {"layer": cb.label, "shape": [cb.q, cb.l], **_spectrum_facts(Wb, fb.s)},
             "subspaces": rows}

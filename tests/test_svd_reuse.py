@@ -1,0 +1,127 @@
+"""One factorization per refinement, none at construction: counted by patching linalg."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lip_agnostic as lip
+
+
+@pytest.fixture
+def factorizations(monkeypatch):
+    """Every call of ``svd`` / ``eigh`` (NumPy, and torch when installed), as ``(name, shape)``."""
+    calls: list[tuple[str, tuple[int, ...]]] = []
+
+    def counting(name, fn):
+        def wrapped(a, *args, **kwargs):
+            calls.append((name, tuple(a.shape)))
+            return fn(a, *args, **kwargs)
+        return wrapped
+
+    for name in ("svd", "eigh", "svdvals"):
+        if hasattr(np.linalg, name):
+            monkeypatch.setattr(np.linalg, name, counting("numpy." + name, getattr(np.linalg, name)))
+    try:
+        import torch
+        import array_api_compat.torch as compat_torch
+    except ImportError:
+        return calls
+    for name in ("svd", "eigh", "svdvals"):
+        fn = getattr(torch.linalg, name)
+        monkeypatch.setattr(torch.linalg, name, counting("torch." + name, fn))
+        if hasattr(compat_torch.linalg, name):
+            monkeypatch.setattr(compat_torch.linalg, name,
+                                counting("torch." + name, getattr(compat_torch.linalg, name)))
+    return calls
+
+
+def _problem(dtype, seed=0, q=128, l=100, n=600):
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(q, l)).astype(dtype)
+    X = rng.normal(size=(n, q)).astype(dtype)
+    y = np.argmax(X @ W + rng.normal(scale=3.0, size=(n, l)), axis=1)
+    b = rng.normal(size=(l,)).astype(dtype)
+    return W, X, y, b
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])   # Gram route (eigh) / LAPACK (svd)
+@pytest.mark.parametrize("rank", ["auto", 5, 0.9])
+def test_refine_batches_factorizes_the_weight_once(factorizations, dtype, rank):
+    W, X, y, b = _problem(dtype)
+    batches = [(X[i:i + 100], y[i:i + 100]) for i in range(0, 400, 100)]
+    validation = [(X[400:], y[400:])] if rank == "auto" else None
+    res = lip.refine_batches(W, batches, rank=rank, validation=validation, bias=b, confidence=None)
+    assert res.weight.shape == W.shape
+    assert len(factorizations) == 1, factorizations
+    name, shape = factorizations[0]
+    if dtype == "float32":
+        assert name == "numpy.eigh" and shape == (100, 100)   # the Gram matrix of the small side
+    else:
+        assert name == "numpy.svd" and shape == (128, 100)
+
+
+def test_lip_refine_auto_factorizes_the_weight_once(factorizations):
+    W, X, y, b = _problem("float32")
+    lip.lip_refine(W, X[:400], y[:400], "auto", bias=b, X_val=X[400:], Y_val=y[400:], confidence=None)
+    assert len(factorizations) == 1, factorizations
+
+
+def test_given_factors_mean_no_factorization(factorizations):
+    W, X, y, _ = _problem("float64")
+    f = lip.reduced_svd(W)
+    factorizations.clear()
+    res = lip.refine_batches(W, [(X, y)], rank=0.8, svd=f)
+    assert factorizations == []
+    np.testing.assert_allclose(res.weight, lip.refine_batches(W, [(X, y)], rank=0.8).weight, atol=1e-12)
+    assert lip.select_rank(W, 7).k == 7 and lip.select_rank(W, 0.8, svd=f).k == res.selection.k
+    np.testing.assert_array_equal(lip.project_principal(W, 3, svd=f), lip.project_principal(W, 3))
+    factorizations.clear()
+    lip.select_rank(W, 7)
+    assert factorizations == []  # a fixed rank needs only min(q, l)
+
+
+def test_factors_of_the_wrong_shape_are_refused():
+    W, X, y, _ = _problem("float64")
+    f = lip.reduced_svd(W[:, :90])
+    with pytest.raises(ValueError, match=r"svd factors \(U, s, V\) must have shapes \(\(128, 100\), \(100,\), \(100, 100\)\)"):
+        lip.select_rank(W, 0.8, svd=f)
+    with pytest.raises(ValueError, match=r"svd factors \(U, s, V\) must have shapes"):
+        lip.project_principal(W, 3, svd=f)
+    with pytest.raises(TypeError, match="svd must be a lip_agnostic.SVD"):
+        lip.select_rank(W, 0.8, svd=(f.U, f.s, f.V))
+
+
+@pytest.mark.parametrize("k", ["auto", 3])
+def test_torch_face_construction_runs_no_factorization(factorizations, k):
+    torch = pytest.importorskip("torch")
+    from lip_agnostic.adapters.torch import LIPOptimizer, attach
+
+    model = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 50))
+    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[2], k=k,
+                       target_scale="logits", degenerate="keep", holdout=0.25, project_rank=4)
+    handle = attach(torch.optim.SGD(model.parameters(), lr=0.1), model[2], k=k, min_gain=0.01)
+    assert factorizations == [], factorizations
+    # The options were still checked by the core's dry run: a bad one fails at construction.
+    with pytest.raises(ValueError, match="degenerate must be 'zero' or 'keep'"):
+        LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[2], k=k, degenerate="drop")
+    assert factorizations == []
+    # ... and the real pass factorizes the real weight exactly once.
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(40, 20, generator=g), torch.randint(0, 50, (40,), generator=g)) for _ in range(5)]
+    opt.finalize(data, progress=False)
+    assert len(factorizations) == 1 and factorizations[0][1] in ((50, 50), (64, 50)), factorizations
+    del handle
+
+
+def test_keras_callback_construction_runs_no_factorization(factorizations):
+    keras = pytest.importorskip("keras")
+    from lip_agnostic.adapters.keras import LIPCallback
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 5, 64)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(5)])
+    cb = LIPCallback(data=(x, y), k=2, project_every=1, project_rank=3)
+    cb.set_model(model)
+    cb.on_train_begin()
+    assert factorizations == [], factorizations
