@@ -28,7 +28,7 @@ Example
 >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 >>> lip = LIPCallback(data=(x, y), k=1)
 >>> hist = model.fit(x, y, epochs=2, verbose=0, callbacks=[lip])
->>> lip.report["selection"]["k"], hist.history["lip_k"]
+>>> lip.report["selection"]["k"], hist.history["lip_rank"]
 (1, [1])
 """
 
@@ -252,8 +252,10 @@ class LIPCallback(keras.callbacks.Callback):
     """Apply LIP to the classifier layer when training ends (or at epoch ends).
 
     ``on_train_end`` (default) runs :func:`refine_model`'s pass on ``data``
-    and writes ``lip_k``, ``lip_principal_angle`` (radians, top-``k`` class
-    subspace before vs after), ``lip_relative_change`` and ``lip_n_fit`` into
+    and writes ``lip_rank`` (``k``), ``lip_top_k_angle`` (radians: largest
+    principal angle between the top-``k`` class subspaces before and after,
+    each ranked by its own singular values), ``lip_kept_relative_change``
+    (measured change of the kept components, ~0), ``lip_relative_change`` and ``lip_n_fit`` into
     ``logs`` and into ``model.history.history`` (so the ``History`` that
     ``fit`` returns shows them). ``callback.report`` keeps the core's
     ``LIPResult.to_dict()``; ``callback.result`` the ``LIPResult``.
@@ -396,8 +398,9 @@ class LIPCallback(keras.callbacks.Callback):
     @staticmethod
     def _log_values(result: LIPResult) -> dict:
         return {
-            "lip_k": int(result.selection.k),
-            "lip_principal_angle": float(result.summary.principal_angle),
+            "lip_rank": int(result.selection.k),
+            "lip_top_k_angle": float(result.summary.top_k_angle),
+            "lip_kept_relative_change": float(result.summary.kept_relative_change),
             "lip_relative_change": float(result.summary.relative_change),
             "lip_n_fit": int(result.n_fit),
         }

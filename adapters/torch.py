@@ -143,7 +143,7 @@ def finalize(
         Held-out batches (noisy labels are fine) to choose ``k="auto"``.
     bias : {"fit", "ignore"}
         ``"fit"`` (default): the refit targets ``Y - 1 b^T`` with the layer's
-        bias ``b`` (the method page: the fit should account for it).
+        bias ``b`` (a layer that adds ``b`` is fit against what the weight must produce).
         ``"ignore"``: the paper's reference code (bias left out of the fit).
         The bias itself is changed only by ``tail="full"`` with ``"fit"``.
     input_key, label_key : str, optional
@@ -171,7 +171,9 @@ def finalize(
     dict
         ``LIPResult.to_dict()`` (``selection``, ``summary`` with the spectrum
         before/after and the principal angle, ``n_fit``, ``n_degenerate``)
-        plus ``k``, ``changed``, ``principal_angle``, ``bias`` (the mode),
+        plus ``k``, ``changed``, ``top_k_angle``, ``kept_unchanged`` (see
+        :class:`lip_agnostic.ChangeSummary`; ``principal_angle`` is a deprecated
+        alias of ``top_k_angle``), ``bias`` (the mode),
         ``bias_in_fit`` (whether a bias entered the fit), ``dtype``,
         ``device``, ``world_size``, ``n_batches``, ``n_samples_local``,
         ``n_val_batches`` and ``seconds``.
@@ -203,7 +205,9 @@ def finalize(
     report.update(
         k=result.selection.k,
         changed=result.selection.changed,
-        principal_angle=result.summary.principal_angle,
+        top_k_angle=result.summary.top_k_angle,
+        kept_unchanged=result.summary.kept_unchanged,
+        principal_angle=result.summary.top_k_angle,  # deprecated alias of top_k_angle (one release)
         **facts,
     )
     return report

@@ -1,7 +1,7 @@
 """Label Ambiguity Purification (LAP), streamed: O(r) sufficient statistics.
 
 The LAP refit of tail singular values separates per component (see
-``shared/LIP_METHOD.md`` and :func:`lip_agnostic.lip_refine`), so it needs only
+:func:`lip_agnostic.lip_refine` for the closed form), so it needs only
 per-component sums over the data, never ``X`` itself. This module owns those
 sums and the closed form built on them.
 """

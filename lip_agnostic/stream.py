@@ -32,7 +32,8 @@ class LIPResult:
     selection : RankSelection
         The ``k`` used and the evidence for it.
     summary : ChangeSummary
-        Spectrum before/after, principal angle, relative change.
+        Spectrum before/after, whether the kept components are unchanged
+        (measured), the top-``k`` subspace angle, relative change.
     n_fit : int
         Samples whose statistics went into the refit (all workers).
     n_degenerate : int
@@ -209,7 +210,8 @@ def refine_batches(
     return LIPResult(
         weight=W_new,
         selection=selection,
-        summary=summarize_refit(acc.svd.s, acc.refit_spectrum(selection.k), selection.k, shape=acc.shape, xp=xp),
+        summary=summarize_refit(acc.svd.s, acc.refit_spectrum(selection.k), selection.k, shape=acc.shape,
+                                V=acc.svd.V, W_before=W, W_after=W_new, xp=xp),
         n_fit=acc.n_samples,
         n_degenerate=n_deg,
     )

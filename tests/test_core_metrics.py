@@ -131,7 +131,7 @@ def test_summarize_change_reports_spectra_and_angle(rng):
     P = project_principal(W, 2)
     s = summarize_change(W, P, 2)
     assert s.k == 2 and s.shape == (10, 4)
-    assert s.principal_angle < 1e-6
+    assert s.top_k_angle < 1e-6 and s.kept_unchanged and s.kept_relative_change < 1e-12
     assert s.spectrum_after[2] < 1e-9 and s.spectrum_before[2] > 0.1
     assert 0 < s.relative_change < 1
     assert s.to_dict()["shape"] == [10, 4]

@@ -232,7 +232,8 @@ def test_refine_batches_passes_rtol_and_reports_unchanged_weights_with_zero_angl
     strict = refine_batches(W, [(X, y)], rank=2, rtol=0.0)
     assert loose.n_degenerate > 0 and strict.n_degenerate == 0
     same = refine_batches(W, [(X, y)], rank=6)
-    assert same.summary.principal_angle == 0.0 and same.summary.relative_change == 0.0
+    assert same.summary.top_k_angle == 0.0 and same.summary.relative_change == 0.0
+    assert same.summary.kept_unchanged and same.summary.kept_relative_change == 0.0
 
 
 def test_scoring_uses_the_layers_bias_even_when_the_fit_ignores_it(problem, rng):

@@ -306,7 +306,9 @@ def test_summary_from_the_spectra_equals_the_one_from_the_weights(problem, k):
     np.testing.assert_allclose(fast.spectrum_after, direct.spectrum_after, rtol=1e-9, atol=1e-12)
     assert fast.relative_change == pytest.approx(direct.relative_change, rel=1e-9)
     assert fast.effective_rank_after == pytest.approx(direct.effective_rank_after, rel=1e-9)
-    assert fast.principal_angle == pytest.approx(direct.principal_angle, abs=1e-6)
+    assert fast.top_k_angle == pytest.approx(direct.top_k_angle, abs=1e-6)
+    assert fast.kept_unchanged and direct.kept_unchanged
+    assert fast.kept_relative_change == pytest.approx(direct.kept_relative_change, abs=1e-12)
 
 
 def test_summary_angle_when_a_refit_tail_value_overtakes_the_head(problem):
@@ -314,8 +316,32 @@ def test_summary_angle_when_a_refit_tail_value_overtakes_the_head(problem):
 
     W, X, y = problem
     res = refine_batches(W, [(X, y)], rank=2, target_scale=1e3)  # refit tail >> kept head
-    assert res.summary.principal_angle == pytest.approx(np.pi / 2)
-    assert summarize_change(W, res.weight, 2).principal_angle == pytest.approx(np.pi / 2, abs=1e-6)
+    # The top-2 subspace of W* (ranked by W*'s own singular values) is a tail one ...
+    assert res.summary.top_k_angle == pytest.approx(np.pi / 2)
+    direct = summarize_change(W, res.weight, 2)
+    assert direct.top_k_angle == pytest.approx(np.pi / 2, abs=1e-6)
+    # ... but the kept components are intact, and the summary says so (measured on the arrays).
+    assert res.summary.kept_unchanged and direct.kept_unchanged
+    assert res.summary.kept_relative_change < 1e-12 and direct.kept_relative_change < 1e-12
+    Vk = np.linalg.svd(W)[2][:2].T
+    np.testing.assert_allclose(res.weight @ Vk, W @ Vk, atol=1e-12)
+    with pytest.warns(FutureWarning, match="principal_angle is deprecated"):
+        assert res.summary.principal_angle == res.summary.top_k_angle   # the old name: an alias, one release
+    d = res.summary.to_dict()
+    assert d["principal_angle"] == d["top_k_angle"] and d["kept_unchanged"] is True
+
+
+def test_kept_unchanged_is_measured_not_assumed(problem):
+    from lip_agnostic import summarize_change, summarize_refit
+
+    W, X, y = problem
+    U, s, Vt = np.linalg.svd(W, full_matrices=False)
+    moved = W + 1e-3 * np.outer(U[:, 0], Vt[0])             # nudge a kept component
+    summary = summarize_change(W, moved, 2)
+    assert not summary.kept_unchanged and summary.kept_relative_change == pytest.approx(1e-3 / np.linalg.norm(s[:2]))
+    d = s.copy()
+    fast = summarize_refit(s, d, 2, shape=W.shape, V=Vt.T, W_before=W, W_after=moved)
+    assert not fast.kept_unchanged and fast.kept_relative_change == pytest.approx(summary.kept_relative_change)
 
 
 def test_non_finite_values_are_found_through_the_products_on_every_path(backend, problem):

@@ -150,7 +150,7 @@ def test_callback_kernel_equals_core_on_direct_features(kind, digits, trained):
     assert not np.allclose(_kernel(model), W)  # LIP did change the kernel
     np.testing.assert_array_equal(np.asarray(_layer(model).bias), b)  # bias kept
     assert lip.report["layer"] == "classifier"
-    assert hist.history["lip_k"] == [4]
+    assert hist.history["lip_rank"] == [4]
     assert hist.history["lip_n_fit"] == [x.shape[0]]
 
 
@@ -165,7 +165,7 @@ def test_auto_k_with_validation_equals_core(model, digits):
     sel = lip.report["selection"]
     assert sel["strategy"] == "auto" and sel["n_val"] == xv.shape[0]
     assert sel["extra"]["source"] == "validation"
-    assert hist.history["lip_k"] == [sel["k"]]
+    assert hist.history["lip_rank"] == [sel["k"]]
 
 
 def test_auto_k_without_validation_uses_a_holdout(model, digits):
@@ -183,7 +183,8 @@ def test_logs_report_the_core_summary(model, digits):
     rec, hist = _fit_with(model, digits, lip, epochs=2)
     summary = summarize_change(rec.at_end[2], _kernel(model), 3)
     assert len(hist.history["loss"]) == 2
-    assert hist.history["lip_principal_angle"] == [pytest.approx(summary.principal_angle, abs=1e-4)]
+    assert hist.history["lip_top_k_angle"] == [pytest.approx(summary.top_k_angle, abs=1e-4)]
+    assert hist.history["lip_kept_relative_change"] == [pytest.approx(summary.kept_relative_change, abs=1e-5)]
     assert hist.history["lip_relative_change"] == [pytest.approx(summary.relative_change, rel=1e-4)]
     assert lip.report["summary"]["k"] == 3 and lip.result.selection.k == 3
     assert set(lip.report) >= {"selection", "summary", "n_fit", "n_degenerate", "layer", "bias_mode"}
@@ -368,7 +369,7 @@ def test_model_checkpoint_after_lip_holds_refined_weights(digits, trained, tmp_p
     ckpt = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
     rec = _Recorder()
     hist = model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[rec, lip, ckpt])
-    assert hist.history["lip_k"] == [3, 3] and len(lip.reports) == 2
+    assert hist.history["lip_rank"] == [3, 3] and len(lip.reports) == 2
     last = rec.epochs[-1]
     expected = lip_refine(last[2], _features(last, x), y, 3, bias=last[3])
     saved = _built(_functional, trained)
@@ -399,7 +400,7 @@ def test_projection_is_off_by_default(model, digits):
     lip = LIPCallback(data=(x, y), k=3, when="never")
     rec, hist = _fit_with(model, digits, lip, epochs=1)
     np.testing.assert_array_equal(_kernel(model), rec.at_end[2])
-    assert "lip_projected_rank" not in hist.history and "lip_k" not in hist.history
+    assert "lip_projected_rank" not in hist.history and "lip_rank" not in hist.history
 
 
 # --------------------------------------------------------------------------- bad input
