@@ -25,9 +25,10 @@ from .graph import Classifier, classifier_candidates, find_linear_layers, read_b
 from .model_io import LoadedModel, iter_tensors, load_model, read_tensor, tensor_nbytes
 from .runtime import Session
 from .validate import check_model_file, compare_outputs, random_inputs
-from .writer import BlockSource, check_output_path, default_output, stage_model, to_stored
+from .writer import (BlockSource, check_output_path, data_path, default_output, stage_bytes, stage_model, to_stored,
+                     uses_external_output)
 
-__all__ = ["denoise", "denoise_file", "inspect", "compare", "LARGE_WEIGHT", "DEFAULT_BATCH"]
+__all__ = ["denoise", "denoise_file", "inspect", "compare", "check_options", "LARGE_WEIGHT", "DEFAULT_BATCH"]
 
 #: Weights with more elements than this are truncated with the randomized top-k SVD.
 LARGE_WEIGHT = 1 << 22
@@ -47,7 +48,8 @@ def _check_finite(W: np.ndarray, name: str) -> None:
         raise UnsupportedWeightError(f"classifier weight {name!r} (shape {list(W.shape)}) contains {bad} NaN/Inf value(s); refused")
 
 
-def _check_rank(rank: Any, m: int, calib: bool) -> Any:
+def _check_rank(rank: Any, calib: bool) -> Any:
+    """The rank option alone (no model needed): ``"auto"``, an int ``k >= 0`` or an energy fraction."""
     if rank is None:
         if not calib:
             raise UsageError("truncation needs --rank K or --energy F (or give --calib for the full LIP with --rank auto)")
@@ -66,14 +68,74 @@ def _check_rank(rank: Any, m: int, calib: bool) -> Any:
     if isinstance(rank, bool):
         raise UsageError(f"rank must be an integer, an energy fraction or 'auto'; got {rank!r}")
     if isinstance(rank, (int, np.integer)):
-        if not 0 <= int(rank) <= m:
-            raise UsageError(f"k={int(rank)} is out of range: the classifier has min(q, l)={m} components, k must lie in [0, {m}]")
+        if int(rank) < 0:
+            raise UsageError(f"k={int(rank)} is out of range: k counts the components kept, it must be >= 0")
+        if int(rank) == 0 and not calib:
+            raise UsageError("--rank 0 without --calib would zero the classifier (truncation keeps k components); "
+                             "k=0 is meaningful only with --calib, where the whole spectrum is refit against the labels")
         return int(rank)
-    if isinstance(rank, float):
+    if isinstance(rank, (float, np.floating)):
+        rank = float(rank)
         if not (0.0 < rank <= 1.0) or math.isnan(rank):
             raise UsageError(f"--energy must lie in (0, 1]; got {rank}")
         return rank
     raise UsageError(f"rank must be an integer, an energy fraction or 'auto'; got {rank!r}")
+
+
+def _check_rank_range(rank: Any, m: int) -> Any:
+    if isinstance(rank, int) and rank > m:
+        raise UsageError(f"k={rank} is out of range: the classifier has min(q, l)={m} components, k must lie in [0, {m}]")
+    return rank
+
+
+def _finite_number(value: Any, option: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise UsageError(f"{option} must be a number; got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise UsageError(f"{option} must be finite; got {value}")
+    return value
+
+
+def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFAULT_BATCH, target_scale: Any = 1.0,
+                  min_gain: Any = 0.0, confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: Any = "fit") -> dict:
+    """Check every option that needs no file; return them normalized.
+
+    Called first by :func:`denoise` and :func:`denoise_file` (and the CLI), so
+    a bad value is reported before any file is read or written.
+
+    Raises
+    ------
+    UsageError
+        The first bad option: ``rank`` (``k < 0``; ``k = 0`` or ``"auto"``
+        without ``calib``; an energy fraction outside ``(0, 1]``),
+        ``batch_size < 1``, ``target_scale`` not positive or ``"logits"``,
+        ``min_gain < 0``, ``confidence`` outside ``(0, 1)``, ``bias_mode``
+        not ``"fit"``/``"ignore"``.
+    """
+    if calib is not None and not isinstance(calib, (str, os.PathLike, Mapping, CalibrationData)):
+        raise UsageError(f"calib must be a .npz path or a mapping of arrays; got {type(calib).__name__}")
+    rank = _check_rank(rank, calib is not None)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or int(batch_size) < 1:
+        raise UsageError(f"--batch-size must be positive (an integer >= 1); got {batch_size!r}")
+    if not (isinstance(target_scale, str) and target_scale == "logits"):
+        if isinstance(target_scale, str):
+            raise UsageError(f"--target-scale must be a positive number or 'logits'; got {target_scale!r}")
+        target_scale = _finite_number(target_scale, "--target-scale")
+        if target_scale <= 0:
+            raise UsageError(f"--target-scale must be positive; got {target_scale}")
+    min_gain = _finite_number(min_gain, "--min-gain")
+    if min_gain < 0:
+        raise UsageError(f"--min-gain must be >= 0 (a held-out gain the change must exceed); got {min_gain}")
+    if confidence is not None:
+        confidence = _finite_number(confidence, "--confidence")
+        if not 0.0 < confidence < 1.0:
+            raise UsageError(f"--confidence must lie in (0, 1) (or 'none' to switch the significance guard off); "
+                             f"got {confidence}")
+    if bias_mode not in ("fit", "ignore"):
+        raise UsageError(f"--bias-mode must be 'fit' or 'ignore'; got {bias_mode!r}")
+    return {"rank": rank, "batch_size": int(batch_size), "target_scale": target_scale, "min_gain": min_gain,
+            "confidence": confidence, "bias_mode": bias_mode}
 
 
 def _weight_index(loaded: LoadedModel, c: Classifier) -> int:
@@ -84,22 +146,31 @@ def _weight_index(loaded: LoadedModel, c: Classifier) -> int:
     raise UnsupportedWeightError(f"weight {c.weight.name!r} not found among the model's tensors")
 
 
-def _refine(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None, batch_size: int,
-            target_scale: Any, min_gain: float, progress: bool) -> tuple[Classifier, Any, dict, CalibrationData | None]:
-    """Find the classifier, run PSP or LIP through the core, return its new stored value."""
-    t0 = time.perf_counter()
+def _prepare(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None) -> tuple[Classifier, Any, CalibrationData | None]:
+    """Checks that need the model, in order: the classifier (``layer``), ``k`` against its
+    ``min(q, l)``, then the calibration data against its inputs and classes."""
     c = select_classifier(loaded, layer)
+    rank = _check_rank_range(rank, min(c.q, c.l))
+    cal = None
+    if calib is not None:
+        cal = calib if isinstance(calib, CalibrationData) else load_calibration(calib, loaded, c)
+    return c, rank, cal
+
+
+def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationData | None, batch_size: int,
+            target_scale: Any, min_gain: float, confidence: Any, bias_mode: str,
+            progress: bool) -> tuple[Any, dict]:
+    """Run PSP or LIP through the core on classifier ``c``; return its new stored value and the report."""
+    t0 = time.perf_counter()
     stored = read_weight(loaded, c)
     large = c.q * c.l > LARGE_WEIGHT
-    if not (large and calib is None):  # the large truncation checks finiteness in its energy pass
+    if not (large and cal is None):  # the large truncation checks finiteness in its energy pass
         _check_finite(stored, c.weight.name)
     m = min(c.q, c.l)
-    rank = _check_rank(rank, m, calib is not None)
     dtype = np.dtype(c.weight.dtype)
     transposed = c.layout == "(l, q)"
     report: dict = {"layer": c.to_dict(), "notes": list(c.notes)}
-    cal = None
-    if calib is None:
+    if cal is None:
         report["mode"] = "truncation"
         work = np.float32 if large or dtype == np.float16 else np.float64
         W = stored if (stored.dtype == work and c.alpha == 1.0) else np.asarray(stored, dtype=work) * c.alpha
@@ -122,8 +193,9 @@ def _refine(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None, ba
             report["summary"] = {"shape": [c.q, c.l], "k": k,
                                  "spectrum_before_top": [float(v) for v in top.svd.s],
                                  "energy_kept": kept, "relative_change": math.sqrt(max(0.0, 1.0 - kept)),
-                                 "principal_angle": 0.0,
-                                 "principal_angle_note": "rank-k truncation keeps the top-k subspace by construction"}
+                                 "kept_relative_change": None, "kept_unchanged": None, "top_k_angle": None,
+                                 "kept_note": f"not measured for weights above {LARGE_WEIGHT} entries: the rank-k "
+                                              "truncation keeps the (randomized) top-k components by construction"}
             shape = tuple(S.shape)
 
             def blocks():
@@ -140,7 +212,6 @@ def _refine(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None, ba
             value = to_stored(np.asarray(W_new), c.layout, c.alpha, dtype, c.weight.name)
     else:
         report["mode"] = "lip"
-        cal = calib if isinstance(calib, CalibrationData) else load_calibration(calib, loaded, c)
         work = np.float32 if large else np.float64
         W = np.asarray(stored, dtype=work) * c.alpha
         bias = read_bias(loaded, c)
@@ -153,7 +224,7 @@ def _refine(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None, ba
                                   desc="held-out")
         try:
             res = lip.refine_batches(W, batches, rank=rank, validation=val, bias=bias, target_scale=target_scale,
-                                     min_gain=min_gain)
+                                     min_gain=min_gain, confidence=confidence, fit_bias=bias_mode == "fit")
         except (ValueError, TypeError) as exc:
             if isinstance(exc, LipOnnxError):
                 raise
@@ -162,10 +233,50 @@ def _refine(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None, ba
         report["summary"] = res.summary.to_dict()
         report["calibration"] = {"n": cal.n, "n_val": cal.n_val, "n_fit": res.n_fit,
                                  "n_degenerate": res.n_degenerate, "bias": c.bias is not None,
-                                 "target_scale": target_scale, "rank_source": res.selection.extra.get("source")}
+                                 "bias_mode": bias_mode, "target_scale": target_scale,
+                                 "rank_source": res.selection.extra.get("source"),
+                                 "labels": "integer" if cal.labels.ndim == 1 else "target matrix"}
+        if rank == "auto":
+            report["rank"]["metric"] = _metric(cal)
+            report["rank"]["held_out"] = _held_out_text(res.selection)
         value = to_stored(np.asarray(res.weight), c.layout, c.alpha, dtype, c.weight.name)
+    report["outcome"] = _outcome(report)
     report["seconds_refine"] = time.perf_counter() - t0
-    return c, value, report, cal
+    return value, report
+
+
+def _metric(cal: CalibrationData) -> str:
+    """The held-out score ``--rank auto`` compares, in words."""
+    if cal.labels.ndim == 1:
+        return "top-1 accuracy against the held-out labels"
+    return "target value of the predicted class / row max (target matrix; 1 = predicted class is a candidate)"
+
+
+def _held_out_text(sel: Any) -> str:
+    source = sel.extra.get("source", "")
+    if source == "validation":
+        return f"the held-out split of the calibration data (val_*, {sel.n_val} samples)"
+    if source.startswith("holdout 1/"):
+        every = source.split("/")[1]
+        return f"every {every}th calibration sample, held out of the fit ({sel.n_val} samples)"
+    return f"{sel.n_val} held-out samples"
+
+
+def _outcome(report: dict) -> str:
+    """One sentence: what happened to the weights, and for ``--rank auto`` why."""
+    rk = report["rank"]
+    if rk.get("strategy") == "auto" and not rk.get("changed"):
+        conf = rk.get("extra", {}).get("confidence")
+        guard = (f"one-sided sign test, confidence {conf:g}, Bonferroni over {len(rk['ks']) - 1} ranks; "
+                 if conf is not None else "no significance test (--confidence none); ")
+        return (f"unchanged: no k < {rk['m']} beat the unchanged model's {rk['metric']} ({rk['base_score']:.4f}) "
+                f"significantly ({guard}--min-gain {rk['extra'].get('min_gain', 0.0):g}) on {rk['held_out']}, "
+                "so the weights are the input's; --rank K forces a change")
+    if not rk.get("changed", rk["k"] < rk["m"]):
+        return f"unchanged: k={rk['k']} keeps all {rk['m']} components"
+    if report["mode"] == "lip":
+        return f"changed: the top {rk['k']} components kept, the other {rk['m'] - rk['k']} refit against the labels"
+    return f"changed: the top {rk['k']} components kept, the other {rk['m'] - rk['k']} dropped"
 
 
 def _materialize(loaded: LoadedModel, index: int, value: Any) -> onnx.ModelProto:
@@ -199,17 +310,22 @@ def _stamp(model: onnx.ModelProto, report: dict) -> None:
 def denoise(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, rank: Any = None,
             calib: "str | os.PathLike | Mapping[str, np.ndarray] | None" = None, layer: str | None = None,
             batch_size: int = DEFAULT_BATCH, target_scale: Any = 1.0, min_gain: float = 0.0,
+            confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: str = "fit",
             validate: bool = True, progress: bool = False, return_report: bool = False) -> Any:
     """Refine a model's classifier; return the new model in memory (the input is untouched).
 
     Steps
     -----
-    1. Find the classifier (:func:`lip_agnostic.tools.graph.select_classifier`).
+    1. Check the options (:func:`check_options`), then find the classifier
+       (:func:`lip_agnostic.tools.graph.select_classifier`).
     2. Without ``calib``: Principal Subspace Preservation, ``W_k`` of rank
-       ``rank`` (an int, or a float in ``(0, 1]`` read as an energy fraction).
+       ``rank`` (an int ``k >= 1``, or a float in ``(0, 1]`` read as an energy fraction).
     3. With ``calib`` (a ``.npz`` path or a mapping, see
        :mod:`lip_agnostic.tools.calibrate`): the full LIP through
-       :func:`lip_agnostic.refine_batches`; ``rank="auto"`` by default.
+       :func:`lip_agnostic.refine_batches`; ``rank="auto"`` by default,
+       ``bias_mode="fit"`` (the tail fit against ``Y - 1 b^T``; ``"ignore"``:
+       the paper's fit without the bias), ``confidence`` the sign-test guard
+       of ``"auto"`` (``None``: off).
     4. Write ``W*`` back in the weight's original dtype and layout; stamp
        ``metadata_props["lip_agnostic"]``; optionally validate (checker +
        onnxruntime on the calibration inputs or random ones).
@@ -223,13 +339,15 @@ def denoise(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, rank: An
     >>> from lip_agnostic.tools import api, demo   # doctest: +SKIP
     >>> new = api.denoise(demo.model_path(), rank=5)   # doctest: +SKIP
     """
+    opts = check_options(rank=rank, calib=calib, batch_size=batch_size, target_scale=target_scale,
+                         min_gain=min_gain, confidence=confidence, bias_mode=bias_mode)
     loaded = load_model(model)
     size = sum(tensor_nbytes(t) for t in iter_tensors(loaded.model.graph))
     if size > IN_MEMORY_LIMIT:
         raise UsageError(f"the model holds {size / 2**30:.1f} GiB of tensors: too large for an in-memory "
                          "ModelProto; use denoise_file() or the lip-onnx CLI (they keep external data)")
-    c, value, report, cal = _refine(loaded, rank=rank, calib=calib, layer=layer, batch_size=batch_size,
-                                    target_scale=target_scale, min_gain=min_gain, progress=progress)
+    c, rank, cal = _prepare(loaded, rank=opts.pop("rank"), calib=calib, layer=layer)
+    value, report = _refine(loaded, c, rank=rank, cal=cal, progress=progress, **opts)
     new = _materialize(loaded, _weight_index(loaded, c), value)
     _stamp(new, report)
     if validate:
@@ -240,48 +358,85 @@ def denoise(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, rank: An
                 from .errors import ValidationFailedError
                 raise ValidationFailedError(f"the refined model fails onnx.checker: {str(exc)[:300]}") from None
         new_loaded = LoadedModel(new, None, loaded.base_dir)
-        feeds = cal.inputs if cal is not None else random_inputs(loaded)
-        report["validation"] = dict(compare_outputs(loaded, new_loaded, c, feeds), checker="ok")
+        report["validation"] = _validate(loaded, new_loaded, c, cal)
     return (new, report) if return_report else new
+
+
+def _validate(old: LoadedModel, new: LoadedModel, c: Classifier, cal: CalibrationData | None) -> dict:
+    if cal is not None:
+        feeds, source = cal.inputs, "calibration"
+    else:
+        feeds, source = random_inputs(old), "random"
+    return dict(compare_outputs(old, new, c, feeds), checker="ok", inputs=source)
 
 
 def denoise_file(model_path: "str | os.PathLike", output: "str | os.PathLike | None" = None, /, *,
                  rank: Any = None, calib: Any = None, layer: str | None = None, force: bool = False,
+                 report: "str | os.PathLike | None" = None,
                  batch_size: int = DEFAULT_BATCH, target_scale: Any = 1.0, min_gain: float = 0.0,
+                 confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: str = "fit",
                  validate: bool = True, progress: bool = False) -> dict:
     """File to file: what ``lip-onnx denoise`` runs. Returns the report.
 
-    The output (default ``<stem>.lip.onnx``) is staged in a temporary folder
-    next to it, checked (``onnx.checker`` full check, then onnxruntime old
-    vs new), and only then moved into place; models with external data keep
-    it (one ``<output>.data`` file). Nothing is written on failure.
+    Steps
+    -----
+    1. Check the options (:func:`check_options`); read the model; find the
+       classifier (``layer``); check ``k`` against it; read and check the
+       calibration data. The first error is raised; nothing is written.
+    2. Check every path this run writes (the output, default
+       ``<stem>.lip.onnx``; its ``<output>.data`` file when the model keeps
+       external data; ``report``): each is refused when it is, or resolves to
+       (``./x`` vs ``x``, a symlink, a hard link), the input model or one of
+       its external data files, or another output of this run; or when it
+       exists and ``force`` is false.
+    3. Refine; stage the model (and its data) in a temporary folder next to
+       the output, check it (``onnx.checker`` full check, then onnxruntime old
+       vs new); stage the JSON report next to its path.
+    4. Rename everything into place under a folder lock (data, model, report),
+       so concurrent runs to one output never leave a model with another run's
+       data. On any failure nothing is written.
     """
     t0 = time.perf_counter()
+    opts = check_options(rank=rank, calib=calib, batch_size=batch_size, target_scale=target_scale,
+                         min_gain=min_gain, confidence=confidence, bias_mode=bias_mode)
     model_path = os.fspath(model_path)
     loaded = load_model(model_path)
+    c, rank_, cal = _prepare(loaded, rank=opts.pop("rank"), calib=calib, layer=layer)
     out = os.fspath(output) if output is not None else default_output(model_path)
-    external = loaded.uses_external_data
-    check_output_path(out, loaded, force, external)
-    c, value, report, cal = _refine(loaded, rank=rank, calib=calib, layer=layer, batch_size=batch_size,
-                                    target_scale=target_scale, min_gain=min_gain, progress=progress)
-    _stamp(loaded.model, report)  # the copy written below carries it; the input file is not touched
+    report_path = os.fspath(report) if report is not None else None
+    external = uses_external_output(loaded)
+    extra = [("--report", report_path)] if report_path is not None else []
+    check_output_path(out, loaded, force, external, extra)
+    value, rep = _refine(loaded, c, rank=rank_, cal=cal, progress=progress, **opts)
+    _stamp(loaded.model, rep)  # the copy written below carries it; the input file is not touched
     t_write = time.perf_counter()
-    staged = stage_model(loaded, {_weight_index(loaded, c): value}, out, external=external or None)
-    report["seconds_write"] = time.perf_counter() - t_write
-    with staged:
-        t1 = time.perf_counter()
-        if validate:
-            check_model_file(staged.staged_model)
-            new_loaded = load_model(staged.staged_model)
-            feeds = cal.inputs if cal is not None else random_inputs(loaded)
-            report["validation"] = dict(compare_outputs(loaded, new_loaded, c, feeds), checker="ok")
-        else:
-            report["validation"] = {"skipped": True}
-        report["seconds_validate"] = time.perf_counter() - t1
-        staged.commit()
-    report["input"], report["output"] = model_path, out
-    report["seconds_total"] = time.perf_counter() - t0
-    return report
+    staged = stage_model(loaded, {_weight_index(loaded, c): value}, out, external=external)
+    rep["seconds_write"] = time.perf_counter() - t_write
+    report_tmp = None
+    try:
+        with staged:
+            t1 = time.perf_counter()
+            if validate:
+                check_model_file(staged.staged_model)
+                new_loaded = load_model(staged.staged_model)
+                rep["validation"] = _validate(loaded, new_loaded, c, cal)
+            else:
+                rep["validation"] = {"skipped": True}
+            rep["seconds_validate"] = time.perf_counter() - t1
+            rep["input"], rep["output"] = model_path, out
+            if external:
+                rep["output_data"] = data_path(out)
+            rep["report"] = report_path
+            rep["seconds_total"] = time.perf_counter() - t0
+            also = []
+            if report_path is not None:
+                report_tmp = stage_bytes(report_path, json.dumps(rep, indent=2, default=str).encode("utf-8"))
+                also.append((report_tmp, report_path))
+            staged.commit(force, also)
+    finally:
+        if report_tmp is not None and os.path.exists(report_tmp):
+            os.remove(report_tmp)
+    return rep
 
 
 def _spectrum_facts(W: np.ndarray, s: Any = None) -> dict:

@@ -65,6 +65,8 @@ def _np_type(elem_type: int) -> np.dtype:
 def _check_input(name: str, key: str, arr: np.ndarray, vi: onnx.ValueInfoProto) -> np.ndarray:
     tt = vi.type.tensor_type
     want = _np_type(tt.elem_type)
+    if arr.ndim == 0:
+        raise CalibrationError(f"calibration array {key!r} is a scalar; it needs the samples on axis 0")
     if arr.dtype.kind != want.kind:
         raise CalibrationError(
             f"calibration array {key!r} has dtype {arr.dtype} but model input {name!r} is {want}; "
@@ -111,6 +113,44 @@ def _check_labels(key: str, y: np.ndarray, n: int, l: int) -> np.ndarray:
     raise CalibrationError(f"{key!r} must be (n,) labels or an (n, l={l}) matrix; got shape {y.shape}")
 
 
+_NPZ_HINT = "save the arrays with numpy.savez(path, **arrays)"
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` archive, read with ``allow_pickle=False``.
+
+    Anything else (a ``.npy`` array, a pickle, text, a truncated zip, an
+    archive holding object arrays) is refused with one line of our own: no
+    object array is ever unpickled.
+    """
+    import zipfile
+
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04" and magic != b"PK\x05\x06":
+        kind = ("a single .npy array" if magic.startswith(b"\x93NUM") else
+                "a pickle" if magic[:1] == b"\x80" else "empty" if not magic else "not a zip archive")
+        raise CalibrationError(f"calibration file {path} is not an .npz archive ({kind}); {_NPZ_HINT}")
+    data: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                try:
+                    data[key] = z[key]
+                except ValueError as exc:
+                    if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+                        raise CalibrationError(
+                            f"calibration array {key!r} in {path} is an object array; refused (object arrays are "
+                            "never loaded: store numeric arrays)") from None
+                    raise
+    except CalibrationError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise CalibrationError(f"calibration file {path} is a damaged .npz archive ({reason}); {_NPZ_HINT}") from None
+    return data
+
+
 def load_calibration(source: "str | os.PathLike | Mapping[str, np.ndarray]", loaded: LoadedModel,
                      classifier: Classifier) -> CalibrationData:
     """Read and check calibration data against the model.
@@ -125,17 +165,12 @@ def load_calibration(source: "str | os.PathLike | Mapping[str, np.ndarray]", loa
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise CalibrationError(f"calibration file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if not hasattr(z, "files"):
-                    raise ValueError("a single array, not an .npz archive")
-                data = {k: z[k] for k in z.files}
-        except CalibrationError:
-            raise
-        except Exception as exc:
-            raise CalibrationError(f"{path} is not a readable .npz archive: {str(exc)[:200]}") from None
+        data = _read_npz(path)
     elif isinstance(source, Mapping):
         data = {str(k): np.asarray(v) for k, v in source.items()}
+        for key, arr in data.items():
+            if arr.dtype.kind == "O":
+                raise CalibrationError(f"calibration array {key!r} is an object array; refused (store numeric arrays)")
     else:
         raise TypeError(f"calibration data must be a path or a mapping of arrays; got {type(source).__name__}")
     ins = {v.name: v for v in graph_inputs(loaded)}

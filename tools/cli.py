@@ -13,8 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from .errors import EXIT_CODES, LipOnnxError, OutputRefusedError, UsageError
-from .writer import write_bytes_atomic
+from .errors import EXIT_CODES, LipOnnxError, UsageError
 
 __all__ = ["main", "build_parser"]
 
@@ -48,6 +47,22 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1]; got {text!r}") from None
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+
+
+def _confidence(text: str):
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1) or 'none'; got {text!r}") from None
+
+
 def _target_scale(text: str):
     if text == "logits":
         return text
@@ -57,56 +72,119 @@ def _target_scale(text: str):
         raise argparse.ArgumentTypeError(f"expected a positive number or 'logits'; got {text!r}") from None
 
 
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+_DENOISE = """\
+Refine the classifier layer of an ONNX model; the input is never modified.
+
+Without --calib: truncation (Principal Subspace Preservation), W* = the best
+rank-k approximation of W; needs --rank K (K >= 1) or --energy F.
+With --calib: the full LIP (PSP + Label Ambiguity Purification): the top k
+components are kept exactly, the other singular values are refit by least
+squares against the (noisy) labels; --rank auto (the default) scores every k
+on held-out data and changes the model only when a k beats the unchanged one
+by a significant margin (sign test at --confidence).
+
+Every path written (the output, its .data file, --report) is refused when it is
+the input model, one of its external data files or another output of the run
+(symlinks, hard links and ./x vs x included), or exists without --force; each
+is staged next to its place and renamed into it."""
+
+_INSPECT = """\
+List the classifier candidates (the last Gemm/MatMul with a constant weight on
+the way back from the graph outputs), with each one's weight, layout, bias,
+singular-value spectrum, effective rank (Roy-Vetterli) and stable rank."""
+
+_COMPARE = """\
+Compare the classifiers of two models with the same number of classes l: for
+each k, the principal angles between the top-k class-side right singular
+subspaces (span of the first k columns of V in W = U S V^T, l-dimensional:
+the space the class scores live in) of W_a and W_b, and the paper's
+normalized similarity phi(k, k) = ||V_a[:, :k]^T V_b[:, :k]||_F^2 / k
+(1 = same subspace). Use it to see how far label noise (or LIP) moved the
+principal subspace."""
+
+_DEMO = """\
+Denoise the embedded demo classifier (an MLP 64-64-10 trained on sklearn
+digits with 40% noisy labels, shipped in the package) and print the clean test
+accuracy before and after. --save-inputs DIR instead copies the demo's model
+and calibration data to DIR/model.onnx and DIR/calib.npz (the files the README
+examples use) and exits."""
+
+
+def _epilog(extra: str = "") -> str:
+    return (extra + "\n\n" if extra else "") + _EPILOG
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (shared by ``lip-onnx`` and ``python -m lip_agnostic.tools``)."""
+    from lip_agnostic import DEFAULT_CONFIDENCE, __version__
+
     p = _Parser(prog="lip-onnx", description="LIP (principal-subspace preservation + label-ambiguity "
                 "purification) for ONNX classifiers trained on noisy labels.",
-                epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                epilog=_EPILOG, formatter_class=_FORMATTER)
+    p.add_argument("--version", action="version", version=f"lip-onnx (lip-agnostic) {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     d = sub.add_parser("denoise", help="refine the classifier layer (truncation, or full LIP with --calib)",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=_DENOISE, epilog=_EPILOG, formatter_class=_FORMATTER)
     d.add_argument("model", help="input .onnx (never modified)")
-    d.add_argument("-o", "--output", help="output .onnx (default: <stem>.lip.onnx next to the input)")
+    d.add_argument("-o", "--output", help="output .onnx (default: <stem>.lip.onnx next to the input); a model with "
+                   "external data gets one <output>.data file next to it")
     g = d.add_mutually_exclusive_group()
-    g.add_argument("--rank", type=_rank, help="components kept: an integer k, or 'auto' (needs --calib; the default with --calib)")
-    g.add_argument("--energy", type=_fraction, help="keep the fewest components holding this fraction of ||W||_F^2")
-    d.add_argument("--calib", help="calibration .npz: model inputs under their names + 'labels' "
-                   "(optional held-out split: val_<input> + val_labels)")
-    d.add_argument("--layer", help="classifier node, weight or output name (when several candidates)")
-    d.add_argument("--force", action="store_true", help="overwrite an existing output")
-    d.add_argument("--report", help="write a JSON report here")
-    d.add_argument("--batch-size", type=int, default=256, help="samples per onnxruntime call (default 256)")
-    d.add_argument("--target-scale", type=_target_scale, default=1.0,
-                   help="LIP target scale: a number (paper: 1) or 'logits'")
-    d.add_argument("--min-gain", type=float, default=0.0, help="--rank auto changes the model only above this held-out gain")
+    g.add_argument("--rank", type=_rank, metavar="K|auto",
+                   help="components kept: an integer k (1..min(q, l) for truncation, 0..min(q, l) with --calib), "
+                        "or 'auto' (needs --calib; the default with --calib)")
+    g.add_argument("--energy", type=_fraction, metavar="F",
+                   help="keep the fewest components holding this fraction (0, 1] of ||W||_F^2")
+    d.add_argument("--calib", metavar="DATA.npz", help="calibration .npz (numpy.savez): the model's inputs under their "
+                   "names + 'labels' (n,) ints or (n, l) targets; optional held-out split val_<input> + val_labels")
+    d.add_argument("--layer", metavar="NAME", help="classifier node, weight or output name (when several candidates)")
+    d.add_argument("--force", action="store_true", help="overwrite existing outputs (never the input)")
+    d.add_argument("--report", metavar="FILE.json", help="also write the JSON report here (same refusals as the output)")
+    d.add_argument("--batch-size", type=int, default=256, metavar="N", help="samples per onnxruntime call (default 256)")
+    d.add_argument("--target-scale", type=_target_scale, default=1.0, metavar="C|logits",
+                   help="LIP fits C * labels (paper: 1, the default), or 'logits': C by least squares against the "
+                        "model's own logits")
+    d.add_argument("--bias-mode", choices=("fit", "ignore"), default="fit",
+                   help="'fit' (default): the tail is fit against Y - 1 b^T with the layer's bias b; 'ignore': the "
+                        "paper's reference fit, bias left out (the bias itself is never changed)")
+    d.add_argument("--min-gain", type=_number, default=0.0, metavar="G",
+                   help="--rank auto changes the model only when the held-out score gains more than G (>= 0; default 0)")
+    d.add_argument("--confidence", type=_confidence, default=DEFAULT_CONFIDENCE, metavar="P|none",
+                   help=f"--rank auto: the one-sided sign test's confidence, Bonferroni over the ranks (default "
+                        f"{DEFAULT_CONFIDENCE}); 'none' switches the guard off")
     d.add_argument("--no-validate", action="store_true", help="skip the onnxruntime old-vs-new check (the checker still runs)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
 
-    i = sub.add_parser("inspect", help="classifier candidates, spectrum, effective and stable rank")
-    i.add_argument("model")
-    i.add_argument("--layer")
-    i.add_argument("--plot", help="save the singular-value spectrum to this image (needs matplotlib)")
+    i = sub.add_parser("inspect", help="classifier candidates, spectrum, effective and stable rank",
+                       description=_INSPECT, epilog=_EPILOG, formatter_class=_FORMATTER)
+    i.add_argument("model", help="input .onnx (only read)")
+    i.add_argument("--layer", metavar="NAME", help="inspect this linear layer (node, weight or output name) only")
+    i.add_argument("--plot", metavar="FILE.png", help="save the singular-value spectrum to this image (needs "
+                   "matplotlib; format from the extension; same refusals as denoise outputs)")
+    i.add_argument("--force", action="store_true", help="overwrite an existing --plot file")
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    c = sub.add_parser("compare", help="principal angles and phi between two models' classifiers")
-    c.add_argument("model_a")
-    c.add_argument("model_b")
-    c.add_argument("--layer-a")
-    c.add_argument("--layer-b")
-    c.add_argument("--k", type=int, action="append", help="rank(s) to compare (repeatable; default 1, 2, 4, ..., m)")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("compare", help="principal angles and phi between the class-side subspaces of two classifiers",
+                       description=_COMPARE, epilog=_EPILOG, formatter_class=_FORMATTER)
+    c.add_argument("model_a", help="first .onnx (only read)")
+    c.add_argument("model_b", help="second .onnx (only read)")
+    c.add_argument("--layer-a", metavar="NAME", help="classifier of model_a (when several candidates)")
+    c.add_argument("--layer-b", metavar="NAME", help="classifier of model_b (when several candidates)")
+    c.add_argument("--k", type=int, action="append", metavar="K",
+                   help="rank(s) to compare, 1..min(m_a, m_b) (repeatable; default 1, 2, 4, ..., m)")
+    c.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    m = sub.add_parser("demo", help="denoise the embedded noisy-label digits classifier; accuracy before/after")
-    m.add_argument("--rank", type=_rank, default=None, help="k or 'auto' (default: the demo's setting)")
+    m = sub.add_parser("demo", help="denoise the embedded noisy-label digits classifier; accuracy before/after",
+                       description=_DEMO, epilog=_EPILOG, formatter_class=_FORMATTER)
+    m.add_argument("--rank", type=_rank, default=None, metavar="K|auto", help="k or 'auto' (default: the demo's setting, auto)")
     m.add_argument("-o", "--output", help="also save the denoised demo model here")
-    m.add_argument("--force", action="store_true")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--save-inputs", metavar="DIR", help="write DIR/model.onnx and DIR/calib.npz (created if missing; "
+                   "existing files are refused without --force) and exit")
+    m.add_argument("--force", action="store_true", help="overwrite an existing --output / --save-inputs files")
+    m.add_argument("--json", action="store_true", help="print JSON instead of text")
     return p
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _fmt_spectrum(values: list, n: int = 6) -> str:
@@ -125,35 +203,47 @@ def _print_denoise(r: dict) -> None:
     mode = "LIP (PSP + LAP)" if r["mode"] == "lip" else "truncation (PSP)"
     extra = ""
     if rk.get("strategy") == "auto":
-        extra = f", held-out score {rk['best_score']:.4f} vs unchanged {rk['base_score']:.4f} ({rk['n_val']} samples)"
+        extra = f": {rk['metric']} {rk['best_score']:.4f} at k={rk['k']}, {rk['base_score']:.4f} unchanged"
     print(f"mode      {mode}: k={rk['k']} of {rk['m']} ({rk['strategy']}{extra})")
     if "calibration" in r:
         cal = r["calibration"]
-        print(f"calib     {cal['n']} samples ({cal['n_fit']} fit, {cal['n_val']} held-out given)")
+        held = f"{cal['n_val']} held-out given" if cal["n_val"] else "no held-out split given"
+        print(f"calib     {cal['n']} samples ({cal['n_fit']} fit, {held}); bias mode {cal['bias_mode']}")
     if "spectrum_before" in sm:
         print(f"spectrum  {_fmt_spectrum(sm['spectrum_before'])} -> {_fmt_spectrum(sm['spectrum_after'])}")
     else:
         print(f"spectrum  top {_fmt_spectrum(sm['spectrum_before_top'])}, energy kept {sm['energy_kept']:.4f}")
-    print(f"change    ||W*-W||/||W|| = {sm['relative_change']:.4f}, principal angle {sm['principal_angle']:.2e} rad")
+    if sm.get("kept_unchanged") is None:
+        kept = "kept components not measured (large weight)"
+    else:
+        kept = (f"kept {rk['k']} components {'unchanged' if sm['kept_unchanged'] else 'CHANGED'} "
+                f"(relative change {sm['kept_relative_change']:.1e}), top-{rk['k']} subspace angle "
+                f"{sm['top_k_angle']:.2e} rad")
+    print(f"change    ||W*-W||/||W|| = {sm['relative_change']:.4f}; {kept}")
     v = r.get("validation", {})
     if v and not v.get("skipped"):
-        print(f"validate  checker ok; onnxruntime on {v['samples']} samples: top-1 agreement {v['top1_agreement']:.4f}, "
-              f"max logit change {v['max_logit_change']:.4g}")
-    print(f"wrote     {r['output']}  ({r['seconds_total']:.2f} s)")
+        src = "random inputs" if v.get("inputs") == "random" else "calibration samples"
+        word = {"probabilities": "probability", "log-probabilities": "log-probability"}
+        outs = "".join(f", max {word.get(o['kind'], 'output')} change {o['max_change']:.4g} ({o['name']!r})"
+                       for o in v.get("outputs", []))
+        print(f"validate  checker ok; onnxruntime on {v['samples']} {src}: top-1 agreement {v['top1_agreement']:.4f}, "
+              f"max logit change {v['max_logit_change']:.4g}{outs}")
+    elif v.get("skipped"):
+        print("validate  skipped (--no-validate); the checker ran")
+    print(f"result    {r['outcome']}")
+    wrote = r["output"] + (f" + {os.path.basename(r['output_data'])}" if r.get("output_data") else "")
+    if r.get("report"):
+        wrote += f", report {r['report']}"
+    print(f"wrote     {wrote}  ({r['seconds_total']:.2f} s)")
 
 
 def _cmd_denoise(a) -> int:
     from . import api
-    if a.batch_size < 1:
-        raise UsageError(f"--batch-size must be positive; got {a.batch_size}")
-    if a.report and os.path.abspath(a.report) == os.path.abspath(a.model):
-        raise OutputRefusedError("--report would overwrite the input model")
     rank = a.energy if a.energy is not None else a.rank
     report = api.denoise_file(a.model, a.output, rank=rank, calib=a.calib, layer=a.layer, force=a.force,
-                              batch_size=a.batch_size, target_scale=a.target_scale, min_gain=a.min_gain,
+                              report=a.report, batch_size=a.batch_size, target_scale=a.target_scale,
+                              min_gain=a.min_gain, confidence=a.confidence, bias_mode=a.bias_mode,
                               validate=not a.no_validate, progress=not a.quiet and sys.stderr.isatty())
-    if a.report:
-        _write_text_atomic(a.report, json.dumps(report, indent=2, default=str))
     if not a.quiet:
         _print_denoise(report)
     return 0
@@ -161,9 +251,15 @@ def _cmd_denoise(a) -> int:
 
 def _cmd_inspect(a) -> int:
     from . import api
+    from .model_io import load_model
+    from .writer import check_outputs, input_files
+    if a.plot:
+        fmt = _plot_format(a.plot)
+        loaded = load_model(a.model)
+        check_outputs([("--plot", a.plot)], input_files(loaded), a.force)
     info = api.inspect(a.model, layer=a.layer)
     if a.plot:
-        _plot(info, a.plot)
+        _plot(info, a.plot, fmt, a.force)
     if a.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -184,13 +280,33 @@ def _cmd_inspect(a) -> int:
     return 0
 
 
-def _plot(info: dict, path: str) -> None:
+def _matplotlib():
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise UsageError("--plot needs matplotlib (pip install matplotlib)") from None
+    return plt
+
+
+def _plot_format(path: str) -> str:
+    """The image format from the extension, checked before anything is read or written."""
+    plt = _matplotlib()
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    fig = plt.figure()
+    formats = fig.canvas.get_supported_filetypes()
+    plt.close(fig)
+    if ext not in formats:
+        raise UsageError(f"--plot {path}: unknown image format {ext!r}; use one of {', '.join(sorted(formats))}")
+    return ext
+
+
+def _plot(info: dict, path: str, fmt: str, force: bool) -> None:
+    import io
+
+    from .writer import commit_files, stage_bytes
+    plt = _matplotlib()
     fig, ax = plt.subplots(figsize=(6, 4))
     for c in info["candidates"]:
         ax.semilogy(range(1, len(c["spectrum"]) + 1), c["spectrum"], marker=".", label=c["node_name"] or c["output_name"])
@@ -199,12 +315,17 @@ def _plot(info: dict, path: str) -> None:
     ax.set_title("classifier spectrum")
     ax.legend()
     fig.tight_layout()
+    buf = io.BytesIO()
     try:
-        fig.savefig(path)
-    except (OSError, ValueError) as exc:
-        raise OutputRefusedError(f"cannot save the plot to {path}: {exc}") from None
+        fig.savefig(buf, format=fmt)
     finally:
         plt.close(fig)
+    tmp = stage_bytes(path, buf.getvalue())
+    try:
+        commit_files([(tmp, path)], force)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _cmd_compare(a) -> int:
@@ -225,6 +346,17 @@ def _cmd_compare(a) -> int:
 
 def _cmd_demo(a) -> int:
     from . import demo
+    if a.save_inputs is not None:
+        if a.rank is not None or a.output is not None:
+            raise UsageError("--save-inputs only copies the demo's files; run the demo without it to use --rank/-o")
+        written = demo.save_inputs(a.save_inputs, force=a.force)
+        if a.json:
+            print(json.dumps(written, indent=2))
+        else:
+            print(f"wrote {written['model']} (the demo's noisy-label digits classifier, input 'pixels', output 'logits')")
+            print(f"wrote {written['calib']} (pixels + noisy labels, and a noisy held-out split val_pixels + val_labels)")
+            print(f"next: cd {a.save_inputs} && lip-onnx denoise model.onnx --calib calib.npz")
+        return 0
     result = demo.run(rank=a.rank, output=a.output, force=a.force, verbose=not a.json)
     if a.json:
         print(json.dumps(result, indent=2))

@@ -16,12 +16,13 @@ from importlib import resources
 import numpy as np
 import onnx
 
-from .api import denoise
+from .api import check_options, denoise
 from .errors import OutputRefusedError
 from .model_io import LoadedModel, load_model
 from .runtime import Session
+from .writer import check_outputs, write_bytes_atomic
 
-__all__ = ["DEMO_RANK", "model_path", "calib_path", "test_path", "run", "accuracy"]
+__all__ = ["DEMO_RANK", "model_path", "calib_path", "test_path", "run", "accuracy", "save_inputs"]
 
 #: The demo's rank setting: the core's automatic choice (scored on the noisy
 #: held-out split). Change it here, or pass ``lip-onnx demo --rank K``.
@@ -54,12 +55,43 @@ def accuracy(model: "onnx.ModelProto | LoadedModel | str", x: np.ndarray, y: np.
     return float(np.mean(np.argmax(z, axis=1) == y))
 
 
+def _packaged() -> list[tuple[str, str]]:
+    return [("the demo's packaged model", model_path()), ("the demo's packaged calibration data", calib_path()),
+            ("the demo's packaged test data", test_path())]
+
+
+def save_inputs(folder: "str | os.PathLike", force: bool = False) -> dict:
+    """Copy the demo's model and calibration data to ``folder/model.onnx`` and
+    ``folder/calib.npz`` (the names the README examples use).
+
+    ``folder`` is created if missing; an existing file is refused unless
+    ``force`` (the packaged files themselves, never). Both files are checked
+    before either is written, and each is staged and renamed into place.
+    """
+    folder = os.fspath(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputRefusedError(f"--save-inputs {folder} exists and is not a folder")
+    targets = {"model": os.path.join(folder, "model.onnx"), "calib": os.path.join(folder, "calib.npz")}
+    if os.path.isdir(folder):
+        check_outputs([(f"--save-inputs {k}", p) for k, p in targets.items()], _packaged(), force)
+    else:
+        try:
+            os.makedirs(folder)
+        except OSError as exc:
+            raise OutputRefusedError(f"cannot create --save-inputs folder {folder}: {exc.strerror}") from None
+    for key, src in (("model", model_path()), ("calib", calib_path())):
+        with open(src, "rb") as fh:
+            write_bytes_atomic(targets[key], fh.read(), force=force, protected=_packaged(), what=f"--save-inputs {key}")
+    return targets
+
+
 def run(rank=None, output: str | None = None, force: bool = False, verbose: bool = True) -> dict:
     """Denoise the embedded model; return (and print) accuracy before/after on clean labels."""
     t0 = time.perf_counter()
     rank = DEMO_RANK if rank is None else rank
-    if output is not None and os.path.lexists(output) and not force:
-        raise OutputRefusedError(f"output {output} exists; pass --force to overwrite it")
+    check_options(rank=rank, calib=calib_path())
+    if output is not None:
+        check_outputs([("output", output)], _packaged(), force)
     with np.load(test_path()) as z:
         x_test, y_test = z["pixels"], z["labels"]
     before_model = load_model(model_path())
@@ -67,8 +99,7 @@ def run(rank=None, output: str | None = None, force: bool = False, verbose: bool
     before = accuracy(before_model, x_test, y_test)
     after = accuracy(new, x_test, y_test)
     if output is not None:
-        from .writer import write_bytes_atomic
-        write_bytes_atomic(output, new.SerializeToString())
+        write_bytes_atomic(output, new.SerializeToString(), force=force, protected=_packaged())
     sel = report["rank"]
     result = {
         "model": model_path(), "noise": 0.4, "rank_setting": rank, "k": sel["k"], "m": sel["m"],
@@ -83,14 +114,15 @@ def run(rank=None, output: str | None = None, force: bool = False, verbose: bool
         print(f"  calibration: {result['n_calib']} samples (noisy labels), held-out {result['n_val']} (noisy)")
         how = f"k={sel['k']} of {sel['m']}"
         if sel.get("strategy") == "auto":
-            how += f" (auto: held-out {sel['best_score']:.3f} vs unchanged {sel['base_score']:.3f})"
+            how += (f" (auto: held-out top-1 accuracy {sel['best_score']:.3f} vs unchanged {sel['base_score']:.3f}, "
+                    f"on the {sel['n_val']} noisy held-out labels)")
         print(f"  LIP on classifier 'fc2' (10 x 64): {how}")
         print(f"  clean test accuracy ({len(y_test)} samples): before {before:.4f}  after {after:.4f}  "
               f"({after - before:+.4f})")
         if sel.get("strategy") == "auto" and sel["k"] == sel["m"]:
-            print("  no rank beat the unchanged model significantly on the held-out split, so the weights were")
-            print("  left as they are (on cross-entropy heads LIP did not help in our study: docs/EVIDENCE.md);")
-            print("  'lip-onnx demo --rank K' forces a change")
+            print("  no rank beat the unchanged model's held-out top-1 accuracy significantly (sign test), so the")
+            print("  weights were left as they are (on cross-entropy heads LIP did not help in our study:")
+            print("  docs/EVIDENCE.md); 'lip-onnx demo --rank K' forces a change")
         if output:
             print(f"  wrote {output}")
         print(f"  done in {result['seconds']:.2f} s")

@@ -50,42 +50,63 @@ def random_inputs(loaded: LoadedModel, n: int = 16, seed: int = 0) -> dict[str, 
     return feeds
 
 
-def _logits(session: Session, c: Classifier, feeds: Mapping[str, np.ndarray], batch_size: int) -> np.ndarray:
-    parts = [session.run(b, [c.output_name])[0] for b in batched(feeds, batch_size)]
-    return np.concatenate(parts, axis=0).astype(np.float64)
+def _run(session: Session, names: list[str], feeds: Mapping[str, np.ndarray], batch_size: int) -> list[np.ndarray]:
+    parts = [session.run(b, names) for b in batched(feeds, batch_size)]
+    return [np.concatenate([p[i] for p in parts], axis=0).astype(np.float64) for i in range(len(names))]
+
+
+def output_kinds(loaded: LoadedModel, c: Classifier) -> dict[str, str]:
+    """The model's float graph outputs and what they hold: ``"logits"`` (the
+    classifier's own output), ``"probabilities"`` (made by ``Softmax`` or
+    ``Sigmoid``), ``"log-probabilities"`` (``LogSoftmax``) or ``"outputs"``."""
+    producer = {o: n.op_type for n in loaded.model.graph.node for o in n.output}
+    kinds = {}
+    for o in loaded.model.graph.output:
+        if onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type).kind != "f":
+            continue
+        op = producer.get(o.name)
+        kinds[o.name] = ("logits" if o.name == c.output_name else
+                         "probabilities" if op in ("Softmax", "Sigmoid") else
+                         "log-probabilities" if op == "LogSoftmax" else "outputs")
+    return kinds
 
 
 def compare_outputs(old: LoadedModel, new: LoadedModel, c: Classifier, feeds: Mapping[str, np.ndarray],
                     *, batch_size: int = 256) -> dict:
-    """Run old and new model on the same feeds; compare the classifier's logits.
+    """Run old and new model on the same feeds; compare the classifier's logits and the model's outputs.
 
     Steps
     -----
     1. Keep the first :data:`MAX_SAMPLES` samples of ``feeds``.
-    2. Logits ``Z_old``, ``Z_new`` (the classifier's output tensor).
+    2. Logits ``Z_old``, ``Z_new`` (the classifier's output tensor), and each
+       float graph output (:func:`output_kinds`: logits, probabilities, ...).
     3. ``top1_agreement`` = mean of ``argmax Z_old == argmax Z_new`` (last axis),
-       ``max_logit_change`` = ``max |Z_new - Z_old|``; both finite or the
-       model is invalid.
+       ``max_logit_change`` = ``max |Z_new - Z_old|``, and per graph output
+       ``max_change`` = ``max |O_new - O_old|``; all finite or the model is invalid.
 
     Raises
     ------
     ValidationFailedError
-        If the new model does not run or gives non-finite logits.
+        If the new model does not run or gives non-finite outputs.
     """
     feeds = {k: v[:MAX_SAMPLES] for k, v in feeds.items()}
+    kinds = output_kinds(old, c)
+    names = [c.output_name] + [n for n in kinds if n != c.output_name]
     try:
-        z_old = _logits(Session(old, [c.output_name], prepack=False), c, feeds, batch_size)
+        olds = _run(Session(old, [c.output_name], prepack=False), names, feeds, batch_size)
     except CalibrationError as exc:
         raise ValidationFailedError(f"cannot validate: the original model does not run on the validation inputs "
                                     f"({exc}); give --calib data, or --no-validate") from None
     try:
-        z_new = _logits(Session(new, [c.output_name], prepack=False), c, feeds, batch_size)
+        news = _run(Session(new, [c.output_name], prepack=False), names, feeds, batch_size)
     except Exception as exc:
         raise ValidationFailedError(f"onnxruntime cannot run the refined model: {str(exc).strip()[:300]}") from None
-    if z_new.shape != z_old.shape:
-        raise ValidationFailedError(f"the refined model's logits have shape {z_new.shape}, the original's {z_old.shape}")
-    if not np.all(np.isfinite(z_new)):
-        raise ValidationFailedError("the refined model produces NaN/Inf logits")
+    for name, a, b in zip(names, olds, news):
+        if a.shape != b.shape:
+            raise ValidationFailedError(f"the refined model's {name!r} has shape {b.shape}, the original's {a.shape}")
+        if not np.all(np.isfinite(b)):
+            raise ValidationFailedError(f"the refined model produces NaN/Inf in {name!r}")
+    z_old, z_new = olds[0], news[0]
     agree = np.argmax(z_old, axis=-1) == np.argmax(z_new, axis=-1)
     return {
         "samples": int(z_old.shape[0]),
@@ -93,4 +114,6 @@ def compare_outputs(old: LoadedModel, new: LoadedModel, c: Classifier, feeds: Ma
         "top1_agreement": float(np.mean(agree)),
         "max_logit_change": float(np.max(np.abs(z_new - z_old))) if z_old.size else 0.0,
         "max_logit_abs": float(np.max(np.abs(z_old))) if z_old.size else 0.0,
+        "outputs": [{"name": n, "kind": kinds[n], "max_change": float(np.max(np.abs(b - a))) if a.size else 0.0}
+                    for n, a, b in zip(names[1:], olds[1:], news[1:])],
     }

@@ -8,6 +8,7 @@ file is ever left, and the input is never opened for writing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -21,7 +22,9 @@ from onnx import TensorProto
 from .errors import OutputRefusedError, UnsupportedWeightError
 from .model_io import LoadedModel, external_info, iter_tensors, tensor_nbytes
 
-__all__ = ["write_bytes_atomic", "BlockSource", "StagedModel", "default_output", "check_output_path", "stage_model", "to_stored"]
+__all__ = ["write_bytes_atomic", "BlockSource", "StagedModel", "default_output", "check_output_path", "check_outputs",
+           "commit_files", "data_path", "input_files", "output_lock", "same_file", "stage_bytes", "stage_model",
+           "to_stored", "uses_external_output"]
 
 #: Models whose tensors add up to more than this keep (or get) external data.
 INLINE_LIMIT = 1 << 30
@@ -81,25 +84,145 @@ def _data_name(out_path: str) -> str:
     return os.path.basename(out_path) + ".data"
 
 
-def check_output_path(out_path: str, loaded: LoadedModel, force: bool, external: bool) -> None:
-    """Refuse overwriting without ``force``, and the input (or its data) always."""
-    targets = [out_path] + ([os.path.join(os.path.dirname(os.path.abspath(out_path)), _data_name(out_path))] if external else [])
-    protected = set()
+def data_path(out_path: str) -> str:
+    """The external data file written next to an output model: ``<output>.data``."""
+    return os.path.join(os.path.dirname(os.path.abspath(out_path)), _data_name(out_path))
+
+
+def uses_external_output(loaded: LoadedModel) -> bool:
+    """Whether the output of ``loaded`` gets an external data file (the input has one, or it is big)."""
+    return loaded.uses_external_data or _total_bytes(loaded.model) > INLINE_LIMIT
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: equal after resolving ``.``/``..`` and
+    symlinks (``os.path.realpath``), or, both existing, one inode on one device
+    (hard links: ``os.path.samefile``, i.e. ``st_ino`` and ``st_dev``)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def input_files(loaded: LoadedModel) -> list[tuple[str, str]]:
+    """``(what, path)`` of every file a loaded model was read from: the model
+    and each of its external data files (none for an in-memory model)."""
+    files: list[tuple[str, str]] = []
     if loaded.path is not None:
-        protected.add(os.path.realpath(loaded.path))
+        files.append(("the input model", loaded.path))
+        seen: set[str] = set()
         for t in iter_tensors(loaded.model.graph):
-            if t.data_location == TensorProto.EXTERNAL:
-                protected.add(os.path.realpath(external_info(t, loaded.base_dir)[0]))
-    folder = os.path.dirname(os.path.abspath(out_path)) or "."
-    if not os.path.isdir(folder):
-        raise OutputRefusedError(f"output folder does not exist: {folder}")
-    for t in targets:
-        if os.path.realpath(t) in protected:
-            raise OutputRefusedError(f"output {t} would overwrite the input model or its data; the input is never modified")
-        if os.path.lexists(t) and not force:
-            raise OutputRefusedError(f"output {t} exists; pass --force to overwrite it")
-        if os.path.isdir(t):
-            raise OutputRefusedError(f"output {t} is a folder")
+            if t.HasField("data_location") and t.data_location == TensorProto.EXTERNAL:
+                full = external_info(t, loaded.base_dir)[0]
+                if full not in seen:
+                    seen.add(full)
+                    files.append(("the input's external data file", full))
+    return files
+
+
+def check_outputs(outputs: "list[tuple[str, str]]", protected: "list[tuple[str, str]]", force: bool) -> None:
+    """Refuse an output set before anything is written.
+
+    ``outputs`` and ``protected`` are ``(what, path)`` pairs, e.g.
+    ``("output model", "r.onnx")``, ``("--report", "r.json")`` and
+    ``("the input model", "m.onnx")``. Each output is refused (with
+    :class:`OutputRefusedError`) when its folder is missing, it is a folder,
+    it is or resolves to (``./x`` vs ``x``, symlinks, hard links) a protected
+    file (always, ``force`` or not) or another output of the same run, or it
+    exists and ``force`` is false.
+    """
+    for i, (what, path) in enumerate(outputs):
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise OutputRefusedError(f"{what} {path}: the folder {folder} does not exist")
+        if os.path.isdir(path):
+            raise OutputRefusedError(f"{what} {path} is a folder")
+        for pwhat, ppath in protected:
+            if same_file(path, ppath):
+                raise OutputRefusedError(f"{what} {path} would overwrite {pwhat} ({ppath}); the input is never "
+                                         "modified: choose another path")
+        for owhat, opath in outputs[:i]:
+            if same_file(path, opath):
+                raise OutputRefusedError(f"{what} {path} is the same file as {owhat} {opath}; "
+                                         "give each output its own path")
+    for what, path in outputs:
+        if os.path.lexists(path) and not force:
+            raise OutputRefusedError(f"{what} {path} exists; pass --force to overwrite it")
+
+
+def check_output_path(out_path: str, loaded: LoadedModel, force: bool, external: bool,
+                      extra: "list[tuple[str, str]]" = ()) -> None:
+    """:func:`check_outputs` for a model output (and its data file when
+    ``external``), plus ``extra`` outputs of the same run, against the input's files."""
+    outputs = [("output model", out_path)]
+    if external:
+        outputs.append(("the output's external data file", data_path(out_path)))
+    check_outputs(outputs + list(extra), input_files(loaded), force)
+
+
+def _replace(src: str, dst: str) -> None:
+    os.replace(src, dst)
+
+
+@contextlib.contextmanager
+def output_lock(paths: "list[str]") -> Iterator[None]:
+    """Hold an exclusive ``flock`` on each distinct folder of ``paths`` (sorted,
+    so two runs never deadlock): concurrent ``lip-onnx`` runs commit one after
+    the other, so a model and its data file always come from one run. Where
+    ``fcntl`` is missing (Windows) this is a no-op."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    fds = []
+    try:
+        for folder in sorted({os.path.dirname(os.path.abspath(p)) for p in paths}):
+            fd = os.open(folder, os.O_RDONLY)
+            fds.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)  # closing releases the lock
+
+
+def commit_files(moves: "list[tuple[str, str]]", force: bool) -> None:
+    """Move staged files into place, in order, under :func:`output_lock`.
+
+    Without ``force``, the targets are checked again under the lock, so of two
+    concurrent runs to one new path the second is refused instead of
+    overwriting the first."""
+    targets = [dst for _, dst in moves]
+    with output_lock(targets):
+        if not force:
+            for dst in targets:
+                if os.path.lexists(dst):
+                    raise OutputRefusedError(f"output {dst} appeared while this run was working (another run?); "
+                                             "pass --force to overwrite it")
+        for src, dst in moves:
+            _replace(src, dst)
+
+
+def stage_bytes(path: str, data: bytes) -> str:
+    """Write ``data`` to a private temporary file in ``path``'s folder (same
+    file system, so :func:`commit_files` renames it atomically); return its path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix=".lip-onnx-", suffix=suffix, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return tmp
 
 
 @dataclass
@@ -115,12 +238,16 @@ class StagedModel:
         """Path of the staged ``.onnx`` file (for validation)."""
         return os.path.join(self.staging, os.path.basename(self.out_path))
 
-    def commit(self) -> None:
-        """Move the staged files into place (data first, the model last)."""
+    def commit(self, force: bool = True, also: "list[tuple[str, str]]" = ()) -> None:
+        """Move the staged files into place (data first, the model last, then
+        ``also``: further staged ``(temporary, final)`` files of the same run)."""
         folder = os.path.dirname(os.path.abspath(self.out_path))
-        for name in sorted(self.files, key=lambda n: n == os.path.basename(self.out_path)):
-            os.replace(os.path.join(self.staging, name), os.path.join(folder, name))
-        self.discard()
+        names = sorted(self.files, key=lambda n: n == os.path.basename(self.out_path))
+        moves = [(os.path.join(self.staging, n), os.path.join(folder, n)) for n in names] + list(also)
+        try:
+            commit_files(moves, force)
+        finally:
+            self.discard()
 
     def discard(self) -> None:
         """Remove the staging folder and whatever is left in it."""
@@ -252,20 +379,14 @@ def _set_external(t: TensorProto, location: str, offset: int, length: int) -> No
         e.key, e.value = key, value
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise OutputRefusedError(f"output folder does not exist: {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=".lip-onnx-", dir=folder)
+def write_bytes_atomic(path: str, data: bytes, *, force: bool = True,
+                       protected: "list[tuple[str, str]]" = (), what: str = "output") -> None:
+    """Write ``data`` to ``path``: checked (:func:`check_outputs`), staged in a
+    temporary file in the same folder, renamed into place under the lock."""
+    check_outputs([(what, path)], list(protected), force)
+    tmp = stage_bytes(path, data)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
+        commit_files([(tmp, path)], force)
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
