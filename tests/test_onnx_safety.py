@@ -1,0 +1,342 @@
+"""``lip-onnx`` never loses a file: every written path is checked against the inputs and the other
+outputs (symlinks, hard links, ``./x`` vs ``x``), refused when it exists without ``--force``, staged
+and renamed; options are checked before any file; concurrent runs never leave a mixed model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+import lip_agnostic as lip
+from lip_agnostic.tools import api, cli, demo, writer
+from lip_agnostic.tools.errors import OutputRefusedError
+from lip_agnostic.tools.graph import read_weight, select_classifier
+from lip_agnostic.tools.model_io import load_model
+from lip_agnostic.tools.testing import mlp_model
+
+
+def _digest(folder) -> dict:
+    out = {}
+    for root, _, files in os.walk(folder):
+        for n in files:
+            p = os.path.join(root, n)
+            if not os.path.islink(p):
+                out[os.path.relpath(p, folder)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def inline(tmp_path, monkeypatch):
+    model, p = mlp_model(layout="gemm_t", q=12, l=6, d=5)
+    onnx.save(model, tmp_path / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    return "m.onnx", p
+
+
+@pytest.fixture
+def dynamo(tmp_path, monkeypatch):
+    """A model with its weights in ``m_dynamo.onnx.data`` (what torch's dynamo exporter writes)."""
+    model, p = mlp_model(layout="gemm", q=12, l=6, d=5)
+    onnx.save(model, tmp_path / "m_dynamo.onnx", save_as_external_data=True, location="m_dynamo.onnx.data",
+              size_threshold=0)
+    monkeypatch.chdir(tmp_path)
+    return "m_dynamo.onnx", p
+
+
+def _refused(args, capsys, match):
+    folder = os.getcwd()
+    before = _digest(folder)
+    names = sorted(os.listdir(folder))
+    assert cli.main(args) == 7
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert match in err, err
+    assert _digest(folder) == before and sorted(os.listdir(folder)) == names   # nothing written, nothing changed
+    return err
+
+
+def test_report_on_the_output_model_is_refused(inline, capsys):
+    # before: exit 0, "wrote r.onnx", and r.onnx held the JSON report
+    _refused(["denoise", "m.onnx", "--rank", "2", "-o", "r.onnx", "--report", "r.onnx"], capsys,
+             "--report r.onnx is the same file as output model r.onnx")
+    _refused(["denoise", "m.onnx", "--rank", "2", "-o", "r.onnx", "--report", "./r.onnx"], capsys,
+             "is the same file as output model r.onnx")
+
+
+def test_report_on_the_inputs_external_data_is_refused(dynamo, capsys):
+    # before: the input's data file was overwritten with JSON and the input no longer loaded
+    _refused(["denoise", "m_dynamo.onnx", "--rank", "2", "-o", "rr.onnx", "--report", "m_dynamo.onnx.data", "--force"],
+             capsys, "would overwrite the input's external data file")
+    load_model("m_dynamo.onnx")
+
+
+def test_report_on_the_outputs_data_file_is_refused(dynamo, capsys):
+    _refused(["denoise", "m_dynamo.onnx", "--rank", "2", "-o", "rr.onnx", "--report", "rr.onnx.data"], capsys,
+             "--report rr.onnx.data is the same file as the output's external data file")
+
+
+def test_output_data_file_that_is_the_inputs_data_is_refused(tmp_path, monkeypatch, capsys):
+    model, _ = mlp_model(layout="gemm", q=12, l=6, d=5)
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, location="rr.onnx.data", size_threshold=0)
+    monkeypatch.chdir(tmp_path)
+    _refused(["denoise", "m.onnx", "--rank", "2", "-o", "rr.onnx", "--force"], capsys,
+             "the output's external data file")
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_links_to_the_input_are_refused_even_with_force(dynamo, capsys, link):
+    make = os.symlink if link == "symlink" else os.link
+    make("m_dynamo.onnx", "alias.onnx")
+    # (onnx itself refuses to read external data with several hard links, so the data file is symlinked only)
+    data, what = ("m_dynamo.onnx.data", "the input's external data file") if link == "symlink" else ("m_dynamo.onnx", "the input model")
+    make(data, "alias.png")
+    _refused(["denoise", "m_dynamo.onnx", "--rank", "2", "-o", "alias.onnx", "--force"], capsys,
+             "would overwrite the input model")
+    _refused(["denoise", "m_dynamo.onnx", "--rank", "2", "--report", "alias.png", "--force"], capsys,
+             f"would overwrite {what}")
+    _refused(["inspect", "m_dynamo.onnx", "--plot", "alias.png", "--force"], capsys, f"would overwrite {what}")
+
+
+def test_same_file_sees_hard_links_symlinks_and_dot_paths(tmp_path):
+    (tmp_path / "a").write_bytes(b"x")
+    os.link(tmp_path / "a", tmp_path / "h")
+    os.symlink(tmp_path / "a", tmp_path / "s")
+    for other in ("h", "s", "./a", "sub/../a"):
+        assert writer.same_file(str(tmp_path / "a"), os.path.join(str(tmp_path), other))
+    assert not writer.same_file(str(tmp_path / "a"), str(tmp_path / "b"))
+
+
+def test_existing_report_and_plot_need_force(inline, capsys):
+    open("r.json", "w").write("keep me")
+    open("s.png", "w").write("keep me")
+    _refused(["denoise", "m.onnx", "--rank", "2", "--report", "r.json"], capsys, "--report r.json exists; pass --force")
+    _refused(["inspect", "m.onnx", "--plot", "s.png"], capsys, "--plot s.png exists; pass --force")
+    assert cli.main(["denoise", "m.onnx", "--rank", "2", "--report", "r.json", "--force", "-q"]) == 0
+    assert json.load(open("r.json"))["rank"]["k"] == 2
+    assert cli.main(["inspect", "m.onnx", "--plot", "s.png", "--force"]) == 0
+    assert open("s.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_on_the_input_and_unknown_formats_are_refused_before_writing(inline, capsys):
+    os.symlink("m.onnx", "m.png")
+    _refused(["inspect", "m.onnx", "--plot", "./m.png", "--force"], capsys, "would overwrite the input model")
+    before = sorted(os.listdir("."))
+    assert cli.main(["inspect", "m.onnx", "--plot", "spectrum.xyz"]) == 2
+    assert "unknown image format 'xyz'" in capsys.readouterr().err and sorted(os.listdir(".")) == before
+
+
+def test_the_report_is_staged_with_the_model_and_nothing_is_written_on_failure(inline, capsys, monkeypatch):
+    from lip_agnostic.tools.errors import ValidationFailedError
+
+    def broken(_path):
+        raise ValidationFailedError("the refined model fails onnx.checker: (simulated)")
+    monkeypatch.setattr(api, "check_model_file", broken)
+    before = sorted(os.listdir("."))
+    assert cli.main(["denoise", "m.onnx", "--rank", "2", "--report", "r.json"]) == 8
+    assert sorted(os.listdir(".")) == before   # neither the model, nor the report, nor a staging file
+
+
+def test_demo_output_and_save_inputs_refuse_to_overwrite(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--save-inputs", "inputs"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote inputs/model.onnx" in out and "wrote inputs/calib.npz" in out
+    with open(demo.model_path(), "rb") as a, open("inputs/model.onnx", "rb") as b:
+        assert a.read() == b.read()
+    with np.load("inputs/calib.npz") as z:
+        assert sorted(z.files) == ["labels", "pixels", "val_labels", "val_pixels"]
+    os.remove("inputs/model.onnx")          # one of two left: neither is written
+    _refused(["demo", "--save-inputs", "inputs"], capsys, "--save-inputs calib inputs/calib.npz exists")
+    assert os.listdir("inputs") == ["calib.npz"]
+    assert cli.main(["demo", "--save-inputs", "inputs", "--force", "--json"]) == 0
+    assert sorted(os.listdir("inputs")) == ["calib.npz", "model.onnx"]
+    _refused(["demo", "-o", demo.model_path(), "--force"], capsys, "would overwrite the demo's packaged model")
+
+
+def test_options_are_checked_before_the_output(inline, capsys):
+    # before: every one of these said only "output m.lip.onnx exists" (exit 7)
+    assert cli.main(["denoise", "m.onnx", "--rank", "2", "-q"]) == 0
+    capsys.readouterr()
+    cases = [(["--rank", "2", "--calib", "missing.npz"], 6, "calibration file not found"),
+             (["--rank", "-1"], 2, "k=-1 is out of range"),
+             (["--energy", "1.5"], 2, "--energy must lie in (0, 1]"),
+             (["--rank", "2", "--layer", "nope"], 4, "no Gemm/MatMul layer named 'nope'"),
+             (["--rank", "99"], 2, "k=99 is out of range"),
+             (["--rank", "2", "--min-gain", "-0.1"], 2, "--min-gain must be >= 0"),
+             (["--rank", "2", "--batch-size", "0"], 2, "--batch-size must be positive"),
+             (["--rank", "2", "--target-scale", "-3"], 2, "--target-scale must be positive"),
+             (["--rank", "2", "--confidence", "1.5"], 2, "--confidence must lie in (0, 1)")]
+    for extra, code, msg in cases:
+        assert cli.main(["denoise", "m.onnx", *extra]) == code, extra
+        err = capsys.readouterr().err
+        assert msg in err and "exists" not in err, (extra, err)
+
+
+def test_rank_zero_is_refused_for_truncation_but_allowed_with_calibration(inline, capsys, tmp_path):
+    # before: exit 0 and a zero classifier (||W*-W||/||W|| = 1)
+    assert cli.main(["denoise", "m.onnx", "--rank", "0"]) == 2
+    assert "--rank 0 without --calib would zero the classifier" in capsys.readouterr().err
+    assert not os.path.exists("m.lip.onnx")
+    with pytest.raises(api.UsageError, match="would zero the classifier"):
+        api.denoise("m.onnx", rank=0)
+    rng = np.random.default_rng(0)
+    np.savez("c.npz", x=rng.random((60, 5), dtype=np.float32), labels=rng.integers(0, 6, 60))
+    report = api.denoise_file("m.onnx", rank=0, calib="c.npz")
+    assert report["rank"]["k"] == 0 and report["summary"]["relative_change"] < 1.0
+
+
+def _run_concurrently(path, out, ranks):
+    """Two runs to one output, interleaved at the worst moment: the second runs entirely between
+    the first's two renames (its data file, then its model) unless something makes it wait."""
+    real = writer._replace
+    first_data_in_place, second_done = threading.Event(), threading.Event()
+
+    def replace(src, dst):
+        real(src, dst)
+        if threading.current_thread().name == "first" and dst.endswith(".data"):
+            first_data_in_place.set()
+            second_done.wait(timeout=3.0)   # with the lock the second cannot finish: go on after 3 s
+
+    errors = []
+
+    def job(rank, name):
+        try:
+            if name == "second":
+                first_data_in_place.wait(timeout=30)
+            api.denoise_file(path, out, rank=rank, force=True, validate=False)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            if name == "second":
+                second_done.set()
+    writer._replace = replace
+    try:
+        threads = [threading.Thread(target=job, args=(r, n), name=n) for r, n in zip(ranks, ("first", "second"))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        writer._replace = real
+    assert not errors, errors
+
+
+def test_concurrent_runs_to_one_output_never_leave_a_mixed_model(dynamo):
+    # Without the lock: first writes its data, second writes data + model, first writes its model:
+    # a model stamped k=2 whose data holds the rank-4 weight.
+    _run_concurrently("m_dynamo.onnx", "out.onnx", (2, 4))
+    loaded = load_model("out.onnx")
+    c = select_classifier(loaded)
+    W = np.asarray(read_weight(loaded, c), dtype=np.float64)
+    stamp = json.loads({p.key: p.value for p in loaded.model.metadata_props}["lip_agnostic"])
+    assert np.linalg.matrix_rank(W, tol=1e-4) == stamp["k"]
+    assert sorted(n for n in os.listdir(".") if n.startswith(".lip-onnx")) == []
+
+
+def test_a_second_run_without_force_never_overwrites_the_first(inline):
+    writer.check_outputs([("output", "new.onnx")], [], force=False)     # both runs pass the early check ...
+    open("new.onnx", "w").write("first run")                              # ... the first one commits ...
+    tmp = writer.stage_bytes("new.onnx", b"second run")
+    with pytest.raises(OutputRefusedError, match="appeared while this run was working"):
+        writer.commit_files([(tmp, "new.onnx")], force=False)               # ... the second is refused
+    assert open("new.onnx").read() == "first run"
+    os.remove(tmp)
+
+
+def test_kept_components_are_reported_unchanged_when_the_top_k_angle_is_large(tmp_path, monkeypatch, capsys):
+    # before: "principal angle 1.57e+00 rad" although the kept components are bit-for-bit intact
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--save-inputs", "."]) == 0
+    capsys.readouterr()
+    assert cli.main(["denoise", "model.onnx", "--calib", "calib.npz", "--rank", "8", "--target-scale", "100",
+                     "--report", "r.json"]) == 0
+    out = capsys.readouterr().out
+    s = json.load(open("r.json"))["summary"]
+    assert s["kept_unchanged"] is True and s["kept_relative_change"] < 1e-6
+    assert s["top_k_angle"] == pytest.approx(np.pi / 2)
+    assert "kept 8 components unchanged" in out and "top-8 subspace angle 1.57e+00 rad" in out
+    W0 = np.asarray(read_weight(load_model("model.onnx"), select_classifier(load_model("model.onnx"))), np.float64)
+    W1 = np.asarray(read_weight(load_model("model.lip.onnx"), select_classifier(load_model("model.lip.onnx"))), np.float64)
+    Vk = np.linalg.svd(W0)[2][:8].T
+    np.testing.assert_allclose(W1 @ Vk, W0 @ Vk, atol=1e-5)   # the kept components, measured on the files
+
+
+def test_validation_says_random_inputs_and_names_probability_outputs(inline, capsys):
+    assert cli.main(["denoise", "m.onnx", "--rank", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime on 16 random inputs:" in out and "max logit change" in out
+    assert "max probability change" in out and "('probs')" in out
+    rng = np.random.default_rng(0)
+    np.savez("c.npz", x=rng.random((40, 5), dtype=np.float32), labels=rng.integers(0, 6, 40))
+    assert cli.main(["denoise", "m.onnx", "--rank", "2", "--calib", "c.npz", "-o", "c.onnx"]) == 0
+    assert "onnxruntime on 40 calibration samples:" in capsys.readouterr().out
+
+
+def test_auto_that_keeps_the_model_says_so_and_why(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--save-inputs", "."]) == 0
+    capsys.readouterr()
+    assert cli.main(["denoise", "model.onnx", "--calib", "calib.npz"]) == 0
+    out = capsys.readouterr().out
+    assert "(auto: top-1 accuracy against the held-out labels 0.3133 at k=10, 0.3133 unchanged)" in out
+    result = [line for line in out.splitlines() if line.startswith("result")][0]
+    assert "unchanged: no k < 10 beat the unchanged model's top-1 accuracy against the held-out labels" in result
+    assert "one-sided sign test, confidence 0.95" in result
+    assert "the held-out split of the calibration data (val_*, 300 samples)" in result
+    with np.load("calib.npz") as z:
+        np.savez("nosplit.npz", pixels=z["pixels"], labels=z["labels"])
+    assert cli.main(["denoise", "model.onnx", "--calib", "nosplit.npz", "-o", "b.onnx"]) == 0
+    out = capsys.readouterr().out
+    assert "every 5th calibration sample, held out of the fit (200 samples)" in out
+
+
+def test_bias_mode_and_confidence_reach_the_core(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model, p = mlp_model(layout="gemm_t", q=12, l=6, d=5)
+    onnx.save(model, "m.onnx")
+    rng = np.random.default_rng(1)
+    x = rng.random((80, 5), dtype=np.float32)
+    y = rng.integers(0, 6, 80)
+    np.savez("c.npz", x=x, labels=y)
+    feats = np.maximum(x.astype(np.float64) @ p["W1"].astype(np.float64) + p["b1"], 0)
+    W = p["W"].astype(np.float32).astype(np.float64)
+    b = p["b"].astype(np.float32).astype(np.float64)
+    for mode, fit in (("fit", True), ("ignore", False)):
+        assert cli.main(["denoise", "m.onnx", "--calib", "c.npz", "--rank", "3", "--bias-mode", mode,
+                         "-o", f"{mode}.onnx", "-q"]) == 0
+        loaded = load_model(f"{mode}.onnx")
+        got = np.asarray(read_weight(loaded, select_classifier(loaded)), np.float64)
+        want = lip.refine_batches(W, [(feats, y)], rank=3, bias=b, fit_bias=fit).weight
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    report = api.denoise_file("m.onnx", "n.onnx", calib="c.npz", confidence=None)
+    assert report["rank"]["extra"]["confidence"] is None
+
+
+def test_help_documents_every_option_exit_codes_and_what_compare_compares(capsys):
+    parser = cli.build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subs.items():
+        assert cli.main([name, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert "exit codes:" in text and "  7  output refused" in text, name
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+            for opt in action.option_strings:
+                assert opt in text
+    assert cli.main(["compare", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "top-k class-side right singular subspaces" in text and "phi(k, k)" in text
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"lip-onnx (lip-agnostic) {lip.__version__}"
