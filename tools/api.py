@@ -208,7 +208,8 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
             W_new = lip.project_principal(W, sel.k, svd=f)
             kept = np.concatenate([np.asarray(f.s[:sel.k]), np.zeros(f.rank_max - sel.k, dtype=f.s.dtype)])
             report["rank"] = sel.to_dict()
-            report["summary"] = lip.summarize_refit(f.s, kept, sel.k, shape=tuple(W.shape)).to_dict()
+            report["summary"] = lip.summarize_refit(f.s, kept, sel.k, shape=tuple(W.shape), V=f.V, W_before=W,
+                                                   W_after=W_new).to_dict()
             value = to_stored(np.asarray(W_new), c.layout, c.alpha, dtype, c.weight.name)
     else:
         report["mode"] = "lip"
