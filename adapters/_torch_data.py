@@ -357,24 +357,18 @@ def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
 
 # --------------------------------------------------------------------------- checks shared by the torch faces
 def check_rank(rank: Any, weight: torch.Tensor, name: str = "rank") -> Rank:
-    """Validate ``rank`` now (not after training): ``"auto"``, an int in ``[0, m]`` or a fraction in (0, 1]."""
-    from lip_agnostic import select_rank
+    """Validate ``rank`` now (not after training) with the core's one parser
+    (:func:`lip_agnostic.options.parse_rank`): ``"auto"``, an int in ``[0, m]`` or a fraction in (0, 1]."""
+    from lip_agnostic.options import parse_rank
 
-    if isinstance(rank, str):
-        if rank != "auto":
-            raise ValueError(f"{name} must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
-        return rank
-    with torch.no_grad():
-        select_rank(weight.detach().T, rank)  # the core's own range checks
-    return rank
+    return parse_rank(rank, min(int(d) for d in weight.shape), name=name)
 
 
 def check_bias_mode(bias_mode: Any, name: str = "bias_mode") -> str:
-    """``"fit"`` (fit against ``Y - 1 b^T``) or ``"ignore"`` (the paper's fit)."""
-    if bias_mode not in ("fit", "ignore"):
-        raise ValueError(
-            f"{name} must be 'fit' (fit against Y - 1 b^T) or 'ignore' (the paper's fit); got {bias_mode!r}")
-    return bias_mode
+    """``"fit"`` (fit against ``Y - 1 b^T``) or ``"ignore"`` (the paper's fit), by the core's parser."""
+    from lip_agnostic.options import parse_bias_mode
+
+    return parse_bias_mode(bias_mode, name=name)
 
 
 def check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias: Any = None, *,
@@ -561,7 +555,7 @@ def finalize_layer(
             if reducer is None and not _has_items(loader):
                 raise ValueError("the loader is empty: LIP needs at least one batch of (inputs, labels)")
             result = refine_batches(
-                W, batches, rank=rank, validation=val_batches, bias=b, fit_bias=bias_mode == "fit",
+                W, batches, rank=rank, validation=val_batches, bias=b, bias_mode=bias_mode,
                 all_reduce=reducer, **lip_options
             )
             new = result.weight.T.to(device=weight.device, dtype=weight.dtype)

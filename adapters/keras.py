@@ -42,6 +42,7 @@ import numpy as np
 
 import lip_agnostic
 from lip_agnostic import LIPResult, project_principal, refine_batches
+from lip_agnostic.options import parse_rank
 
 from ._keras_data import as_labels, check_data, iter_batches
 from ._keras_layer import FeatureExtractor, check_refinable, find_target_layer, layer_path
@@ -51,7 +52,7 @@ __all__ = ["LIPCallback", "refine_model", "BiasMode", "REFINE_KEYWORDS"]
 BiasMode = Literal["subtract", "ignore"]
 
 #: ``refine_batches`` keywords the adapter sets itself (everything else passes through).
-_OWNED = {"W", "batches", "rank", "validation", "bias", "fit_bias", "svd", "xp"}
+_OWNED = {"W", "batches", "rank", "validation", "bias", "bias_mode", "fit_bias", "svd", "xp"}
 
 #: Keywords of :func:`lip_agnostic.refine_batches` that ``refine_model`` / ``LIPCallback`` pass through.
 REFINE_KEYWORDS = tuple(
@@ -71,15 +72,7 @@ def _check_refine_kwargs(kwargs: dict) -> None:
 
 
 def _check_options(k: Any, bias_mode: Any, batch_size: Any, steps: Any, validation_steps: Any) -> None:
-    if isinstance(k, str):
-        if k != "auto":
-            raise ValueError(f"k must be an int, an energy fraction in (0, 1], or 'auto'; got {k!r}")
-    elif isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
-        raise TypeError(f"k must be an int, an energy fraction in (0, 1], or 'auto'; got {type(k).__name__}")
-    elif isinstance(k, (float, np.floating)) and not 0.0 < float(k) <= 1.0:
-        raise ValueError(f"a float k is an energy fraction and must lie in (0, 1]; got {k}")
-    elif isinstance(k, (int, np.integer)) and int(k) < 0:
-        raise ValueError(f"k must be >= 0; got {k}")
+    parse_rank(k, name="k")
     if bias_mode not in ("subtract", "ignore"):
         raise ValueError(f"bias_mode must be 'subtract' or 'ignore'; got {bias_mode!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -218,7 +211,7 @@ class _Refiner:
                 val = _feature_stream(self._features, validation_data, self.l, batch_size,
                                       validation_steps, "validation_data")
             result = refine_batches(kernel, stream, rank=k, validation=val, bias=bias,
-                                    fit_bias=self.bias_mode == "subtract", **refine_kwargs)
+                                    bias_mode="fit" if self.bias_mode == "subtract" else "ignore", **refine_kwargs)
             new = np.asarray(result.weight, dtype=kernel.dtype)
             if not np.all(np.isfinite(new)):
                 raise ValueError(f"the refined kernel has {int(np.sum(~np.isfinite(new)))} NaN/Inf entries")

@@ -157,15 +157,16 @@ def evaluate_variant(snap: HeadSnapshot, variant: Variant, train_cand: np.ndarra
     T = make_targets(variant.targets, Cfit, Xfit @ W + b)
     # The layer's bias always goes to the core, so k="auto" scores the logits the model really
     # produces; variant.bias decides whether it enters the fit (the paper's fit leaves it out).
-    acc = LIPAccumulator(W, None, bias=b, fit_bias=variant.bias, target_scale=variant.scale).update(Xfit, T)
+    bias_mode = "fit" if variant.bias else "ignore"
+    acc = LIPAccumulator(W, None, bias=b, bias_mode=bias_mode, target_scale=variant.scale).update(Xfit, T)
     m = acc.svd.rank_max
     by_k = [accuracy(Xte @ acc.result(k) + b, y_test) for k in range(m + 1)]
 
     val = [(Xsel, _val_labels(Csel))]
-    res = refine_batches(W, [(Xfit, T)], rank="auto", validation=val, bias=b, fit_bias=variant.bias,
+    res = refine_batches(W, [(Xfit, T)], rank="auto", validation=val, bias=b, bias_mode=bias_mode,
                          target_scale=variant.scale)
     # The same choice without the core's significance guard: the best held-out score wins.
-    raw = refine_batches(W, [(Xfit, T)], rank="auto", validation=val, bias=b, fit_bias=variant.bias,
+    raw = refine_batches(W, [(Xfit, T)], rank="auto", validation=val, bias=b, bias_mode=bias_mode,
                          target_scale=variant.scale, confidence=None)
     return {
         "acc_by_k": by_k,

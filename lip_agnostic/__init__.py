@@ -12,8 +12,10 @@ CuPy, JAX) and imports no deep-learning framework. Faces:
 ``lip-onnx`` command (``lip_agnostic.tools``).
 """
 
+from . import errors, options
 from .accumulator import LIPAccumulator
 from .full_tail import FullTailAccumulator, FullTailScorer, FullTailSelection, full_tail_refine
+from .errors import DataError, DataTypeError, LIPError, NonFiniteError, OptionError, OptionTypeError, RankOutOfRangeError
 from .metrics import (
     davis_kahan_bound,
     effective_rank,
@@ -39,6 +41,7 @@ from .noise import (
     symmetric_noise,
 )
 from .principal import SVD, energy_rank, project_principal, reduced_svd
+from .options import parse_bias_mode, parse_rank
 from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, candidate_ranks, select_rank, sign_test_p
 from .refine import lip_refine
 from .report import ChangeSummary, summarize_change, summarize_refit
@@ -48,33 +51,43 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ASYMMETRIC_MAPS",
-    "NoisyLabels",
-    "PartialLabels",
-    "asymmetric_noise",
-    "instance_dependent_noise",
-    "noise",
-    "pairflip_noise",
-    "partial_labels",
-    "symmetric_noise",
     "ChangeSummary",
     "DEFAULT_CONFIDENCE",
+    "DataError",
+    "DataTypeError",
     "FullTailAccumulator",
     "FullTailScorer",
     "FullTailSelection",
     "LIPAccumulator",
+    "LIPError",
     "LIPResult",
+    "NoisyLabels",
+    "NonFiniteError",
+    "OptionError",
+    "OptionTypeError",
+    "PartialLabels",
+    "RankOutOfRangeError",
     "RankScorer",
     "RankSelection",
     "SVD",
     "TopSVD",
+    "asymmetric_noise",
     "candidate_ranks",
     "davis_kahan_bound",
     "effective_rank",
     "energy_rank",
+    "errors",
     "full_tail_refine",
     "grassmann_distance",
+    "instance_dependent_noise",
     "lip_refine",
+    "noise",
+    "options",
     "orthonormal_basis",
+    "pairflip_noise",
+    "parse_bias_mode",
+    "parse_rank",
+    "partial_labels",
     "principal_angles",
     "principal_subspace_angle",
     "project_principal",
@@ -88,6 +101,7 @@ __all__ = [
     "subspace_similarity_matrix",
     "summarize_change",
     "summarize_refit",
+    "symmetric_noise",
     "top_svd",
     "truncate_top",
 ]

@@ -7,10 +7,11 @@ nothing imports a framework.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import array_api_compat
+
+from .errors import DataError, DataTypeError, NonFiniteError, OptionError
 
 __all__ = [
     "namespace",
@@ -18,7 +19,6 @@ __all__ = [
     "as_weight",
     "as_features",
     "as_targets",
-    "check_rank",
     "check_finite",
     "check_product_finite",
     "working_dtype",
@@ -42,14 +42,14 @@ def namespace(*arrays: Any, xp: Any = None) -> Any:
             xp = array_api_compat.array_namespace(*present)
         except TypeError as exc:
             kinds = sorted({type(a).__module__ + "." + type(a).__name__ for a in present})
-            raise TypeError(
+            raise DataTypeError(
                 "inputs must all be arrays of one array-API library; got "
                 + ", ".join(kinds)
                 + f" ({exc})"
             ) from None
     linalg = getattr(xp, "linalg", None)
     if linalg is None or not hasattr(linalg, "svd"):
-        raise TypeError(
+        raise DataTypeError(
             f"array library {getattr(xp, '__name__', xp)!r} has no 'linalg' extension "
             "(linalg.svd is required)"
         )
@@ -87,14 +87,14 @@ def to_float(xp: Any, a: Any, dtype: Any) -> Any:
 
 
 def check_finite(xp: Any, a: Any, name: str) -> None:
-    """Raise ``ValueError`` if ``a`` holds NaN or Inf."""
+    """Raise :class:`~lip_agnostic.errors.NonFiniteError` if ``a`` holds NaN or Inf."""
     if not bool(xp.all(xp.isfinite(a))):
         n_bad = int(xp.sum(xp.astype(~xp.isfinite(a), xp.int64)))
-        raise ValueError(f"{name} contains {n_bad} NaN/Inf value(s) (shape {tuple(a.shape)})")
+        raise NonFiniteError(f"{name} contains {n_bad} NaN/Inf value(s) (shape {tuple(a.shape)})")
 
 
 def check_product_finite(xp: Any, P: Any, A: Any, name: str) -> None:
-    """Raise ``ValueError`` if ``A`` holds NaN/Inf, checking ``P = A @ M`` first.
+    """Raise :class:`~lip_agnostic.errors.NonFiniteError` if ``A`` holds NaN/Inf, checking ``P = A @ M`` first.
 
     A NaN or Inf anywhere in a row of ``A`` makes that row of ``A @ M``
     non-finite whenever ``M`` has at least one column (``inf * 0`` is NaN), so
@@ -107,7 +107,7 @@ def check_product_finite(xp: Any, P: Any, A: Any, name: str) -> None:
     if bool(xp.all(xp.isfinite(P))):
         return
     check_finite(xp, A, name)
-    raise ValueError(
+    raise NonFiniteError(
         f"{name} (shape {tuple(A.shape)}) is finite but its product with the singular vectors "
         "overflowed the working dtype; rescale the features or pass float64"
     )
@@ -116,14 +116,14 @@ def check_product_finite(xp: Any, P: Any, A: Any, name: str) -> None:
 def as_weight(xp: Any, W: Any, name: str = "W") -> Any:
     """Validate a classifier weight ``(q, l)``: 2-D, real floating, finite."""
     if getattr(W, "ndim", None) != 2:
-        raise ValueError(
+        raise DataError(
             f"{name} must be a 2-D weight matrix of shape (q features, l classes); "
             f"got shape {tuple(getattr(W, 'shape', ()))}"
         )
     if not xp.isdtype(W.dtype, "real floating"):
-        raise TypeError(f"{name} must have a real floating dtype; got {W.dtype}")
+        raise DataTypeError(f"{name} must have a real floating dtype; got {W.dtype}")
     if 0 in tuple(W.shape):
-        raise ValueError(f"{name} must be non-empty; got shape {tuple(W.shape)}")
+        raise DataError(f"{name} must be non-empty; got shape {tuple(W.shape)}")
     check_finite(xp, W, name)
     return W
 
@@ -135,15 +135,15 @@ def as_features(xp: Any, X: Any, q: int, dtype: Any, name: str = "X", *, finite:
     of ``X`` instead (:func:`check_product_finite`), which is cheaper.
     """
     if getattr(X, "ndim", None) != 2:
-        raise ValueError(f"{name} must be 2-D (n samples, q={q} features); got shape {tuple(X.shape)}")
+        raise DataError(f"{name} must be 2-D (n samples, q={q} features); got shape {tuple(X.shape)}")
     if X.shape[1] != q:
-        raise ValueError(
+        raise DataError(
             f"{name} has {X.shape[1]} features (shape {tuple(X.shape)}) but the weight "
             f"expects q={q}"
         )
     if not (xp.isdtype(X.dtype, "real floating") or xp.isdtype(X.dtype, "integral")
             or X.dtype == xp.bool):
-        raise TypeError(f"{name} must be real-valued; got dtype {X.dtype}")
+        raise DataTypeError(f"{name} must be real-valued; got dtype {X.dtype}")
     X = to_float(xp, X, dtype)
     if finite:
         check_finite(xp, X, name)
@@ -161,54 +161,44 @@ def as_targets(xp: Any, Y: Any, n: int, l: int, dtype: Any, name: str = "Y", *,
     ndim = getattr(Y, "ndim", None)
     if ndim == 1:
         if not xp.isdtype(Y.dtype, "integral"):
-            raise TypeError(
+            raise DataTypeError(
                 f"1-D {name} must hold integer class labels; got dtype {Y.dtype} "
                 f"(pass a (n, l) matrix for soft targets)"
             )
         if Y.shape[0] != n:
-            raise ValueError(f"X has {n} rows but {name} has {Y.shape[0]} labels (shape {tuple(Y.shape)})")
+            raise DataError(f"X has {n} rows but {name} has {Y.shape[0]} labels (shape {tuple(Y.shape)})")
         if n:
             lo, hi = int(xp.min(Y)), int(xp.max(Y))
             if lo < 0 or hi >= l:
-                raise ValueError(
+                raise DataError(
                     f"{name} labels must lie in [0, {l}) for a classifier with l={l} classes; "
                     f"got min {lo}, max {hi}"
                 )
         return Y, True
     if ndim == 2:
         if Y.shape[0] != n:
-            raise ValueError(f"X has {n} rows but {name} has {Y.shape[0]} rows (shape {tuple(Y.shape)})")
+            raise DataError(f"X has {n} rows but {name} has {Y.shape[0]} rows (shape {tuple(Y.shape)})")
         if Y.shape[1] != l:
-            raise ValueError(
+            raise DataError(
                 f"{name} has {Y.shape[1]} columns (shape {tuple(Y.shape)}) but the classifier has "
                 f"l={l} classes"
             )
         if not (xp.isdtype(Y.dtype, "real floating") or xp.isdtype(Y.dtype, "integral")
                 or Y.dtype == xp.bool):
-            raise TypeError(f"{name} must be real-valued; got dtype {Y.dtype}")
+            raise DataTypeError(f"{name} must be real-valued; got dtype {Y.dtype}")
         Y = to_float(xp, Y, dtype)
         if finite:
             check_finite(xp, Y, name)
         return Y, False
-    raise ValueError(
+    raise DataError(
         f"{name} must be integer labels (n,) or a target matrix (n, l={l}); got shape "
         f"{tuple(getattr(Y, 'shape', ()))}"
     )
-
-
-def check_rank(k: Any, m: int, name: str = "k") -> int:
-    """Validate an integer rank in ``[0, m]``."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"{name} must be an integer in [0, {m}]; got {k!r} ({type(k).__name__})")
-    k = int(k)
-    if not 0 <= k <= m:
-        raise ValueError(f"{name} must lie in [0, min(q, l)={m}]; got {k}")
-    return k
 
 
 def check_fraction(f: Any, name: str = "energy") -> float:
     """Validate an energy fraction in ``(0, 1]``."""
     f = float(f)
     if not (0.0 < f <= 1.0) or math.isnan(f):
-        raise ValueError(f"{name} fraction must lie in (0, 1]; got {f}")
+        raise OptionError(f"{name} fraction must lie in (0, 1]; got {f}")
     return f

@@ -16,11 +16,12 @@ from ._arrays import (
     as_targets,
     check_finite,
     check_product_finite,
-    check_rank,
     namespace,
     stats_dtype,
     to_float,
 )
+from .errors import DataError, DataTypeError, NonFiniteError, OptionError, OptionTypeError
+from .options import UNSET, BiasMode, bias_mode_from_fit_bias, parse_rank
 from .principal import SVD, reduced_svd, resolve_rank
 
 __all__ = ["LIPAccumulator", "TargetScale"]
@@ -45,7 +46,7 @@ class LIPAccumulator:
        ``xy_i += <A_i, B_i>``, ``xx_i += ||A_i||^2``, ``xs_i += 1^T A_i``;
        and the scalars ``sum_n <Y_n, b>`` and ``||Y||_F^2``.
     3. Targets are ``T = c Y - 1 b^T`` (``c`` the target scale, ``b`` the
-       bias, zero by default or with ``fit_bias=False``). The refit value is
+       bias, zero by default or with ``bias_mode="ignore"``). The refit value is
        ``sigma_i = (c xy_i - xs_i <b, v_i>) / xx_i``.
        ``target_scale="logits"`` picks ``c`` by least squares so that ``c Y``
        best matches the model's own logits:
@@ -74,9 +75,10 @@ class LIPAccumulator:
         The layer's bias. The fit then targets ``Y - 1 b^T`` and the
         held-out scoring (:class:`lip_agnostic.RankScorer`) uses the logits
         ``X W + 1 b^T`` the layer really produces.
-    fit_bias : bool
-        ``False`` keeps the bias out of the fit (targets ``Y``: the paper's
-        reference code) while the scoring still uses it.
+    bias_mode : {"fit", "ignore"}
+        ``"ignore"`` keeps the bias out of the fit (targets ``Y``: the paper's
+        reference code) while the scoring still uses it. (``fit_bias=True`` /
+        ``False``, the old spelling, still works with a ``FutureWarning``.)
     target_scale : float or "logits"
         ``1.0`` is the paper's raw targets.
     degenerate : {"zero", "keep"}
@@ -107,25 +109,27 @@ class LIPAccumulator:
         k: int | float | None = None,
         *,
         bias: Any = None,
-        fit_bias: bool = True,
+        bias_mode: BiasMode = "fit",
         target_scale: TargetScale = 1.0,
         degenerate: Literal["zero", "keep"] = "zero",
         rtol: float | None = None,
         svd: SVD | None = None,
         xp: Any = None,
+        fit_bias: bool = UNSET,
     ) -> None:
+        bias_mode = bias_mode_from_fit_bias(bias_mode, fit_bias, stacklevel=3)
         xp = namespace(W, bias, xp=xp)
         self._xp = xp
         if svd is None:
             svd = reduced_svd(W, xp=xp)
         else:
             if not isinstance(svd, SVD):
-                raise TypeError(f"svd must be a lip_agnostic.SVD (from reduced_svd); got {type(svd).__name__}")
+                raise OptionTypeError(f"svd must be a lip_agnostic.SVD (from reduced_svd); got {type(svd).__name__}")
             m_ = min(int(W.shape[0]), int(W.shape[1]))
             want = ((int(W.shape[0]), m_), (m_,), (int(W.shape[1]), m_))
             got = (tuple(svd.U.shape), tuple(svd.s.shape), tuple(svd.V.shape))
             if got != want:
-                raise ValueError(f"svd factors (U, s, V) must have shapes {want} for W of shape {tuple(W.shape)}; got {got}")
+                raise DataError(f"svd factors (U, s, V) must have shapes {want} for W of shape {tuple(W.shape)}; got {got}")
         self.svd: SVD = svd
         self.shape = (int(W.shape[0]), int(W.shape[1]))
         self.dtype = W.dtype
@@ -134,17 +138,16 @@ class LIPAccumulator:
         m = self.svd.rank_max
         if isinstance(target_scale, str):
             if target_scale != "logits":
-                raise ValueError(f"target_scale must be a positive number or 'logits'; got {target_scale!r}")
+                raise OptionError(f"target_scale must be a positive number or 'logits'; got {target_scale!r}")
         else:
             target_scale = float(target_scale)
             if not target_scale > 0.0:
-                raise ValueError(f"target_scale must be a positive number or 'logits'; got {target_scale}")
+                raise OptionError(f"target_scale must be a positive number or 'logits'; got {target_scale}")
         if degenerate not in ("zero", "keep"):
-            raise ValueError(f"degenerate must be 'zero' or 'keep'; got {degenerate!r}")
-        self.k = None if k is None else resolve_rank(k, self.svd.s, xp=xp)
-        if not isinstance(fit_bias, bool):
-            raise TypeError(f"fit_bias must be True or False; got {fit_bias!r}")
-        self.fit_bias = fit_bias
+            raise OptionError(f"degenerate must be 'zero' or 'keep'; got {degenerate!r}")
+        self.k = None if k is None else resolve_rank(k, self.svd.s, name="k", xp=xp)
+        self.bias_mode: BiasMode = bias_mode
+        fit_bias = bias_mode == "fit"
         self.target_scale = target_scale
         self.degenerate = degenerate
         wdt = self.svd.s.dtype
@@ -154,9 +157,9 @@ class LIPAccumulator:
         l = self.shape[1]
         if bias is not None:
             if getattr(bias, "ndim", None) != 1 or bias.shape[0] != l:
-                raise ValueError(f"bias must have shape ({l},) for W of shape {self.shape}; got {tuple(bias.shape)}")
+                raise DataError(f"bias must have shape ({l},) for W of shape {self.shape}; got {tuple(bias.shape)}")
             if not xp.isdtype(bias.dtype, "real floating"):
-                raise TypeError(f"bias must have a real floating dtype; got {bias.dtype}")
+                raise DataTypeError(f"bias must have a real floating dtype; got {bias.dtype}")
             check_finite(xp, bias, "bias")
             bias = to_float(xp, bias, wdt)
         self.bias = bias
@@ -171,6 +174,11 @@ class LIPAccumulator:
         self._sums = xp.zeros((3 * r + 3,), dtype=self._sdt, device=self._device)
 
     # ------------------------------------------------------------------ data
+    @property
+    def fit_bias(self) -> bool:
+        """``bias_mode == "fit"`` (the old attribute name, kept for one release)."""
+        return self.bias_mode == "fit"
+
     @property
     def n_samples(self) -> int:
         """How many samples the sums hold."""
@@ -212,7 +220,7 @@ class LIPAccumulator:
         ]
         batch = xp.concat(parts)
         if not bool(xp.all(xp.isfinite(batch))):
-            raise ValueError(
+            raise NonFiniteError(
                 f"the LIP statistics of this batch overflowed the working dtype ({wdt}); "
                 "rescale the features or pass float64 arrays"
             )
@@ -228,7 +236,7 @@ class LIPAccumulator:
         """Replace the statistics, e.g. with their all-reduced total."""
         xp = self._xp
         if getattr(sums, "shape", None) != tuple(self._sums.shape):
-            raise ValueError(
+            raise DataError(
                 f"partial sums must have shape {tuple(self._sums.shape)}; got {tuple(getattr(sums, 'shape', ()))}"
             )
         self._sums = xp.astype(sums, self._sdt)
@@ -237,17 +245,17 @@ class LIPAccumulator:
     def merge(self, other: "LIPAccumulator", /) -> "LIPAccumulator":
         """Add another accumulator's statistics (same weight and settings)."""
         if not isinstance(other, LIPAccumulator):
-            raise TypeError(f"can only merge a LIPAccumulator; got {type(other).__name__}")
+            raise DataTypeError(f"can only merge a LIPAccumulator; got {type(other).__name__}")
         mine = (self.shape, self.k0, self.target_scale, self.degenerate, self._fit_b is None)
         theirs = (other.shape, other.k0, other.target_scale, other.degenerate, other._fit_b is None)
         if mine != theirs:
-            raise ValueError(
+            raise DataError(
                 "cannot merge accumulators with different (shape, k0, target_scale, degenerate, no fit bias): "
                 f"{mine} vs {theirs}"
             )
         xp = self._xp
         if not bool(xp.all(xp.abs(self.svd.s - other.svd.s) <= 1e-5 * (xp.abs(self.svd.s) + 1e-30))):
-            raise ValueError("cannot merge accumulators built from different weights (spectra differ)")
+            raise DataError("cannot merge accumulators built from different weights (spectra differ)")
         self._sums = self._sums + xp.asarray(other._sums, device=self._device)
         return self
 
@@ -275,7 +283,7 @@ class LIPAccumulator:
     def sigmas(self) -> Any:
         """Refit singular values ``sigma_i`` for the tracked components ``i >= k0``."""
         if self.n_samples == 0:
-            raise ValueError("the accumulator has seen no data: call update(X, Y) first")
+            raise DataError("the accumulator has seen no data: call update(X, Y) first")
         xp = self._xp
         xy, xx, xs, _, _, _ = self._split()
         num = self.scale() * xy
@@ -293,7 +301,7 @@ class LIPAccumulator:
         sig = xp.where(bad, fallback, sig)
         sig = xp.astype(sig, self.svd.s.dtype)
         if not bool(xp.all(xp.isfinite(sig))):
-            raise ValueError(
+            raise NonFiniteError(
                 "the refit singular values overflowed the working dtype "
                 f"({self.svd.s.dtype}); rescale the features or pass float64 arrays"
             )
@@ -318,11 +326,11 @@ class LIPAccumulator:
         m = self.svd.rank_max
         if k is None:
             if self.k is None:
-                raise ValueError("k was left open at construction: pass result(k) or use select_rank")
+                raise OptionError("k was left open at construction: pass result(k) or use select_rank")
             return self.k
-        k = check_rank(k, m)
+        k = parse_rank(k, m, name="k", allow_auto=False, allow_fraction=False)
         if k < self.k0:
-            raise ValueError(
+            raise OptionError(
                 f"k={k} needs components below the tracked range [{self.k0}, {m}); "
                 f"build the accumulator with k=None (or k<={k})"
             )

@@ -16,7 +16,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ._arrays import check_fraction, check_rank, device_of, namespace, to_float, working_dtype
+from ._arrays import device_of, namespace, to_float, working_dtype
+from .errors import DataError, DataTypeError, NonFiniteError, OptionError
+from .options import parse_rank
 from .principal import SVD, reduced_svd
 
 __all__ = ["TopSVD", "top_svd", "truncate_top", "low_rank_blocks"]
@@ -150,17 +152,17 @@ def top_svd(
     W = _as_big_weight(xp, W)
     q, l = int(W.shape[0]), int(W.shape[1])
     m = min(q, l)
-    k = check_rank(k, m)
+    k = parse_rank(k, m, name="k", allow_auto=False, allow_fraction=False)
     for name, val in (("oversample", oversample), ("max_iter", max_iter)):
         if isinstance(val, bool) or not isinstance(val, int) or val < 0:
-            raise ValueError(f"{name} must be a non-negative integer; got {val!r}")
+            raise OptionError(f"{name} must be a non-negative integer; got {val!r}")
     if not float(tol) > 0.0:
-        raise ValueError(f"tol must be positive; got {tol}")
+        raise OptionError(f"tol must be positive; got {tol}")
     dt = working_dtype(xp, W.dtype)
     Wf = to_float(xp, W, dt)
     total = _blocked_energy(xp, Wf)
     if not math.isfinite(total):
-        raise ValueError(f"W contains NaN/Inf value(s) (shape {tuple(W.shape)})")
+        raise NonFiniteError(f"W contains NaN/Inf value(s) (shape {tuple(W.shape)})")
     p = min(m, k + oversample)
     if 2 * p >= m or k == 0:
         f = reduced_svd(Wf, xp=xp)
@@ -194,11 +196,11 @@ def top_svd(
 def _as_big_weight(xp: Any, W: Any) -> Any:
     """Like the core's weight check, minus the finiteness pass (the energy pass does it)."""
     if getattr(W, "ndim", None) != 2:
-        raise ValueError(f"W must be a 2-D weight matrix of shape (q features, l classes); got shape {tuple(getattr(W, 'shape', ()))}")
+        raise DataError(f"W must be a 2-D weight matrix of shape (q features, l classes); got shape {tuple(getattr(W, 'shape', ()))}")
     if not xp.isdtype(W.dtype, "real floating"):
-        raise TypeError(f"W must have a real floating dtype; got {W.dtype}")
+        raise DataTypeError(f"W must have a real floating dtype; got {W.dtype}")
     if 0 in tuple(W.shape):
-        raise ValueError(f"W must be non-empty; got shape {tuple(W.shape)}")
+        raise DataError(f"W must be non-empty; got shape {tuple(W.shape)}")
     return W
 
 
@@ -238,9 +240,10 @@ def truncate_top(W: Any, rank: int | float, /, *, seed: int = 0, xp: Any = None,
     xp = namespace(W, xp=xp)
     W = _as_big_weight(xp, W)
     m = min(int(W.shape[0]), int(W.shape[1]))
+    rank = parse_rank(rank, m, name="rank", allow_auto=False)
     if not isinstance(rank, float):
-        return top_svd(W, check_rank(rank, m), seed=seed, xp=xp, **kwargs)
-    f = check_fraction(rank)
+        return top_svd(W, rank, seed=seed, xp=xp, **kwargs)
+    f = rank
     trial = min(m, 16)
     while True:
         res = top_svd(W, trial, seed=seed, xp=xp, **kwargs)
@@ -273,7 +276,7 @@ def low_rank_blocks(svd: SVD, /, *, block_rows: int = 2048, transpose: bool = Fa
     """
     xp = namespace(svd.U, xp=xp)
     if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
-        raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}")
+        raise OptionError(f"block_rows must be a positive integer; got {block_rows!r}")
     left, right = (svd.V, svd.U) if transpose else (svd.U, svd.V)
     left = left * svd.s
     right_t = xp.linalg.matrix_transpose(right)

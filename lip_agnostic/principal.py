@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._arrays import as_weight, check_fraction, check_rank, device_of, namespace, to_float, working_dtype
+from ._arrays import as_weight, check_fraction, device_of, namespace, to_float, working_dtype
 from ._gram import gram_dtype, gram_svd
+from .errors import OptionError
+from .options import parse_rank
 
 __all__ = ["SVD", "reduced_svd", "svd_route", "check_factors", "GRAM_MIN_WORK", "energy_rank", "resolve_rank", "project_principal"]
 
@@ -136,7 +138,7 @@ def reduced_svd(W: Any, /, *, method: str = "auto", xp: Any = None) -> SVD:
     """
     xp = namespace(W, xp=xp)
     if method not in SVD_METHODS:
-        raise ValueError(f"method must be one of {list(SVD_METHODS)}; got {method!r}")
+        raise OptionError(f"method must be one of {list(SVD_METHODS)}; got {method!r}")
     W = as_weight(xp, W)
     work = working_dtype(xp, W.dtype)
     route = method
@@ -181,12 +183,19 @@ def energy_rank(s: Any, fraction: float, /, *, xp: Any = None) -> int:
     return int(s.shape[0] - xp.sum(reached)) + 1
 
 
-def resolve_rank(rank: Any, s: Any, /, *, xp: Any = None) -> int:
-    """Turn a fixed rank (int) or an energy fraction (float in (0, 1]) into ``k``."""
+def resolve_rank(rank: Any, s: Any, /, *, name: str = "k", xp: Any = None) -> int:
+    """Turn a fixed rank (int) or an energy fraction (float in (0, 1]) into ``k``.
+
+    ``rank`` is read by :func:`lip_agnostic.options.parse_rank` (NumPy and
+    0-d array scalars accepted, bools refused, integers checked against
+    ``m = len(s)``); a fraction is resolved on the spectrum ``s`` by
+    :func:`energy_rank`.
+    """
     m = int(s.shape[0])
+    rank = parse_rank(rank, m, name=name, allow_auto=False)
     if isinstance(rank, float):
         return energy_rank(s, rank, xp=xp)
-    return check_rank(rank, m)
+    return rank
 
 
 def project_principal(
@@ -228,13 +237,14 @@ def project_principal(
     """
     xp = namespace(W, xp=xp)
     if method not in ("full", "randomized"):
-        raise ValueError(f"method must be 'full' or 'randomized'; got {method!r}")
+        raise OptionError(f"method must be 'full' or 'randomized'; got {method!r}")
     if method == "randomized":
         from .lowrank import truncate_top  # lowrank builds on this module
 
         W = as_weight(xp, W)
         m = min(int(W.shape[0]), int(W.shape[1]))
-        if not isinstance(k, float) and check_rank(k, m) == m:
+        k = parse_rank(k, m, name="k", allow_auto=False)
+        if k == m and not isinstance(k, float):
             return xp.asarray(W, copy=True)
         f = truncate_top(W, k, xp=xp).svd
         return to_float(xp, (f.U * f.s) @ xp.linalg.matrix_transpose(f.V), W.dtype)

@@ -6,8 +6,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from ._arrays import as_features, as_targets, check_product_finite, check_rank, device_of, namespace, to_float
+from ._arrays import as_features, as_targets, check_product_finite, device_of, namespace, to_float
 from .accumulator import LIPAccumulator
+from .errors import DataError, OptionError, OptionTypeError
+from .options import parse_rank
 from .principal import SVD, check_factors, reduced_svd, resolve_rank
 
 __all__ = ["RankSelection", "RankScorer", "select_rank", "candidate_ranks", "sign_test_p", "DEFAULT_CONFIDENCE"]
@@ -133,16 +135,17 @@ class RankScorer:
 
     def __init__(self, accumulator: LIPAccumulator, /, ks: Sequence[int] | None = None) -> None:
         if not isinstance(accumulator, LIPAccumulator):
-            raise TypeError(f"RankScorer needs a LIPAccumulator; got {type(accumulator).__name__}")
+            raise OptionTypeError(f"RankScorer needs a LIPAccumulator; got {type(accumulator).__name__}")
         acc = accumulator
         self._acc = acc
         self._xp = xp = acc._xp
         k0, m = acc.tracked
         if ks is None:
             ks = candidate_ranks(k0, m)
-        ks = sorted({check_rank(k, m, "candidate rank") for k in ks} | {m})
+        ks = sorted({parse_rank(k, m, name="candidate rank", allow_auto=False, allow_fraction=False)
+                     for k in ks} | {m})
         if ks[0] < k0:
-            raise ValueError(f"candidate ranks below {k0} are not tracked by the accumulator; got {ks[0]}")
+            raise OptionError(f"candidate ranks below {k0} are not tracked by the accumulator; got {ks[0]}")
         self.ks = tuple(ks)
         wdt = acc.svd.s.dtype
         self._sig = acc.sigmas()
@@ -160,7 +163,7 @@ class RankScorer:
     def load_partial_sums(self, sums: Any, /) -> "RankScorer":
         """Replace the sums, e.g. with their all-reduced total."""
         if getattr(sums, "shape", None) != tuple(self._sums.shape):
-            raise ValueError(
+            raise DataError(
                 f"partial sums must have shape {tuple(self._sums.shape)}; got {tuple(getattr(sums, 'shape', ()))}"
             )
         self._sums = self._xp.astype(sums, self._sums.dtype)
@@ -213,7 +216,7 @@ class RankScorer:
         """Mean hit score per candidate rank (in the order of :attr:`ks`)."""
         n = self.n_samples
         if n == 0:
-            raise ValueError("the scorer has seen no held-out data: call update(X_val, Y_val) first")
+            raise DataError("the scorer has seen no held-out data: call update(X_val, Y_val) first")
         return tuple(h / n for h in self._block(0))
 
     def p_values(self) -> tuple[float, ...]:
@@ -313,7 +316,7 @@ def _significant(scores: Sequence[float], p_values: Sequence[float], base: float
     ``confidence`` is None, whose sign-test p-value is below ``(1 - confidence) / tests``
     (Bonferroni over the ``tests`` candidates other than the unchanged model)."""
     if confidence is not None and not 0.0 < float(confidence) < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1) or be None; got {confidence}")
+        raise OptionError(f"confidence must lie in (0, 1) or be None; got {confidence}")
     alpha = None if confidence is None else (1.0 - float(confidence)) / max(1, int(tests))
     return [i for i in range(len(scores))
             if scores[i] > base + float(min_gain) and (alpha is None or p_values[i] < alpha)]
@@ -369,15 +372,14 @@ def select_rank(
     1
     """
     xp = namespace(W, xp=xp)
-    if isinstance(rank, str):
-        if rank != "auto":
-            raise ValueError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
+    rank = parse_rank(rank, name="rank")
+    if rank == "auto":
         if accumulator is None:
-            raise ValueError("rank='auto' needs a fitted accumulator (LIPAccumulator(W).update(X, Y))")
+            raise OptionError("rank='auto' needs a fitted accumulator (LIPAccumulator(W).update(X, Y))")
         if accumulator.shape != tuple(W.shape):
-            raise ValueError(f"accumulator was built for a weight of shape {accumulator.shape}; W has shape {tuple(W.shape)}")
+            raise DataError(f"accumulator was built for a weight of shape {accumulator.shape}; W has shape {tuple(W.shape)}")
         if X_val is None or Y_val is None:
-            raise ValueError("rank='auto' needs held-out data: pass X_val and Y_val")
+            raise OptionError("rank='auto' needs held-out data: pass X_val and Y_val")
         return RankScorer(accumulator, ks=ks).update(X_val, Y_val).best(min_gain, confidence)
     m = min(int(W.shape[0]), int(W.shape[1]))
     if isinstance(rank, float):
@@ -387,11 +389,11 @@ def select_rank(
             f = accumulator.svd
         else:
             f = reduced_svd(W, xp=xp)
-        k = resolve_rank(rank, f.s, xp=xp)
+        k = resolve_rank(rank, f.s, name="rank", xp=xp)
         e = f.s * f.s
         cum = xp.cumulative_sum(e) / xp.sum(e) if float(xp.sum(e)) > 0 else xp.zeros_like(e)
         return RankSelection(
             k=k, m=m, strategy="energy", ks=tuple(range(1, m + 1)),
             scores=tuple(float(c) for c in cum), extra={"fraction": rank},
         )
-    return RankSelection(k=check_rank(rank, m, "rank"), m=m, strategy="fixed")
+    return RankSelection(k=parse_rank(rank, m, name="rank"), m=m, strategy="fixed")

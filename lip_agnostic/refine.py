@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from ._arrays import namespace
 from .accumulator import LIPAccumulator, TargetScale
+from .errors import DataError, OptionError, OptionTypeError
 from .full_tail import check_tail, full_tail_refine
+from .options import UNSET, BiasMode, bias_mode_from_fit_bias, parse_rank
 from .rank import DEFAULT_CONFIDENCE, select_rank
 
 __all__ = ["lip_refine", "DEFAULT_BATCH_ROWS"]
@@ -19,24 +21,26 @@ def lip_refine(
     W: Any,
     X: Any,
     Y: Any,
-    k: int | float | str,
+    rank: int | float | str,
     /,
     *,
     bias: Any = None,
-    fit_bias: bool = True,
+    bias_mode: BiasMode = "fit",
     target_scale: TargetScale = 1.0,
     degenerate: Literal["zero", "keep"] = "zero",
     rtol: float | None = None,
-    X_val: Any = None,
-    Y_val: Any = None,
+    validation: tuple[Any, Any] | None = None,
     min_gain: float = 0.0,
     confidence: float | None = DEFAULT_CONFIDENCE,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     tail: Literal["diagonal", "full"] = "diagonal",
     ridge: float | str | None = None,
     xp: Any = None,
+    X_val: Any = UNSET,
+    Y_val: Any = UNSET,
+    fit_bias: bool = UNSET,
 ) -> Any:
-    """LIP: keep the top-``k`` principal components, refit the tail's singular values.
+    """LIP: keep the top-``rank`` principal components, refit the tail's singular values.
 
     Steps
     -----
@@ -63,16 +67,19 @@ def lip_refine(
     Y : array, shape (n,) of int, or (n, l)
         Class labels, or any target matrix: one-hot, soft labels (e.g. a
         noisy-label method's corrected labels), candidate sets.
-    k : int, float or "auto"
-        Components kept; a float in ``(0, 1]`` is an energy fraction;
-        ``"auto"`` scores every ``k`` on ``(X_val, Y_val)`` (see
+    rank : int, float or "auto"
+        ``k``, the components kept; a float in ``(0, 1]`` is an energy
+        fraction; ``"auto"`` scores every ``k`` on ``validation`` (see
         :func:`lip_agnostic.select_rank`). ``k = min(q, l)`` returns ``W``.
+        Read by :func:`lip_agnostic.options.parse_rank` (NumPy scalars and
+        0-d arrays accepted, bools refused).
     bias : array, shape (l,), optional
-        The layer's bias; the fit then targets ``Y - 1 b^T`` and ``k="auto"``
-        scores the logits ``X W* + 1 b^T``.
-    fit_bias : bool
-        ``False``: the paper's fit (targets ``Y``) even when ``bias`` is given
-        (it is then used for scoring only).
+        The layer's bias; with ``bias_mode="fit"`` the fit targets
+        ``Y - 1 b^T``; ``rank="auto"`` scores the logits ``X W* + 1 b^T``.
+    bias_mode : {"fit", "ignore"}
+        ``"ignore"``: the paper's fit (targets ``Y``) even when ``bias`` is
+        given (it is then used for scoring only). The old ``fit_bias=True``
+        / ``False`` still works, with a ``FutureWarning``.
     target_scale : float or "logits"
         Multiply the targets by this (``1.0``: paper). ``"logits"`` fits the
         scale so that the targets best match the model's own logits.
@@ -82,8 +89,9 @@ def lip_refine(
     rtol : float, optional
         Degeneracy threshold on ``||X u_i||^2 / max_j ||X u_j||^2``
         (default: machine epsilon of the working dtype).
-    X_val, Y_val : arrays, optional
-        Held-out data for ``k="auto"`` (noisy labels are fine).
+    validation : tuple (X_val, Y_val), optional
+        Held-out data for ``rank="auto"`` (noisy labels are fine). The old
+        ``X_val=, Y_val=`` keywords still work, with a ``FutureWarning``.
     min_gain : float
         ``k="auto"`` changes the weight only if the held-out score improves by
         more than this.
@@ -98,17 +106,17 @@ def lip_refine(
         ``"full"`` — **beyond the paper** — keeps the same top-``k`` components
         but ridge-refits the whole complement, ``C`` in
         ``W_k + U_perp C V_perp^T``, with the bias refit when ``bias`` is given
-        and ``fit_bias`` is true: :func:`lip_agnostic.full_tail_refine`
+        and ``bias_mode="fit"``: :func:`lip_agnostic.full_tail_refine`
         (which then also returns the refit bias).
     ridge : float or "auto", optional
         ``tail="full"`` only: the ridge ``lam`` (default ``"auto"``: chosen
-        with ``k`` on ``(X_val, Y_val)`` behind the same guard).
+        with ``k`` on ``validation`` behind the same guard).
 
     Returns
     -------
     array, shape (q, l)
         ``W*``, same library, device and dtype as ``W``. ``tail="full"`` with a
-        ``bias`` and ``fit_bias``: the pair ``(W*, b*)``.
+        ``bias`` and ``bias_mode="fit"``: the pair ``(W*, b*)``.
 
     Examples
     --------
@@ -121,26 +129,25 @@ def lip_refine(
     (16, 5)
     """
     xp = namespace(W, X, Y, bias, xp=xp)
+    bias_mode = bias_mode_from_fit_bias(bias_mode, fit_bias)
+    X_val, Y_val = _validation_pair(validation, X_val, Y_val)
     if check_tail(tail, ridge, degenerate):
-        if not isinstance(fit_bias, bool):
-            raise TypeError(f"fit_bias must be True or False; got {fit_bias!r}")
         validation = None if X_val is None and Y_val is None else (X_val, Y_val)
-        return full_tail_refine(W, X, Y, k, bias=bias, bias_mode="fit" if fit_bias else "ignore",
+        return full_tail_refine(W, X, Y, rank, bias=bias, bias_mode=bias_mode,
                                 ridge="auto" if ridge is None else ridge, target_scale=target_scale,
                                 validation=validation, min_gain=min_gain, confidence=confidence, rtol=rtol,
                                 batch_rows=batch_rows, xp=xp)
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
-        raise ValueError(f"batch_rows must be a positive integer; got {batch_rows!r}")
+        raise OptionError(f"batch_rows must be a positive integer; got {batch_rows!r}")
     n_x = int(X.shape[0]) if getattr(X, "ndim", 0) >= 1 else -1
     n_y = int(Y.shape[0]) if getattr(Y, "ndim", 0) >= 1 else -1
     if n_x != n_y:
-        raise ValueError(f"X and Y must have the same number of rows; got X {tuple(X.shape)} and Y {tuple(Y.shape)}")
+        raise DataError(f"X and Y must have the same number of rows; got X {tuple(X.shape)} and Y {tuple(Y.shape)}")
     if n_x == 0:
-        raise ValueError("X and Y are empty: LIP needs at least one sample")
-    auto = isinstance(k, str)
-    if auto and k != "auto":
-        raise ValueError(f"k must be an int, an energy fraction in (0, 1], or 'auto'; got {k!r}")
-    acc = LIPAccumulator(W, None if auto else k, bias=bias, fit_bias=fit_bias, target_scale=target_scale,
+        raise DataError("X and Y are empty: LIP needs at least one sample")
+    rank = parse_rank(rank, name="rank")
+    auto = rank == "auto"
+    acc = LIPAccumulator(W, None if auto else rank, bias=bias, bias_mode=bias_mode, target_scale=target_scale,
                          degenerate=degenerate, rtol=rtol, xp=xp)
     for start in range(0, n_x, batch_rows):
         stop = min(start + batch_rows, n_x)
@@ -150,3 +157,19 @@ def lip_refine(
     sel = select_rank(W, "auto", accumulator=acc, X_val=X_val, Y_val=Y_val, min_gain=min_gain,
                       confidence=confidence, xp=xp)
     return acc.result(sel.k)
+
+
+def _validation_pair(validation: Any, X_val: Any, Y_val: Any) -> tuple[Any, Any]:
+    """``(X_val, Y_val)`` from ``validation=`` or the deprecated ``X_val=, Y_val=``."""
+    import warnings
+
+    if X_val is not UNSET or Y_val is not UNSET:
+        if validation is not None:
+            raise OptionError("pass validation=(X_val, Y_val) only: X_val=/Y_val= are its deprecated old spelling; got both")
+        warnings.warn("X_val=/Y_val= are deprecated; pass validation=(X_val, Y_val)", FutureWarning, stacklevel=3)
+        return (None if X_val is UNSET else X_val), (None if Y_val is UNSET else Y_val)
+    if validation is None:
+        return None, None
+    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+        raise OptionTypeError(f"validation must be a pair (X_val, Y_val); got {type(validation).__name__}")
+    return validation[0], validation[1]

@@ -7,7 +7,9 @@ from typing import Any, Callable, Iterable, Literal
 
 from ._arrays import device_of, namespace
 from .accumulator import LIPAccumulator, TargetScale
+from .errors import DataError, OptionError
 from .full_tail import FullTailAccumulator, FullTailSelection, _check_ridge, check_tail
+from .options import UNSET, BiasMode, bias_mode_from_fit_bias, parse_rank
 from .principal import SVD
 from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, select_rank
 from .report import ChangeSummary, summarize_change, summarize_refit
@@ -87,7 +89,7 @@ def refine_batches(
     validation: Iterable[tuple[Any, Any]] | None = None,
     holdout: float = DEFAULT_HOLDOUT,
     bias: Any = None,
-    fit_bias: bool = True,
+    bias_mode: BiasMode = "fit",
     target_scale: TargetScale = 1.0,
     degenerate: Literal["zero", "keep"] = "zero",
     rtol: float | None = None,
@@ -98,6 +100,7 @@ def refine_batches(
     ridge: float | str | None = None,
     svd: SVD | None = None,
     xp: Any = None,
+    fit_bias: bool = UNSET,
 ) -> LIPResult:
     """Run LIP over ``(features, labels)`` batches; return ``W*`` and a report.
 
@@ -128,8 +131,9 @@ def refine_batches(
     rank : int, float in (0, 1], or "auto"
     validation : iterable of (X, Y), optional
     holdout : float in (0, 0.5]
-    bias, fit_bias, target_scale, degenerate, rtol, min_gain, confidence
-        As in :func:`lip_agnostic.lip_refine`.
+    bias, bias_mode, target_scale, degenerate, rtol, min_gain, confidence
+        As in :func:`lip_agnostic.lip_refine` (``fit_bias=`` is the deprecated
+        spelling of ``bias_mode=``).
     all_reduce : callable, optional
     tail : {"diagonal", "full"}
         ``"diagonal"``: the paper (default); ``"full"``: the full-tail ridge refit.
@@ -153,22 +157,19 @@ def refine_batches(
     ((8, 4), 2)
     """
     xp = namespace(W, bias, xp=xp)
+    bias_mode = bias_mode_from_fit_bias(bias_mode, fit_bias)
     full = check_tail(tail, ridge, degenerate)
-    auto_rank = isinstance(rank, str)
-    if auto_rank and rank != "auto":
-        raise ValueError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
+    rank = parse_rank(rank, name="rank")
+    auto_rank = rank == "auto"
     lam = _check_ridge("auto" if ridge is None else ridge) if full else None
     auto = auto_rank or lam == "auto"
     if auto and validation is None and not (0.0 < float(holdout) <= 0.5):
-        raise ValueError(f"holdout must lie in (0, 0.5]; got {holdout}")
+        raise OptionError(f"holdout must lie in (0, 0.5]; got {holdout}")
     if full:
-        if not isinstance(fit_bias, bool):
-            raise TypeError(f"fit_bias must be True or False; got {fit_bias!r}")
-        acc: Any = FullTailAccumulator(W, None if auto_rank else rank, bias=bias,
-                                       bias_mode="fit" if fit_bias else "ignore", target_scale=target_scale,
-                                       rtol=rtol, svd=svd, xp=xp)
+        acc: Any = FullTailAccumulator(W, None if auto_rank else rank, bias=bias, bias_mode=bias_mode,
+                                       target_scale=target_scale, rtol=rtol, svd=svd, xp=xp)
     else:
-        acc = LIPAccumulator(W, None if auto else rank, bias=bias, fit_bias=fit_bias, target_scale=target_scale,
+        acc = LIPAccumulator(W, None if auto else rank, bias=bias, bias_mode=bias_mode, target_scale=target_scale,
                              degenerate=degenerate, rtol=rtol, svd=svd, xp=xp)
     period = max(2, int(round(1.0 / float(holdout)))) if auto and validation is None else 0
     held: list[tuple[Any, Any]] = []
@@ -185,7 +186,7 @@ def refine_batches(
     if all_reduce is not None:
         acc.load_partial_sums(all_reduce(acc.partial_sums))
     if acc.n_samples == 0:
-        raise ValueError("no samples reached LIP: the batches were empty")
+        raise DataError("no samples reached LIP: the batches were empty")
 
     if auto:
         scorer = acc.scorer(ridges=None if lam == "auto" else [lam]) if full else RankScorer(acc)
@@ -194,7 +195,7 @@ def refine_batches(
         if all_reduce is not None:
             scorer.load_partial_sums(all_reduce(scorer.partial_sums))
         if scorer.n_samples == 0:
-            raise ValueError("rank='auto' got no held-out samples to score (empty validation data)")
+            raise DataError("rank='auto' got no held-out samples to score (empty validation data)")
         selection = scorer.best(min_gain, confidence)
         extra = dict(selection.extra, source="validation" if validation is not None else f"holdout 1/{period}")
         selection = type(selection)(**{**selection.__dict__, "extra": extra})

@@ -13,7 +13,8 @@ import pytest
 CORE_MODULES = [
     "lip_agnostic._arrays", "lip_agnostic.principal", "lip_agnostic.accumulator", "lip_agnostic.rank",
     "lip_agnostic.refine", "lip_agnostic.stream", "lip_agnostic.metrics", "lip_agnostic.report",
-    "lip_agnostic.lowrank", "lip_agnostic.noise", "lip_agnostic.full_tail",
+    "lip_agnostic.lowrank", "lip_agnostic.noise", "lip_agnostic.full_tail", "lip_agnostic.errors",
+    "lip_agnostic.options",
 ]
 
 

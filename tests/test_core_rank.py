@@ -162,7 +162,10 @@ def test_sign_test_p_values():
 
 def test_auto_lip_refine_uses_the_validation_data(problem):
     W, X, y, Xv, yv = problem
-    out = lip_refine(W, X, y, "auto", X_val=Xv, Y_val=yv)
+    out = lip_refine(W, X, y, "auto", validation=(Xv, yv))
+    with pytest.warns(FutureWarning, match=r"X_val=/Y_val= are deprecated; pass validation=\(X_val, Y_val\)"):
+        old = lip_refine(W, X, y, "auto", X_val=Xv, Y_val=yv)
+    np.testing.assert_array_equal(old, out)
     sel = select_rank(W, "auto", accumulator=LIPAccumulator(W).update(X, y), X_val=Xv, Y_val=yv)
     np.testing.assert_allclose(out, lip_refine(W, X, y, sel.k))
 
@@ -239,7 +242,7 @@ def test_refine_batches_passes_rtol_and_reports_unchanged_weights_with_zero_angl
 def test_scoring_uses_the_layers_bias_even_when_the_fit_ignores_it(problem, rng):
     W, X, y, Xv, yv = problem
     b = 3.0 * rng.normal(size=6)  # a large bias: the real model's predictions depend on it
-    scorer = RankScorer(LIPAccumulator(W, bias=b, fit_bias=False).update(X, y)).update(Xv, yv)
+    scorer = RankScorer(LIPAccumulator(W, bias=b, bias_mode="ignore").update(X, y)).update(Xv, yv)
     for k, score in zip(scorer.ks, scorer.scores()):
         Wk = lip_refine(W, X, y, k)  # the paper's fit
         assert score == pytest.approx(np.mean(np.argmax(Xv @ Wk + b, axis=1) == yv))

@@ -221,7 +221,7 @@ def test_rank_out_of_range_and_bad_options_are_refused(problem):
     W, X, y = problem
     with pytest.raises(ValueError, match=r"k must lie in \[0, min\(q, l\)=8\]; got 9"):
         lip_refine(W, X, y, 9)
-    with pytest.raises(ValueError, match=r"k must be an int, an energy fraction in \(0, 1\], or 'auto'; got 'best'"):
+    with pytest.raises(ValueError, match=r"rank must be an int, an energy fraction in \(0, 1\], or 'auto'; got 'best'"):
         lip_refine(W, X, y, "best")
     with pytest.raises(ValueError, match=r"target_scale must be a positive number or 'logits'; got -1.0"):
         lip_refine(W, X, y, 2, target_scale=-1)
@@ -274,13 +274,29 @@ def test_accumulator_misuse_is_refused(problem):
         LIPAccumulator(W).update(X, y).result()
 
 
-def test_fit_bias_false_is_the_papers_fit_even_with_a_bias(backend, problem, rng):
+def test_bias_mode_ignore_is_the_papers_fit_even_with_a_bias(backend, problem, rng):
     W, X, y = problem
     b = backend.asarray(rng.normal(size=8))
-    got = lip_refine(backend.asarray(W), backend.asarray(X), backend.asarray(y), 2, bias=b, fit_bias=False)
+    got = lip_refine(backend.asarray(W), backend.asarray(X), backend.asarray(y), 2, bias=b, bias_mode="ignore")
     np.testing.assert_allclose(backend.to_numpy(got), dense_reference(W, X, onehot(y, 8), 2), rtol=1e-10)
+    with pytest.raises(ValueError, match=r"bias_mode must be 'fit' \(targets Y - 1 b\^T\) or 'ignore'.*got 'no'"):
+        LIPAccumulator(backend.asarray(W), 2, bias_mode="no")
+
+
+def test_the_old_fit_bias_keyword_still_works_with_a_future_warning(problem, rng):
+    W, X, y = problem
+    b = rng.normal(size=8)
+    for old, new in ((False, "ignore"), (True, "fit")):
+        with pytest.warns(FutureWarning, match=r"fit_bias= is deprecated; use bias_mode="):
+            got = lip_refine(W, X, y, 2, bias=b, fit_bias=old)
+        np.testing.assert_array_equal(got, lip_refine(W, X, y, 2, bias=b, bias_mode=new))
+        with pytest.warns(FutureWarning, match="fit_bias= is deprecated"):
+            acc = LIPAccumulator(W, 2, bias=b, fit_bias=old)
+        assert acc.bias_mode == new and acc.fit_bias is old
     with pytest.raises(TypeError, match="fit_bias must be True or False; got 'no'"):
-        LIPAccumulator(backend.asarray(W), 2, fit_bias="no")
+        LIPAccumulator(W, 2, fit_bias="no")
+    with pytest.raises(ValueError, match="pass bias_mode= only: fit_bias= is its deprecated old spelling"):
+        lip_refine(W, X, y, 2, bias=b, bias_mode="ignore", fit_bias=True)
 
 
 def test_a_precomputed_svd_gives_the_same_result_and_is_checked(problem):

@@ -160,7 +160,7 @@ def test_auto_k_with_validation_equals_core(model, digits):
     rec, hist = _fit_with(model, digits, lip)
     W, b = rec.at_end[2], rec.at_end[3]
     F, Fv = _features(rec.at_end, x), _features(rec.at_end, xv)
-    expected = lip_refine(W, F, y, "auto", bias=b, X_val=Fv, Y_val=yv)
+    expected = lip_refine(W, F, y, "auto", bias=b, validation=(Fv, yv))
     _close(_kernel(model), expected)
     sel = lip.report["selection"]
     assert sel["strategy"] == "auto" and sel["n_val"] == xv.shape[0]
@@ -533,9 +533,9 @@ def test_layer_lookup_errors(model, digits):
 
 @pytest.mark.parametrize("kwargs, exc, match", [
     ({"k": "best"}, ValueError, r"k must be an int, an energy fraction.*'best'"),
-    ({"k": 1.5}, ValueError, r"energy fraction and must lie in \(0, 1\]; got 1.5"),
-    ({"k": -1}, ValueError, r"k must be >= 0; got -1"),
-    ({"k": True}, TypeError, r"k must be an int.*bool"),
+    ({"k": 1.5}, ValueError, r"k as an energy fraction must lie in \(0, 1\]; got 1.5"),
+    ({"k": -1}, ValueError, r"k must lie in \[0, min\(q, l\)\]; got -1"),
+    ({"k": True}, TypeError, r"k must be an int, an energy fraction in \(0, 1\], or 'auto'; got True \(bool\)"),
     ({"bias_mode": "refit"}, ValueError, r"bias_mode must be 'subtract' or 'ignore'; got 'refit'"),
     ({"batch_size": 0}, ValueError, r"batch_size must be a positive integer; got 0"),
     ({"steps": 0}, ValueError, r"steps must be a positive integer or None; got 0"),

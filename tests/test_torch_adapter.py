@@ -560,7 +560,7 @@ def test_nan_weights_are_rejected_up_front():
         (dict(k="best"), ValueError, "'auto'; got 'best'"),
         (dict(k=11), ValueError, r"\[0, min\(q, l\)=10\]; got 11"),
         (dict(k=1.5), ValueError, r"fraction must lie in \(0, 1\]; got 1.5"),
-        (dict(k=True), TypeError, "integer"),
+        (dict(k=True), TypeError, r"k must be an int, an energy fraction in \(0, 1\], or 'auto'; got True \(bool\)"),
         (dict(k=2, bias="center"), ValueError, "bias must be 'fit'.*'center'"),
         (dict(k=2, target_scale="logit"), ValueError, "target_scale must be a positive number or 'logits'"),
         (dict(k=2, degenerate="drop"), ValueError, "degenerate must be 'zero' or 'keep'"),

@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 
 import lip_agnostic as lip
+from lip_agnostic.errors import LIPError, NonFiniteError, OptionError, RankOutOfRangeError
+from lip_agnostic.options import parse_rank
 from lip_agnostic.lowrank import low_rank_blocks, truncate_top
 
 from .calibrate import CalibrationData, feature_batches, load_calibration
@@ -49,37 +51,32 @@ def _check_finite(W: np.ndarray, name: str) -> None:
 
 
 def _check_rank(rank: Any, calib: bool) -> Any:
-    """The rank option alone (no model needed): ``"auto"``, an int ``k >= 0`` or an energy fraction."""
+    """The rank option alone (no model needed), through the core's one rank parser
+    (:func:`lip_agnostic.options.parse_rank`): ``"auto"``, an int ``k >= 0`` or an energy fraction."""
     if rank is None:
         if not calib:
             raise UsageError("truncation needs --rank K or --energy F (or give --calib for the full LIP with --rank auto)")
         return "auto"
-    if isinstance(rank, str):
-        if rank != "auto":
-            try:
-                rank = int(rank)
-            except ValueError:
-                raise UsageError(f"--rank must be an integer or 'auto'; got {rank!r}") from None
-        elif not calib:
-            raise UsageError("--rank auto needs held-out data: give --calib DATA.npz "
-                             "(with val_* arrays, or the core holds out every 5th sample)")
-        else:
-            return "auto"
-    if isinstance(rank, bool):
-        raise UsageError(f"rank must be an integer, an energy fraction or 'auto'; got {rank!r}")
-    if isinstance(rank, (int, np.integer)):
-        if int(rank) < 0:
-            raise UsageError(f"k={int(rank)} is out of range: k counts the components kept, it must be >= 0")
-        if int(rank) == 0 and not calib:
-            raise UsageError("--rank 0 without --calib would zero the classifier (truncation keeps k components); "
-                             "k=0 is meaningful only with --calib, where the whole spectrum is refit against the labels")
-        return int(rank)
-    if isinstance(rank, (float, np.floating)):
-        rank = float(rank)
-        if not (0.0 < rank <= 1.0) or math.isnan(rank):
-            raise UsageError(f"--energy must lie in (0, 1]; got {rank}")
-        return rank
-    raise UsageError(f"rank must be an integer, an energy fraction or 'auto'; got {rank!r}")
+    if isinstance(rank, str) and rank != "auto":
+        try:
+            rank = int(rank)
+        except ValueError:
+            raise UsageError(f"--rank must be an integer or 'auto'; got {rank!r}") from None
+    try:
+        rank = parse_rank(rank, name="rank")
+    except RankOutOfRangeError as exc:
+        raise UsageError(f"k={exc.rank} is out of range: k counts the components kept, it must be >= 0") from None
+    except OptionError as exc:
+        if isinstance(rank, (float, np.floating)):
+            raise UsageError(f"--energy must lie in (0, 1]; got {rank}") from None
+        raise UsageError(f"rank must be an integer, an energy fraction or 'auto'; got {rank!r}") from None
+    if rank == "auto" and not calib:
+        raise UsageError("--rank auto needs held-out data: give --calib DATA.npz "
+                         "(with val_* arrays, or the core holds out every 5th sample)")
+    if rank == 0 and not calib:
+        raise UsageError("--rank 0 without --calib would zero the classifier (truncation keeps k components); "
+                         "k=0 is meaningful only with --calib, where the whole spectrum is refit against the labels")
+    return rank
 
 
 def _check_rank_range(rank: Any, m: int) -> Any:
@@ -180,9 +177,7 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
             S = W.T if transposed else W
             try:
                 top = truncate_top(S, rank)
-            except ValueError as exc:
-                if "NaN/Inf" not in str(exc):
-                    raise
+            except NonFiniteError:
                 _check_finite(stored, c.weight.name)  # the precise message (count, shape)
                 raise
             k = top.k
@@ -225,10 +220,10 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
                                   desc="held-out")
         try:
             res = lip.refine_batches(W, batches, rank=rank, validation=val, bias=bias, target_scale=target_scale,
-                                     min_gain=min_gain, confidence=confidence, fit_bias=bias_mode == "fit")
-        except (ValueError, TypeError) as exc:
-            if isinstance(exc, LipOnnxError):
-                raise
+                                     min_gain=min_gain, confidence=confidence, bias_mode=bias_mode)
+        except LIPError as exc:  # the core's typed errors: data (shapes, labels, NaN) or option values
+            if isinstance(exc, OptionError):
+                raise UsageError(str(exc)) from None
             raise CalibrationError(f"LIP refused the calibration features/labels: {exc}") from None
         report["rank"] = res.selection.to_dict()
         report["summary"] = res.summary.to_dict()
@@ -452,9 +447,8 @@ def _large_spectrum_facts(loaded: LoadedModel, c: Classifier, top: int = 64) -> 
     S = np.asarray(stored.T if c.layout == "(l, q)" else stored, dtype=np.float32)
     try:
         res = truncate_top(S, min(top, min(S.shape)))
-    except ValueError as exc:
-        if "NaN/Inf" in str(exc):
-            _check_finite(stored, c.weight.name)
+    except NonFiniteError:
+        _check_finite(stored, c.weight.name)
         raise
     s = [abs(c.alpha) * float(v) for v in res.svd.s]
     total = res.total_energy * c.alpha ** 2

@@ -1,0 +1,253 @@
+"""One parser per option, shared by the core and every face.
+
+Every entry point (``lip_refine``, ``refine_batches``, the PyTorch and Keras
+faces, ``lip-onnx``) reads its options through these functions, so a value
+means the same thing, and a bad value fails with the same typed error
+(:mod:`lip_agnostic.errors`), wherever it is passed.
+
+Examples
+--------
+>>> import numpy as np
+>>> from lip_agnostic.options import parse_rank, parse_bias_mode
+>>> parse_rank(np.int64(2), 5), parse_rank(np.float32(0.5)), parse_rank("auto")
+(2, 0.5, 'auto')
+>>> parse_bias_mode("ignore")
+'ignore'
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any, Literal
+
+from .errors import OptionError, OptionTypeError, RankOutOfRangeError
+
+__all__ = [
+    "Rank",
+    "BiasMode",
+    "UNSET",
+    "parse_rank",
+    "parse_bias_mode",
+    "renamed_option",
+    "bias_mode_from_fit_bias",
+]
+
+Rank = int | float | Literal["auto"]
+BiasMode = Literal["fit", "ignore"]
+
+
+class _Unset:
+    """Marks a keyword the caller did not pass (distinct from ``None``)."""
+
+    _instance = None
+
+    def __new__(cls):  # one instance, so ``is UNSET`` works after copying
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+    def __reduce__(self):
+        return (_Unset, ())
+
+
+#: Default of a deprecated keyword: "not passed".
+UNSET: Any = _Unset()
+
+
+def _scalar(value: Any) -> Any:
+    """A Python scalar for a 0-d array (NumPy, PyTorch, JAX, CuPy, ...); other values as they are."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if getattr(value, "ndim", None) != 0 or not hasattr(value, "dtype"):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return item()
+        except Exception:
+            pass
+    kind = str(value.dtype)  # array-API arrays without .item(): convert by dtype
+    for key, conv in (("bool", bool), ("int", int), ("float", float)):
+        if key in kind:
+            try:
+                return conv(value)
+            except Exception:
+                return value
+    return value
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def parse_rank(value: Any, m: int | None = None, *, name: str = "rank", allow_auto: bool = True,
+               allow_fraction: bool = True) -> Rank:
+    """Read a rank option: how many principal components LIP keeps.
+
+    Steps
+    -----
+    1. ``"auto"`` (when ``allow_auto``): returned as is (the rank is chosen
+       on held-out data later).
+    2. A bool (Python or NumPy, or a 0-d bool array) is refused: ``True`` is
+       not a rank.
+    3. An integer (``int``, NumPy integer scalars, 0-d integer arrays of any
+       array library): returned as ``int``; it must be ``>= 0`` and, when
+       ``m = min(q, l)`` is given, ``<= m``.
+    4. A float (``float``, NumPy floating scalars, 0-d floating arrays) is an
+       energy fraction: it must lie in ``(0, 1]``; returned as ``float``.
+
+    Parameters
+    ----------
+    value : int, float, "auto", or a NumPy / 0-d array scalar of those
+    m : int, optional
+        Number of components of the weight, for the range check of an integer.
+    name : str
+        Option name used in error messages (``"rank"``, ``"k"``, ``"--rank"``).
+    allow_auto : bool
+        Whether ``"auto"`` is accepted here.
+    allow_fraction : bool
+        Whether an energy fraction is accepted here (``False``: an integer
+        rank only, e.g. a rank to evaluate at).
+
+    Returns
+    -------
+    int, float or "auto"
+
+    Raises
+    ------
+    OptionTypeError
+        A bool, or a value that is neither a number nor a string.
+    OptionError
+        A string other than ``"auto"``, or a fraction outside ``(0, 1]``.
+    RankOutOfRangeError
+        An integer below 0 or above ``m``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> parse_rank(3, 10), parse_rank(np.array(3), 10), parse_rank(0.9)
+    (3, 3, 0.9)
+    >>> parse_rank(True)
+    Traceback (most recent call last):
+    ...
+    lip_agnostic.errors.OptionTypeError: rank must be an int, an energy fraction in (0, 1], or 'auto'; got True (bool)
+    """
+    if not allow_fraction:
+        bound = f"[0, {m}]" if m is not None else ">= 0"
+        what = f"an integer in {bound}" + (" or 'auto'" if allow_auto else "")
+    elif allow_auto:
+        what = "an int, an energy fraction in (0, 1], or 'auto'"
+    else:
+        what = "an int or an energy fraction in (0, 1]"
+    v = _scalar(value)
+    if isinstance(v, str):
+        if v == "auto" and allow_auto:
+            return "auto"
+        if allow_auto:
+            raise OptionError(f"{name} must be {what}; got {v!r}")
+        raise OptionTypeError(f"{name} must be {what}; got {_describe(value)}")
+    if isinstance(v, bool) or type(v).__name__ in ("bool_", "bool"):
+        raise OptionTypeError(f"{name} must be {what}; got {_describe(value)}")
+    if isinstance(v, numbers.Integral):
+        k = int(v)
+        if k < 0 or (m is not None and k > m):
+            bound = f"[0, min(q, l)={m}]" if m is not None else "[0, min(q, l)]"
+            raise RankOutOfRangeError(f"{name} must lie in {bound}; got {k}", k, m)
+        return k
+    if isinstance(v, numbers.Real) and allow_fraction:
+        f = float(v)
+        if math.isnan(f) or not 0.0 < f <= 1.0:
+            raise OptionError(f"{name} as an energy fraction must lie in (0, 1]; got {f}")
+        return f
+    raise OptionTypeError(f"{name} must be {what}; got {_describe(value)}")
+
+
+def parse_bias_mode(value: Any, *, name: str = "bias_mode") -> BiasMode:
+    """Read the bias option: ``"fit"`` or ``"ignore"``.
+
+    ``"fit"``: the tail refit targets ``Y - 1 b^T`` (the logits the layer
+    really produces include its bias ``b``). ``"ignore"``: the paper's
+    reference fit, targets ``Y`` (the bias still counts when held-out data
+    are scored). The Keras face's old spelling ``"subtract"`` means
+    ``"fit"`` and is accepted with a ``FutureWarning`` for one release.
+
+    Examples
+    --------
+    >>> parse_bias_mode("fit")
+    'fit'
+    >>> parse_bias_mode("none")
+    Traceback (most recent call last):
+    ...
+    lip_agnostic.errors.OptionError: bias_mode must be 'fit' (targets Y - 1 b^T) or 'ignore' (the paper's fit, targets Y); got 'none'
+    """
+    if isinstance(value, str):
+        if value in ("fit", "ignore"):
+            return value  # type: ignore[return-value]
+        if value == "subtract":
+            warnings.warn(f"{name}='subtract' is deprecated; use {name}='fit' (same meaning)",
+                          FutureWarning, stacklevel=3)
+            return "fit"
+        raise OptionError(
+            f"{name} must be 'fit' (targets Y - 1 b^T) or 'ignore' (the paper's fit, targets Y); got {value!r}")
+    raise OptionTypeError(
+        f"{name} must be 'fit' (targets Y - 1 b^T) or 'ignore' (the paper's fit, targets Y); got {_describe(value)}")
+
+
+def renamed_option(new: Any, old: Any, *, new_name: str, old_name: str, default: Any = UNSET,
+                   stacklevel: int = 3) -> Any:
+    """The value of an option that has a deprecated old keyword.
+
+    ``old`` is the value passed under the old name (``UNSET`` when not
+    passed): it is used with a ``FutureWarning``. Passing both names is an
+    :class:`~lip_agnostic.errors.OptionError`. When neither was passed the
+    result is ``default`` (``new`` when it is not ``UNSET``).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     renamed_option(UNSET, 3, new_name="rank", old_name="k")
+    3
+    >>> str(w[0].message)
+    'k= is deprecated; use rank= (k= will be removed in the next release)'
+    """
+    if old is UNSET:
+        return default if new is UNSET else new
+    if new is not UNSET:
+        raise OptionError(f"pass {new_name}= only: {old_name}= is its deprecated old name; got both")
+    warnings.warn(f"{old_name}= is deprecated; use {new_name}= ({old_name}= will be removed in the next release)",
+                  FutureWarning, stacklevel=stacklevel)
+    return old
+
+
+def bias_mode_from_fit_bias(bias_mode: Any, fit_bias: Any, *, stacklevel: int = 3) -> BiasMode:
+    """``bias_mode`` for a core call that may use the deprecated ``fit_bias=`` (True/False).
+
+    ``fit_bias`` is ``UNSET`` when not passed; ``True`` maps to ``"fit"`` and
+    ``False`` to ``"ignore"``, with a ``FutureWarning``. Passing it together
+    with ``bias_mode="ignore"`` is an :class:`~lip_agnostic.errors.OptionError`
+    (``bias_mode="fit"`` is the default, so it yields to ``fit_bias``).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     bias_mode_from_fit_bias("fit", False)
+    'ignore'
+    """
+    if fit_bias is UNSET:
+        return parse_bias_mode("fit" if bias_mode is UNSET else bias_mode)
+    if bias_mode is not UNSET and parse_bias_mode(bias_mode) != "fit":
+        raise OptionError("pass bias_mode= only: fit_bias= is its deprecated old spelling; got both")
+    if not isinstance(fit_bias, bool):
+        raise OptionTypeError(f"fit_bias must be True or False; got {fit_bias!r}")
+    warnings.warn("fit_bias= is deprecated; use bias_mode='fit' (fit_bias=True) or bias_mode='ignore' "
+                  "(fit_bias=False)", FutureWarning, stacklevel=stacklevel)
+    return "fit" if fit_bias else "ignore"
