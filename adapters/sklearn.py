@@ -270,7 +270,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                                  f"{F_val.shape[0]} and {T_val.shape[0]}")
             val_batches = list(_chunks(F_val, T_val))
         result = refine_batches(W, _chunks(F, targets), rank=rank, validation=val_batches, bias=b,
-                                fit_bias=fit_bias, **options)
+                                bias_mode="fit" if fit_bias else "ignore", **options)
         new = np.asarray(result.weight).T
         if new.shape != coef.shape or not np.isfinite(new).all():
             raise ValueError(f"LIP returned an unusable weight (shape {new.shape}, expected {coef.shape}); "

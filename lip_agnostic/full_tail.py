@@ -61,13 +61,13 @@ from ._arrays import (
     as_targets,
     check_finite,
     check_product_finite,
-    check_rank,
     device_of,
     namespace,
     stats_dtype,
     to_float,
 )
 from .accumulator import TargetScale
+from .options import parse_rank
 from .principal import SVD, reduced_svd, resolve_rank
 from .rank import DEFAULT_CONFIDENCE, RankSelection, _hits, _p_values, _row_max, _significant, candidate_ranks
 
@@ -464,7 +464,7 @@ class FullTailAccumulator:
 
     def coefficients(self, rank: int, ridge: float, /) -> Any:
         """The ridge solution ``C`` (``(q - k) x (l - k)``, stats dtype) for rank ``k`` and ``lam``."""
-        k = check_rank(rank, self.svd.rank_max, "rank")
+        k = parse_rank(rank, self.svd.rank_max, name="rank", allow_auto=False, allow_fraction=False)
         lam = _check_ridge(ridge, allow_auto=False)
         e, Q, QtR = self._solver(k)
         return Q @ (QtR * _inverse(self._xp, e, lam, self.rtol)[:, None])
@@ -589,7 +589,8 @@ class FullTailScorer:
             ranks = [acc.rank] if acc.rank is not None else candidate_ranks(0, m, FULL_TAIL_RANK_LIMIT)
         if isinstance(ranks, (str, bytes)) or not hasattr(ranks, "__iter__"):
             raise _option_error(f"ranks must be a sequence of integers in [0, {m}]; got {ranks!r}")
-        ks = sorted({check_rank(k, m, "candidate rank") for k in ranks} | {m})
+        ks = sorted({parse_rank(k, m, name="candidate rank", allow_auto=False, allow_fraction=False)
+                     for k in ranks} | {m})
         if ridges is None:
             ridges = acc.ridge_grid()
         if isinstance(ridges, (str, bytes)) or not hasattr(ridges, "__iter__"):

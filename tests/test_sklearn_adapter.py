@@ -47,7 +47,7 @@ def _data(n=400, q=12, l=4, seed=0, labels=None):
 
 
 def _core(W, X, y_idx, rank, b=None, fit_bias=True, **kw):
-    return refine_batches(W, [(X, y_idx)], rank=rank, bias=b, fit_bias=fit_bias, **kw)
+    return refine_batches(W, [(X, y_idx)], rank=rank, bias=b, bias_mode="fit" if fit_bias else "ignore", **kw)
 
 
 def test_refined_weight_is_the_cores_lip_on_the_training_data():
