@@ -7,7 +7,7 @@ from typing import Any
 
 from ._arrays import as_weight, check_fraction, device_of, namespace, to_float, working_dtype
 from ._gram import gram_dtype, gram_svd
-from .errors import OptionError
+from .errors import DataError, OptionError, OptionTypeError
 from .options import parse_rank
 
 __all__ = ["SVD", "reduced_svd", "svd_route", "check_factors", "GRAM_MIN_WORK", "energy_rank", "resolve_rank", "project_principal"]
@@ -51,13 +51,13 @@ class SVD:
 def check_factors(svd: Any, shape: tuple[int, int], /) -> SVD:
     """Check that ``svd`` is an :class:`SVD` whose factors fit a weight of ``shape``; return it."""
     if not isinstance(svd, SVD):
-        raise TypeError(f"svd must be a lip_agnostic.SVD (from reduced_svd); got {type(svd).__name__}")
+        raise OptionTypeError(f"svd must be a lip_agnostic.SVD (from reduced_svd); got {type(svd).__name__}")
     q, l = int(shape[0]), int(shape[1])
     m = min(q, l)
     want = ((q, m), (m,), (l, m))
     got = (tuple(svd.U.shape), tuple(svd.s.shape), tuple(svd.V.shape))
     if got != want:
-        raise ValueError(f"svd factors (U, s, V) must have shapes {want} for W of shape {(q, l)}; got {got}")
+        raise DataError(f"svd factors (U, s, V) must have shapes {want} for W of shape {(q, l)}; got {got}")
     return svd
 
 

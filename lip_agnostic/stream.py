@@ -42,7 +42,7 @@ class LIPResult:
         Tail components with ~zero data energy (handled per ``degenerate``);
         ``tail="full"``: directions of the complement the data never excite.
     bias : array (l,) or None
-        ``tail="full"`` with a bias and ``fit_bias``: the refit bias ``b*`` to
+        ``tail="full"`` with a bias and ``bias_mode="fit"``: the refit bias ``b*`` to
         write into the layer with the weight; None: the bias stays as it is.
     tail : {"diagonal", "full"}
         Which refit ran: ``"diagonal"`` is the paper's, ``"full"`` is beyond the paper.
@@ -121,7 +121,7 @@ def refine_batches(
     ``tail="full"`` (**beyond the paper**) runs the same stream through a
     :class:`lip_agnostic.FullTailAccumulator` instead: the top-``k``
     components are kept, the whole complement is ridge-refit (and the bias,
-    when given with ``fit_bias``: :attr:`LIPResult.bias`), and ``"auto"``
+    when given with ``bias_mode="fit"``: :attr:`LIPResult.bias`), and ``"auto"``
     scores every ``(k, lam)`` of the grid behind the same guard.
 
     Parameters
