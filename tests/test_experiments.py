@@ -290,7 +290,8 @@ def quick_run(tmp_path_factory):
 def test_run_all_quick_writes_the_evidence(quick_run):
     md = (quick_run / "EVIDENCE.md").read_text()
     for needle in ("## Verdict", "## Summary over every row", "## digits", "QUICK mode",
-                   "figures/accuracy_auto_gain.png", "## The paper's analysis, reproduced"):
+                   "figures/accuracy_auto_gain.png", "## The paper's analysis, reproduced",
+                   "## Beyond the diagonal: the full-tail refit"):
         assert needle in md
     for png in ("accuracy_auto_gain.png", "accuracy_gain_vs_k_digits.png"):
         assert (quick_run / "figures" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -534,3 +535,22 @@ def test_core_full_tail_matches_the_study_reference(k):
     # the complement's intercept agrees; the core also recentres the kept directions' bias (by design)
     Vp = np.linalg.svd(W, full_matrices=True)[2].T[:, k:]
     np.testing.assert_allclose(bc @ Vp, br @ Vp, atol=1e-9)
+
+
+def test_run_all_full_tail_stage_writes_its_section(tmp_path, monkeypatch):
+    import shutil
+
+    from experiments import run_all
+
+    shutil.copy(acc.RESULTS_DIR / "accuracy_full.json", tmp_path / "accuracy_full.json")
+    tiny = fts.study_plan("tiny")
+    monkeypatch.setattr(fts, "study_plan", lambda mode: tiny)
+    assert run_all.main(["--only", "full-tail", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 0
+    md = (tmp_path / "EVIDENCE.md").read_text()
+    for needle in ("**Full-tail refit (issue 10, beyond the paper):**", "## Beyond the diagonal: the full-tail refit",
+                   "### Decision", "Decision by the rule", "## Verdict"):
+        assert needle in md
+    assert json.loads((tmp_path / "fulltail_tiny.json").read_text())["records"]
+    assert (tmp_path / "figures" / "fulltail_gain.png").exists()
+    with pytest.raises(SystemExit, match="--only full-tail needs the accuracy study's"):
+        run_all.main(["--only", "full-tail", "--out", str(tmp_path / "empty")])
