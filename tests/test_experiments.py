@@ -514,6 +514,10 @@ def test_fulltail_tiny_study_end_to_end(tmp_path):
     assert again["records"][0]["cached"] and again["records"][0]["base_acc"] == r["base_acc"]
     saved = json.loads(path.read_text())
     assert len(saved["rows"]) == 1 and saved["rows"][0]["methods"]["ft_auto"]["gain"][1] == 0.0
+    # a re-run with the same results file reuses the evaluated records (the trained model is cached)
+    resumed = fts.run_study(plan, cache_dir=tmp_path / "cache", log=lambda s: None, results_path=path)
+    assert resumed["records"] == saved["records"]
+    assert fts.run_study(plan, cache_dir=None, log=lambda s: None, results_path=path)["records"][0]["eval_s"] >= 0
     md = fts.report_markdown(saved, tmp_path / "figures")
     for needle in ("### Decision", "KEEP the paper-faithful default", "### Is the guard misled?",
                    "### How many clean validation labels suffice?", "### Cost", "Not run"):
