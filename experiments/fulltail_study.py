@@ -589,6 +589,21 @@ def guard_table(records: list[dict]) -> str:
     return "\n".join(out)
 
 
+def picks_table(records: list[dict]) -> str:
+    """What the automatic full tail chose when it changed the head: the kept rank k and the ridge factor ρ."""
+    out = ["| method | seeds | changed | of them k = 0 (a ridge head) | 0 < k < m | ρ chosen (count) |",
+           "|---|---|---|---|---|---|"]
+    for meth in ("ft_auto", "ft_auto_logits", "ft_unguarded"):
+        ch = [r[meth] for r in records if r[meth]["changed"]]
+        rhos: dict = {}
+        for c in ch:
+            rhos[c["rho"]] = rhos.get(c["rho"], 0) + 1
+        out.append(f"| {METHOD_LABEL[meth]} | {len(records)} | {len(ch)} | {sum(c['k'] == 0 for c in ch)} | "
+                   f"{sum(c['k'] > 0 for c in ch)} | "
+                   + (", ".join(f"{k:g}: {v}" for k, v in sorted(rhos.items(), key=lambda t: t[0] or 0)) or "—") + " |")
+    return "\n".join(out)
+
+
 def clean_table(rows: list[dict], records: list[dict]) -> str:
     """Per clean-label budget N: guarded full tail chosen on N clean held-out labels, over the rows that have N."""
     ns = sorted({int(n) for r in rows for n in r["clean"]})
@@ -804,6 +819,8 @@ def report_markdown(result: dict, fig_dir: Path, discussion: str | None = None, 
         L.append(f"### {ds}\n")
         L.append(dataset_table(rows, ds) + "\n")
     L.append(f"![full tail vs k]({fig_prefix}/fulltail_gain_vs_k.png)\n")
+    L.append("### What the automatic choice picked\n")
+    L.append(picks_table(records) + "\n")
     L.append("### Is the guard misled? (noisy held-out labels, per seed)\n")
     L.append("A change is *misled* when the noisy held-out labels passed it but the clean test set says it is worse. "
              "The last-but-one column checks the same choice against the held-out rows' own clean labels.\n")
