@@ -52,7 +52,7 @@ def _two_heads() -> onnx.ModelProto:
 
 def test_two_heads_are_ambiguous_and_listed_until_layer_is_given():
     loaded = load_model(_two_heads())
-    with pytest.raises(ClassifierNotFoundError, match=r"(?s)2 classifier candidates; choose one with --layer.*head \(Gemm\).*aux_head \(MatMul\)"):
+    with pytest.raises(ClassifierNotFoundError, match=r"^2 classifier candidates; choose one with --layer NAME: 'head' \(Gemm, W 6x4\), 'aux_head' \(MatMul, W 6x3\)[^\n]*$"):
         select_classifier(loaded)
     assert select_classifier(loaded, "aux_head").l == 3
     assert select_classifier(loaded, "W").node_name == "head"   # by weight name

@@ -27,7 +27,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"lip-onnx: error: {message}", file=sys.stderr)
+    one_line = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    print(f"lip-onnx: error: {one_line}", file=sys.stderr)
     return code
 
 
@@ -298,7 +299,8 @@ def _plot_format(path: str) -> str:
     formats = fig.canvas.get_supported_filetypes()
     plt.close(fig)
     if ext not in formats:
-        raise UsageError(f"--plot {path}: unknown image format {ext!r}; use one of {', '.join(sorted(formats))}")
+        raise UsageError(f"--plot {path}: unknown image format {ext!r}; use an extension matplotlib writes "
+                         "(e.g. .png, .pdf, .svg)")
     return ext
 
 

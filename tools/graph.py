@@ -120,6 +120,10 @@ class Classifier:
         d["notes"] = list(self.notes)
         return d
 
+    def brief(self) -> str:
+        """A few words: name, op, ``W`` shape."""
+        return f"{self.label!r} ({self.op_type}, W {self.q}x{self.l})"
+
     def describe(self) -> str:
         """One line: node, op, weight, layout, shape."""
         name = self.node_name or "<unnamed>"
@@ -334,8 +338,8 @@ def select_classifier(loaded: LoadedModel, layer: str | None = None) -> Classifi
         layers = find_linear_layers(loaded)
         match = [c for c in layers if layer in (c.node_name, c.weight.name, c.output_name)]
         if not match:
-            listing = "\n  ".join(c.describe() for c in layers) or "(none)"
-            raise ClassifierNotFoundError(f"no Gemm/MatMul layer named {layer!r}; linear layers with a constant weight:\n  {listing}")
+            listing = ", ".join(c.brief() for c in layers) or "(none)"
+            raise ClassifierNotFoundError(f"no Gemm/MatMul layer named {layer!r}; linear layers with a constant weight: {listing}")
         if len(match) > 1:
             raise ClassifierNotFoundError(f"--layer {layer!r} matches {len(match)} layers; use a node name")
         chosen = match[0]
@@ -352,9 +356,10 @@ def select_classifier(loaded: LoadedModel, layer: str | None = None) -> Classifi
                 "no classifier found: no Gemm or MatMul with a constant weight on the way back from the "
                 f"graph outputs {[o.name for o in loaded.model.graph.output]}")
         if len(cands) > 1:
-            listing = "\n  ".join(c.describe() for c in cands)
+            listing = ", ".join(c.brief() for c in cands)
             raise ClassifierNotFoundError(
-                f"{len(cands)} classifier candidates; choose one with --layer NAME:\n  {listing}")
+                f"{len(cands)} classifier candidates; choose one with --layer NAME: {listing} "
+                "(lip-onnx inspect MODEL shows each one)")
         chosen = cands[0]
     w = chosen.weight
     if w.dtype in ("int8", "uint8", "int4", "uint4", "int16", "uint16", "int32"):

@@ -167,7 +167,7 @@ def load_model(source: "str | os.PathLike | onnx.ModelProto | bytes") -> LoadedM
         try:
             model = onnx.load(path, load_external_data=False)
         except Exception as exc:
-            raise ModelReadError(f"{path} is not a readable ONNX model (truncated or not ONNX): {_short(exc)}") from None
+            raise ModelReadError(f"{path} is not a readable ONNX model (truncated, or not ONNX: the protobuf does not parse)") from None
         base_dir = os.path.dirname(os.path.abspath(path))
     else:
         raise TypeError(f"model must be a path, bytes or onnx.ModelProto; got {type(source).__name__}")
@@ -196,7 +196,7 @@ def _parse_bytes(data: bytes, name: str) -> onnx.ModelProto:
     try:
         model.ParseFromString(data)
     except Exception as exc:
-        raise ModelReadError(f"{name} is not a readable ONNX model (truncated or not ONNX): {_short(exc)}") from None
+        raise ModelReadError(f"{name} is not a readable ONNX model (truncated, or not ONNX: the protobuf does not parse)") from None
     return model
 
 
