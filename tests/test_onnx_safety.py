@@ -310,12 +310,12 @@ def test_bias_mode_and_confidence_reach_the_core(tmp_path, monkeypatch):
     feats = np.maximum(x.astype(np.float64) @ p["W1"].astype(np.float64) + p["b1"], 0)
     W = p["W"].astype(np.float32).astype(np.float64)
     b = p["b"].astype(np.float32).astype(np.float64)
-    for mode, fit in (("fit", True), ("ignore", False)):
+    for mode in ("fit", "ignore"):
         assert cli.main(["denoise", "m.onnx", "--calib", "c.npz", "--rank", "3", "--bias-mode", mode,
                          "-o", f"{mode}.onnx", "-q"]) == 0
         loaded = load_model(f"{mode}.onnx")
         got = np.asarray(read_weight(loaded, select_classifier(loaded)), np.float64)
-        want = lip.refine_batches(W, [(feats, y)], rank=3, bias=b, fit_bias=fit).weight
+        want = lip.refine_batches(W, [(feats, y)], rank=3, bias=b, bias_mode=mode).weight
         np.testing.assert_allclose(got, want, atol=1e-4)
     report = api.denoise_file("m.onnx", "n.onnx", calib="c.npz", confidence=None)
     assert report["rank"]["extra"]["confidence"] is None
