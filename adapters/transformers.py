@@ -1,0 +1,360 @@
+"""LIP for Hugging Face Transformers: a ``TrainerCallback`` that refines the head at the end of training.
+
+:class:`LIPCallback` waits for ``on_train_end``, then runs the torch faces'
+finalize pass (:func:`lip_agnostic.adapters._torch_data.finalize_layer`) on
+the model's classification head with the Trainer's own train dataloader; the
+refined weight is written in place, so ``trainer.save_model()`` saves it.
+This module only adapts Transformers' conventions (dict batches called as
+``model(**inputs)``, ``labels`` with ``-100`` for ignored positions, the
+one-token shift of causal language models); every formula lives in the core.
+
+Example
+-------
+>>> from transformers import BertConfig, BertForSequenceClassification
+>>> from lip_agnostic.adapters.transformers import LIPCallback, find_head
+>>> model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+...     num_attention_heads=2, intermediate_size=32, num_labels=3))
+>>> find_head(model)[0]
+'classifier'
+>>> LIPCallback(rank="auto")
+LIPCallback(rank='auto', head=None, bias_mode='fit', validation='eval')
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from ._torch_data import (
+    check_bias_mode,
+    check_classifier,
+    check_lip_options,
+    check_rank,
+    distributed,
+    finalize_layer,
+)
+
+__all__ = ["LIPCallback", "attach", "find_head", "HEAD_NAMES", "IGNORE_INDEX"]
+
+#: Module names tried, in order, for the head when ``head`` is not given (a non-linear head
+#: module, e.g. RoBERTa's ``classifier``, is searched for its ``out_proj`` / ``dense`` linear).
+HEAD_NAMES = ("classifier", "score", "lm_head", "cls.predictions.decoder", "head", "output")
+#: Label value Transformers' losses ignore (padding, sub-word continuations).
+IGNORE_INDEX = -100
+#: ``refine_batches`` keywords this face sets itself.
+_RESERVED = {"validation": "validation", "bias": "bias_mode", "fit_bias": "bias_mode", "bias_mode": "bias_mode",
+             "rank": "rank", "all_reduce": "all_reduce", "xp": None}
+
+
+def find_head(model: nn.Module, head: str | nn.Module | None = None) -> tuple[str, nn.Linear]:
+    """The model's output layer: ``(dotted name, nn.Linear)``.
+
+    Steps
+    -----
+    1. ``head`` given as a module: it must be an ``nn.Linear`` inside ``model``;
+       as a string: the submodule of that dotted name.
+    2. Otherwise the first of :data:`HEAD_NAMES` the model has.
+    3. A head that is a container (``RobertaClassificationHead``) resolves to
+       its ``out_proj`` linear layer, the one producing the logits.
+
+    Raises
+    ------
+    ValueError
+        No such module, or nothing found; the message lists the linear layers.
+    TypeError
+        The head is not an ``nn.Linear`` (see :func:`check_classifier`).
+    """
+    names = {id(m): n for n, m in model.named_modules()}
+    if isinstance(head, nn.Module):
+        if id(head) not in names:
+            raise ValueError(f"head ({type(head).__name__}) is not a submodule of the model ({type(model).__name__})")
+        return names[id(head)], check_classifier(head)
+    candidates = (head,) if isinstance(head, str) else HEAD_NAMES
+    if head is not None and not isinstance(head, str):
+        raise TypeError(f"head must be a module name, an nn.Linear of the model, or None; got {type(head).__name__}")
+    for name in candidates:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+        if not isinstance(module, nn.Linear):
+            inner = next((getattr(module, a) for a in ("out_proj", "decoder") if isinstance(getattr(module, a, None),
+                                                                                             nn.Linear)), None)
+            if inner is not None:
+                return names[id(inner)], check_classifier(inner)
+        return name, check_classifier(module)
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-5:]
+    what = f"no module named {head!r}" if head is not None else f"none of {list(HEAD_NAMES)}"
+    raise ValueError(f"{type(model).__name__} has {what}; pass head='<name>' (its last linear layers: {linears})")
+
+
+def _is_causal_lm(model: nn.Module) -> bool:
+    """Whether Transformers' loss for this model shifts the labels (a causal language model)."""
+    name = type(model).__name__
+    if name.endswith("ForCausalLM"):
+        return True
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except ImportError:  # pragma: no cover - layout of older releases
+        return False
+    names: set = set()
+    for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        names.update([value] if isinstance(value, str) else value)
+    return name in names
+
+
+def _tied(model: nn.Module, layer: nn.Linear) -> str | None:
+    """Name of another parameter sharing the head's weight storage (tied input embeddings)."""
+    ptr = layer.weight.data_ptr()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p is not layer.weight and p.data_ptr() == ptr:
+            return name
+    for name, module in model.named_modules():
+        w = getattr(module, "weight", None)
+        if module is not layer and isinstance(w, torch.Tensor) and w is layer.weight:
+            return f"{name}.weight"
+    return None
+
+
+class _Batches:
+    """Transformers' batch conventions for the finalize pass."""
+
+    def __init__(self, label_key: str, shift: bool) -> None:
+        self.label_key = label_key
+        self.shift = shift
+
+    def unpack(self, batch: Any) -> tuple[dict, Any]:
+        if not hasattr(batch, "keys"):
+            raise ValueError(f"a Transformers batch must be a dict of model inputs and {self.label_key!r}; "
+                             f"got {type(batch).__name__}")
+        inputs = {k: batch[k] for k in batch.keys()}
+        if self.label_key not in inputs:
+            raise ValueError(f"the batch has no {self.label_key!r} (keys: {sorted(inputs)}); "
+                             "LIP needs the training labels (pass label_key=...)")
+        labels = inputs.pop(self.label_key)
+        return inputs, labels
+
+    @staticmethod
+    def call(model: nn.Module, inputs: dict) -> Any:
+        return model(**inputs)
+
+    def select(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shift causal-LM positions; drop the rows Transformers' loss ignores (label ``-100``)."""
+        if self.shift:
+            if features.ndim != 3 or labels.ndim != 2:
+                raise ValueError(f"a causal LM head expects features (n, s, q) and labels (n, s); got "
+                                 f"{tuple(features.shape)} and {tuple(labels.shape)}")
+            features, labels = features[:, :-1, :], labels[:, 1:]  # position t predicts token t + 1
+        if labels.is_floating_point():
+            return features, labels  # soft / multi-label targets: nothing is ignored
+        features = features.reshape(-1, features.shape[-1]) if features.ndim > 2 else features
+        labels = labels.reshape(-1)
+        if features.shape[0] != labels.shape[0]:
+            raise ValueError(f"the head saw {features.shape[0]} positions but the batch has {labels.shape[0]} "
+                             "labels; LIP needs one label per head input (sequence-level heads that pool after "
+                             "the head, e.g. GPT-2's score, are not supported)")
+        keep = labels != IGNORE_INDEX
+        if not bool(keep.all()):
+            features, labels = features[keep], labels[keep]
+        return features, labels
+
+
+class LIPCallback(TrainerCallback):
+    """Apply LIP to the classification head when the ``Trainer`` finishes training.
+
+    Steps
+    -----
+    1. ``on_train_begin``: find the head (:func:`find_head`), check ``rank``
+       against its size and dry-run the LIP options, so a bad option fails
+       before training, not after it.
+    2. ``on_train_end``: one no-grad pass over the Trainer's train dataloader
+       (under ``torch.distributed`` each process streams its shard and the
+       core's sums are all-reduced); ``rank="auto"`` is scored on the
+       ``eval_dataset`` (the Trainer's eval dataloader: :func:`attach` builds
+       it, otherwise the one the Trainer built for evaluation during training)
+       and, without one, on every 5th training sample held out of the refit.
+    3. ``W*`` is written into the head in place (bias untouched); the report
+       goes into ``state.log_history`` (keys ``lip_*``, via ``trainer.log``
+       when attached) and ``self.result`` (the core's ``LIPResult``).
+       If anything fails, the head is left bit-identical and the error raised.
+
+    Parameters
+    ----------
+    rank : int, float in (0, 1], or "auto"
+        Principal components kept (a float is an energy fraction).
+    head : str or nn.Linear, optional
+        The output layer (default: found by name, :data:`HEAD_NAMES`).
+    bias_mode : {"fit", "ignore"}
+        ``"fit"``: refit targets ``Y - 1 b^T``; ``"ignore"``: the paper's fit.
+    validation : "eval", None, or an iterable of batches
+        Held-out batches for ``rank="auto"``: ``"eval"`` the Trainer's
+        ``eval_dataset``; ``None`` the hold-out of the training stream.
+    label_key : str, optional
+        Batch key of the labels (default: the Trainer's first ``label_names``, else ``"labels"``).
+    shift_labels : bool or "auto"
+        Shift labels one position left (causal LM heads). ``"auto"``: when the
+        model is one of Transformers' causal language models (its loss shifts too).
+    progress : bool
+        tqdm bars during the pass (rank 0 only).
+    **lip_options
+        Passed to :func:`lip_agnostic.refine_batches` (``target_scale``,
+        ``min_gain``, ``confidence``, ``holdout``, ``degenerate``, ...).
+
+    Attributes
+    ----------
+    result : lip_agnostic.LIPResult or None
+        After training; ``result.context`` holds the face facts (head name,
+        world size, batches, samples, where ``rank="auto"`` was scored).
+    """
+
+    def __init__(
+        self,
+        *,
+        rank: int | float | str = "auto",
+        head: str | nn.Module | None = None,
+        bias_mode: str = "fit",
+        validation: str | Iterable | None = "eval",
+        label_key: str | None = None,
+        shift_labels: bool | str = "auto",
+        progress: bool = False,
+        **lip_options: Any,
+    ) -> None:
+        if isinstance(rank, bool) or not (rank == "auto" if isinstance(rank, str) else isinstance(rank, (int, float))):
+            raise ValueError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
+        if head is not None and not isinstance(head, (str, nn.Module)):
+            raise TypeError(f"head must be a module name, an nn.Linear of the model, or None; got {type(head).__name__}")
+        if isinstance(validation, str) and validation != "eval":
+            raise ValueError(f"validation must be 'eval', None or an iterable of batches; got {validation!r}")
+        if validation is not None and not isinstance(validation, str) and not hasattr(validation, "__iter__"):
+            raise TypeError(f"validation must be 'eval', None or an iterable of batches; got {type(validation).__name__}")
+        if shift_labels not in ("auto", True, False):
+            raise ValueError(f"shift_labels must be True, False or 'auto'; got {shift_labels!r}")
+        self.rank = rank
+        self.head = head
+        self.bias_mode = check_bias_mode(bias_mode)
+        self.validation = validation
+        self.label_key = label_key
+        self.shift_labels = shift_labels
+        self.progress = bool(progress)
+        self.lip_options = check_lip_options(lip_options, torch.zeros(1, 1), reserved=_RESERVED,
+                                             face="Transformers callback", dry_run=False)
+        self.trainer: Any = None
+        self.result: Any = None
+
+    def __repr__(self) -> str:
+        return (f"LIPCallback(rank={self.rank!r}, head={self.head!r}, bias_mode={self.bias_mode!r}, "
+                f"validation={self.validation if isinstance(self.validation, (str, type(None))) else '<batches>'!r})")
+
+    # ------------------------------------------------------------------ Trainer events
+    def _layer(self, model: nn.Module) -> tuple[str, nn.Linear]:
+        name, layer = find_head(model, self.head)
+        tied = _tied(model, layer)
+        if tied is not None:
+            raise ValueError(
+                f"the head {name!r} shares its weight with {tied!r} (tied input embeddings, "
+                "tie_word_embeddings=True); LIP would rewrite the embeddings too: untie them or pass another head")
+        return name, layer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:
+        if model is None:
+            return
+        _, layer = self._layer(model)
+        check_rank(self.rank, layer.weight)
+        check_lip_options(self.lip_options, layer.weight, self.rank,
+                          layer.bias if self.bias_mode == "fit" else None, reserved=_RESERVED,
+                          face="Transformers callback")
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
+                     train_dataloader: Iterable | None = None, eval_dataloader: Iterable | None = None,
+                     **kw: Any) -> None:
+        if model is None or train_dataloader is None:
+            raise ValueError("on_train_end got no model or train_dataloader from the Trainer; LIP cannot run")
+        name, layer = self._layer(model)
+        rank = check_rank(self.rank, layer.weight)
+        label_key = self.label_key or (list(args.label_names)[0] if getattr(args, "label_names", None) else "labels")
+        shift = _is_causal_lm(model) if self.shift_labels == "auto" else bool(self.shift_labels)
+        validation, source = self._validation(rank, eval_dataloader)
+        batches = _Batches(label_key, shift)
+        result, facts = finalize_layer(
+            layer, train_dataloader, model=model, rank=rank, validation=validation, bias_mode=self.bias_mode,
+            lip_options=self.lip_options, progress=self.progress, unpack=batches.unpack, call=batches.call,
+            select=batches.select,
+        )
+        facts.update(face="transformers", head=name, validation=source, shift_labels=shift,
+                     global_step=int(getattr(state, "global_step", 0)))
+        self.result = _with_context(result, facts)
+        logs = _log_entry(self.result)
+        if self.trainer is not None:
+            self.trainer.log(logs)
+        else:
+            state.log_history.append({**logs, "step": int(getattr(state, "global_step", 0))})
+
+    def _validation(self, rank: Any, eval_dataloader: Iterable | None) -> tuple[Iterable | None, str | None]:
+        if rank != "auto":
+            return None, None
+        if self.validation is None:
+            return None, "holdout"
+        if not isinstance(self.validation, str):
+            return self.validation, "given"
+        if self.trainer is not None and getattr(self.trainer, "eval_dataset", None) is not None:
+            return self.trainer.get_eval_dataloader(), "eval_dataset"
+        if eval_dataloader is not None:
+            return eval_dataloader, "eval_dataset"
+        if distributed()[0] == 0:
+            warnings.warn("rank='auto' found no eval_dataset (use attach(trainer) or let the Trainer evaluate); "
+                          "scoring ranks on every 5th training sample held out of the refit", stacklevel=3)
+        return None, "holdout"
+
+
+def attach(trainer: Any, **options: Any) -> LIPCallback:
+    """Add a :class:`LIPCallback` to ``trainer`` (same keywords) and return it.
+
+    Attached, the callback scores ``rank="auto"`` on ``trainer.eval_dataset``
+    (through ``trainer.get_eval_dataloader()``, so the Trainer's collator,
+    batch size and sharding apply) even when the Trainer never evaluated, and
+    logs its report with ``trainer.log``.
+
+    Examples
+    --------
+    >>> callback = attach(trainer, rank="auto")  # doctest: +SKIP
+    >>> trainer.train(); callback.result.selection.k  # doctest: +SKIP
+    """
+    if not hasattr(trainer, "add_callback") or not hasattr(trainer, "get_eval_dataloader"):
+        raise TypeError(f"trainer must be a transformers.Trainer; got {type(trainer).__name__}")
+    callback = LIPCallback(**options)
+    callback.trainer = trainer
+    trainer.add_callback(callback)
+    return callback
+
+
+def _log_entry(result: Any) -> dict:
+    """The flat ``lip_*`` numbers Trainer logs (and reporters such as TensorBoard) take."""
+    summary = result.summary
+    angle = getattr(summary, "top_k_angle", None)
+    entry = {
+        "lip_rank": result.selection.k,
+        "lip_changed": int(result.selection.changed),
+        "lip_n_fit": result.n_fit,
+        "lip_relative_change": summary.relative_change,
+        "lip_top_k_angle": summary.principal_angle if angle is None else angle,
+    }
+    kept = getattr(summary, "kept_relative_change", None)
+    if kept is not None:
+        entry["lip_kept_relative_change"] = kept
+    if result.selection.best_score is not None:
+        entry["lip_val_score"] = result.selection.best_score
+        entry["lip_val_base_score"] = result.selection.base_score
+    return entry
+
+
+def _with_context(result: Any, context: dict) -> Any:
+    import dataclasses
+
+    if "context" in {f.name for f in dataclasses.fields(result)}:
+        return dataclasses.replace(result, context={**dict(result.context or {}), **context})
+    object.__setattr__(result, "context", context)  # core without a context field yet
+    return result
