@@ -1,0 +1,252 @@
+"""LIP for Lightning: a ``lightning.pytorch.Callback`` that refines the head when ``fit`` ends.
+
+:class:`LIPCallback` runs the torch faces' finalize pass
+(:func:`lip_agnostic.adapters._torch_data.finalize_layer`) at ``on_fit_end``
+on the LightningModule's output layer, with the train loader the Trainer
+used (the datamodule's, with Lightning's ``DistributedSampler`` under DDP).
+Under ``strategy="ddp"`` every process streams its shard and the core's sums
+are all-reduced over the process group Lightning set up, so every process
+writes the same ``W*`` (the same all-reduce as the PyTorch face). Every
+formula lives in the core.
+
+Example
+-------
+>>> from lip_agnostic.adapters.lightning import LIPCallback
+>>> LIPCallback(rank=2, head="classifier")
+LIPCallback(rank=2, head='classifier', bias_mode='fit', validation='val')
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from ._torch_data import (
+    check_bias_mode,
+    check_classifier,
+    check_lip_options,
+    check_rank,
+    distributed,
+    finalize_layer,
+)
+
+__all__ = ["LIPCallback", "find_head", "HEAD_NAMES"]
+
+#: Last name components tried for the head when ``head`` is not given.
+HEAD_NAMES = ("classifier", "head", "fc", "score", "lm_head", "output", "out")
+#: ``refine_batches`` keywords this face sets itself.
+_RESERVED = {"validation": "validation", "bias": "bias_mode", "fit_bias": "bias_mode", "bias_mode": "bias_mode",
+             "rank": "rank", "all_reduce": "all_reduce", "xp": None}
+
+
+def find_head(module: nn.Module, head: str | nn.Module | None = None) -> tuple[str, nn.Linear]:
+    """The output layer: ``(dotted name, nn.Linear)``.
+
+    ``head`` as a module must be inside ``module``; as a string it is a
+    dotted submodule name. Without it, the one ``nn.Linear`` whose last name
+    component is in :data:`HEAD_NAMES` (``model.classifier``, ``net.fc``, ...).
+
+    Raises
+    ------
+    ValueError
+        Nothing (or more than one layer) matches; the message lists the linear layers.
+    """
+    names = {id(m): n for n, m in module.named_modules()}
+    if isinstance(head, nn.Module):
+        if id(head) not in names:
+            raise ValueError(f"head ({type(head).__name__}) is not a submodule of {type(module).__name__}")
+        return names[id(head)], check_classifier(head)
+    if isinstance(head, str):
+        try:
+            return head, check_classifier(module.get_submodule(head))
+        except AttributeError:
+            raise ValueError(f"{type(module).__name__} has no submodule {head!r}") from None
+    if head is not None:
+        raise TypeError(f"head must be a module name, an nn.Linear of the module, or None; got {type(head).__name__}")
+    linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+    found = [(n, m) for n, m in linears if n.rsplit(".", 1)[-1] in HEAD_NAMES]
+    if len(found) == 1:
+        return found[0][0], check_classifier(found[0][1])
+    what = "several candidate heads" if found else f"no linear layer named one of {list(HEAD_NAMES)}"
+    listed = [n for n, _ in (found or linears)][-6:]
+    raise ValueError(f"{type(module).__name__} has {what} ({listed}); pass head='<name>'")
+
+
+def _one_loader(loaders: Any, what: str) -> Iterable | None:
+    """A single loader out of what Lightning stores (a loader, or a 1-element list/dict of them)."""
+    if loaders is None:
+        return None
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        if len(loaders) != 1:
+            raise ValueError(f"the Trainer has {len(loaders)} {what} loaders; LIP needs one: pass {what}=<loader>")
+        return loaders[0]
+    return loaders
+
+
+class LIPCallback(pl.Callback):
+    """Apply LIP to the module's output layer at the end of ``Trainer.fit``.
+
+    Steps
+    -----
+    1. ``on_fit_start``: find the head (:func:`find_head`), check ``rank``
+       against its size and dry-run the LIP options (fail before training).
+    2. ``on_fit_end``: one no-grad pass of the LightningModule over the
+       Trainer's train loader (``trainer.train_dataloader``; the datamodule's
+       ``train_dataloader()`` if the Trainer holds none). ``rank="auto"`` is
+       scored on the validation loader (``trainer.val_dataloaders``, else
+       the datamodule's ``val_dataloader()``) or, without one, on every 5th
+       training sample held out of the refit.
+    3. Under DDP the core's sums are all-reduced (``torch.distributed``);
+       every process writes the same ``W*``. Note that Lightning's
+       ``DistributedSampler`` pads the last shard by repeating samples, so
+       those few rows count twice, as they do in the training itself.
+    4. The report goes to ``self.result`` (the core's ``LIPResult``) and to
+       every logger (``lip_*`` metrics). If anything fails, the head is left
+       bit-identical and the error raised.
+
+    Parameters
+    ----------
+    rank : int, float in (0, 1], or "auto"
+    head : str or nn.Linear, optional
+        The output layer (default: found by name, :data:`HEAD_NAMES`).
+    bias_mode : {"fit", "ignore"}
+    validation : "val", None, or an iterable of batches
+        Held-out batches for ``rank="auto"`` (``"val"``: the Trainer's / datamodule's).
+    train : iterable of batches, optional
+        Batches to refit on instead of the Trainer's train loader.
+    input_key, label_key : str, optional
+        Keys of dict batches (defaults try common names).
+    progress : bool
+        tqdm bars during the pass (rank 0 only).
+    **lip_options
+        Passed to :func:`lip_agnostic.refine_batches`.
+    """
+
+    def __init__(
+        self,
+        *,
+        rank: int | float | str = "auto",
+        head: str | nn.Module | None = None,
+        bias_mode: str = "fit",
+        validation: str | Iterable | None = "val",
+        train: Iterable | None = None,
+        input_key: str | None = None,
+        label_key: str | None = None,
+        progress: bool = False,
+        **lip_options: Any,
+    ) -> None:
+        if isinstance(rank, bool) or not (rank == "auto" if isinstance(rank, str) else isinstance(rank, (int, float))):
+            raise ValueError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
+        if head is not None and not isinstance(head, (str, nn.Module)):
+            raise TypeError(f"head must be a module name, an nn.Linear of the module, or None; got {type(head).__name__}")
+        if isinstance(validation, str) and validation != "val":
+            raise ValueError(f"validation must be 'val', None or an iterable of batches; got {validation!r}")
+        for name, value in (("validation", validation), ("train", train)):
+            if value is not None and not isinstance(value, str) and not hasattr(value, "__iter__"):
+                raise TypeError(f"{name} must be an iterable of batches; got {type(value).__name__}")
+        self.rank = rank
+        self.head = head
+        self.bias_mode = check_bias_mode(bias_mode)
+        self.validation = validation
+        self.train = train
+        self.input_key = input_key
+        self.label_key = label_key
+        self.progress = bool(progress)
+        self.lip_options = check_lip_options(lip_options, torch.zeros(1, 1), reserved=_RESERVED,
+                                             face="Lightning callback", dry_run=False)
+        self.result: Any = None
+
+    def __repr__(self) -> str:
+        return (f"LIPCallback(rank={self.rank!r}, head={self.head!r}, bias_mode={self.bias_mode!r}, "
+                f"validation={self.validation if isinstance(self.validation, (str, type(None))) else '<batches>'!r})")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _, layer = find_head(pl_module, self.head)
+        check_rank(self.rank, layer.weight)
+        check_lip_options(self.lip_options, layer.weight, self.rank,
+                          layer.bias if self.bias_mode == "fit" else None, reserved=_RESERVED,
+                          face="Lightning callback")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        name, layer = find_head(pl_module, self.head)
+        rank = check_rank(self.rank, layer.weight)
+        loader, loader_source = self._train_loader(trainer)
+        validation, source = self._validation(trainer, rank)
+        result, facts = finalize_layer(
+            layer, loader, model=pl_module, rank=rank, validation=validation, bias_mode=self.bias_mode,
+            lip_options=self.lip_options, input_key=self.input_key, label_key=self.label_key,
+            device=pl_module.device, progress=self.progress,
+        )
+        facts.update(face="lightning", head=name, train=loader_source, validation=source,
+                     global_step=int(trainer.global_step), strategy=type(trainer.strategy).__name__)
+        self.result = _with_context(result, facts)
+        entry = _log_entry(self.result)
+        for logger in trainer.loggers:
+            logger.log_metrics(entry, step=int(trainer.global_step))
+
+    def _train_loader(self, trainer: pl.Trainer) -> tuple[Iterable, str]:
+        if self.train is not None:
+            return self.train, "given"
+        loader = _one_loader(trainer.train_dataloader, "train")
+        if loader is not None:
+            return loader, "trainer"
+        dm = getattr(trainer, "datamodule", None)
+        if dm is not None:
+            return _one_loader(dm.train_dataloader(), "train"), "datamodule"
+        raise ValueError("the Trainer holds no train loader after fit and there is no datamodule; "
+                         "pass LIPCallback(train=<loader>)")
+
+    def _validation(self, trainer: pl.Trainer, rank: Any) -> tuple[Iterable | None, str | None]:
+        if rank != "auto":
+            return None, None
+        if self.validation is None:
+            return None, "holdout"
+        if not isinstance(self.validation, str):
+            return self.validation, "given"
+        loader = _one_loader(trainer.val_dataloaders, "validation")
+        if loader is not None:
+            return loader, "val"
+        dm = getattr(trainer, "datamodule", None)
+        if dm is not None and _overrides(dm, "val_dataloader"):
+            return _one_loader(dm.val_dataloader(), "validation"), "val"
+        if distributed()[0] == 0:
+            import warnings
+
+            warnings.warn("rank='auto' found no validation loader; scoring ranks on every 5th training sample "
+                          "held out of the refit", stacklevel=2)
+        return None, "holdout"
+
+
+def _overrides(dm: Any, name: str) -> bool:
+    """Whether a LightningDataModule defines ``name`` itself (the base class's raises)."""
+    return getattr(type(dm), name, None) is not getattr(pl.LightningDataModule, name, None)
+
+
+def _log_entry(result: Any) -> dict:
+    summary = result.summary
+    angle = getattr(summary, "top_k_angle", None)
+    entry = {
+        "lip_rank": float(result.selection.k),
+        "lip_changed": float(result.selection.changed),
+        "lip_n_fit": float(result.n_fit),
+        "lip_relative_change": float(summary.relative_change),
+        "lip_top_k_angle": float(summary.principal_angle if angle is None else angle),
+    }
+    kept = getattr(summary, "kept_relative_change", None)
+    if kept is not None:
+        entry["lip_kept_relative_change"] = float(kept)
+    return entry
+
+
+def _with_context(result: Any, context: dict) -> Any:
+    import dataclasses
+
+    if "context" in {f.name for f in dataclasses.fields(result)}:
+        return dataclasses.replace(result, context={**dict(result.context or {}), **context})
+    object.__setattr__(result, "context", context)  # core without a context field yet
+    return result
