@@ -37,6 +37,8 @@ __all__ = [
     "distributed",
     "resolve_all_reduce",
     "finalize_layer",
+    "log_entry",
+    "with_context",
 ]
 
 Rank = int | float | str
@@ -597,3 +599,33 @@ def finalize_layer(
         seconds=time.perf_counter() - start,
     )
     return result, facts
+
+
+def with_context(result: Any, context: dict) -> Any:
+    """The core's result with a face's facts added to ``result.context``."""
+    import dataclasses
+
+    if "context" in {f.name for f in dataclasses.fields(result)}:
+        return dataclasses.replace(result, context={**dict(result.context or {}), **context})
+    object.__setattr__(result, "context", context)  # core without a context field yet
+    return result
+
+
+def log_entry(result: Any) -> dict:
+    """The flat ``lip_*`` numbers a training framework's loggers take (the Keras History keys)."""
+    summary = result.summary
+    angle = getattr(summary, "top_k_angle", None)
+    entry = {
+        "lip_rank": result.selection.k,
+        "lip_changed": int(result.selection.changed),
+        "lip_n_fit": result.n_fit,
+        "lip_relative_change": float(summary.relative_change),
+        "lip_top_k_angle": float(summary.principal_angle if angle is None else angle),
+    }
+    kept = getattr(summary, "kept_relative_change", None)
+    if kept is not None:
+        entry["lip_kept_relative_change"] = float(kept)
+    if result.selection.best_score is not None:
+        entry["lip_val_score"] = float(result.selection.best_score)
+        entry["lip_val_base_score"] = float(result.selection.base_score)
+    return entry

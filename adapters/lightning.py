@@ -24,6 +24,8 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from lip_agnostic.full_tail import chooses_on_validation
+
 from ._torch_data import (
     check_bias_mode,
     check_classifier,
@@ -31,6 +33,8 @@ from ._torch_data import (
     check_rank,
     distributed,
     finalize_layer,
+    log_entry,
+    with_context,
 )
 
 __all__ = ["LIPCallback", "find_head", "HEAD_NAMES"]
@@ -39,7 +43,7 @@ __all__ = ["LIPCallback", "find_head", "HEAD_NAMES"]
 HEAD_NAMES = ("classifier", "head", "fc", "score", "lm_head", "output", "out")
 #: ``refine_batches`` keywords this face sets itself.
 _RESERVED = {"validation": "validation", "bias": "bias_mode", "fit_bias": "bias_mode", "bias_mode": "bias_mode",
-             "rank": "rank", "all_reduce": "all_reduce", "xp": None}
+             "rank": "rank", "all_reduce": "all_reduce", "svd": None, "xp": None}
 
 
 def find_head(module: nn.Module, head: str | nn.Module | None = None) -> tuple[str, nn.Linear]:
@@ -184,8 +188,8 @@ class LIPCallback(pl.Callback):
         )
         facts.update(face="lightning", head=name, train=loader_source, validation=source,
                      global_step=int(trainer.global_step), strategy=type(trainer.strategy).__name__)
-        self.result = _with_context(result, facts)
-        entry = _log_entry(self.result)
+        self.result = with_context(result, facts)
+        entry = {key: float(value) for key, value in log_entry(self.result).items()}
         for logger in trainer.loggers:
             logger.log_metrics(entry, step=int(trainer.global_step))
 
@@ -202,7 +206,7 @@ class LIPCallback(pl.Callback):
                          "pass LIPCallback(train=<loader>)")
 
     def _validation(self, trainer: pl.Trainer, rank: Any) -> tuple[Iterable | None, str | None]:
-        if rank != "auto":
+        if not chooses_on_validation(rank, self.lip_options.get("tail", "diagonal"), self.lip_options.get("ridge")):
             return None, None
         if self.validation is None:
             return None, "holdout"
@@ -225,28 +229,3 @@ class LIPCallback(pl.Callback):
 def _overrides(dm: Any, name: str) -> bool:
     """Whether a LightningDataModule defines ``name`` itself (the base class's raises)."""
     return getattr(type(dm), name, None) is not getattr(pl.LightningDataModule, name, None)
-
-
-def _log_entry(result: Any) -> dict:
-    summary = result.summary
-    angle = getattr(summary, "top_k_angle", None)
-    entry = {
-        "lip_rank": float(result.selection.k),
-        "lip_changed": float(result.selection.changed),
-        "lip_n_fit": float(result.n_fit),
-        "lip_relative_change": float(summary.relative_change),
-        "lip_top_k_angle": float(summary.principal_angle if angle is None else angle),
-    }
-    kept = getattr(summary, "kept_relative_change", None)
-    if kept is not None:
-        entry["lip_kept_relative_change"] = float(kept)
-    return entry
-
-
-def _with_context(result: Any, context: dict) -> Any:
-    import dataclasses
-
-    if "context" in {f.name for f in dataclasses.fields(result)}:
-        return dataclasses.replace(result, context={**dict(result.context or {}), **context})
-    object.__setattr__(result, "context", context)  # core without a context field yet
-    return result

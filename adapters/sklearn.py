@@ -34,6 +34,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _num_samples, check_array, check_is_fitted, column_or_1d
 
 from lip_agnostic import refine_batches
+from lip_agnostic.full_tail import chooses_on_validation
 
 __all__ = ["LIPClassifier"]
 
@@ -126,7 +127,8 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     bias_mode : {"fit", "ignore"}, default="fit"
         ``"fit"``: the refit targets ``T - 1 b^T`` with the fitted intercept
         ``b``; ``"ignore"``: the paper's fit (targets ``T``). The intercept is
-        never changed.
+        not changed on the paper's path (``tail="full"`` in ``lip_options``,
+        beyond the paper, refits it with the weight).
     holdout : float in (0, 0.5], default=0.2
         Fraction of ``(X, y)`` held out to choose ``rank="auto"`` when ``fit``
         gets no ``validation`` (scikit-learn's ``validation_fraction``).
@@ -140,7 +142,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Scale of the refit targets (``1.0``: the paper).
     lip_options : dict, optional
         Further keywords of :func:`lip_agnostic.refine_batches` (e.g.
-        ``degenerate``, ``rtol``).
+        ``degenerate``, ``rtol``; ``tail="full"`` and ``ridge``, beyond the paper).
 
     Attributes
     ----------
@@ -214,10 +216,11 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """
         base = self._base()
         rank, fit_bias, options = self._options()
-        auto = rank == "auto"
+        auto = chooses_on_validation(rank, options.get("tail", "diagonal"), options.get("ridge"))
         if validation is not None:
             if not auto:
-                raise ValueError(f"validation data is only used to choose rank='auto'; got rank={rank!r}")
+                raise ValueError(f"validation data is only used to choose rank='auto' (or tail='full' ridge='auto'); "
+                                 f"got rank={rank!r}")
             if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
                 raise TypeError(f"validation must be a tuple (X_val, y_val); got {type(validation).__name__}")
         holdout = self.holdout
@@ -275,6 +278,9 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if new.shape != coef.shape or not np.isfinite(new).all():
             raise ValueError(f"LIP returned an unusable weight (shape {new.shape}, expected {coef.shape}); "
                              "nothing was changed")
+        new_b = None if getattr(result, "bias", None) is None else np.asarray(result.bias, dtype=np.float64)
+        if new_b is not None and (new_b.shape != (coef.shape[0],) or not np.isfinite(new_b).all()):
+            raise ValueError(f"LIP returned an unusable bias (shape {new_b.shape}); nothing was changed")
         context = {
             "face": "sklearn",
             "estimator": type(final).__name__,
@@ -288,6 +294,9 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         # Everything above may fail; only now is this object changed.
         old = np.asarray(final.coef_.toarray() if hasattr(final.coef_, "toarray") else final.coef_)
         final.coef_ = new.reshape(old.shape).astype(old.dtype, copy=True)
+        if new_b is not None:  # tail="full" (beyond the paper) refits the intercept too
+            old_b = np.asarray(final.intercept_)
+            final.intercept_ = new_b.reshape(old_b.shape).astype(old_b.dtype, copy=True)
         self.estimator_ = fitted
         self.classes_ = classes
         self.lip_result_ = result
@@ -303,7 +312,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             raise TypeError(f"lip_options must be a dict of refine_batches keywords; got {type(extra).__name__}")
         accepted = {n for n, p in inspect.signature(refine_batches).parameters.items()
                     if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        own = {"rank", "validation", "holdout", "bias", "fit_bias", "bias_mode", "all_reduce", "xp",
+        own = {"rank", "validation", "holdout", "bias", "fit_bias", "bias_mode", "all_reduce", "svd", "xp",
                "min_gain", "confidence", "target_scale"}
         for key in extra:
             if key in own:
@@ -415,7 +424,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     @property
     def intercept_(self) -> Any:
-        """The wrapped estimator's intercept (LIP never changes it)."""
+        """The wrapped estimator's intercept (changed only by ``tail="full"``, beyond the paper)."""
         check_is_fitted(self)
         return _final_step(self.estimator_).intercept_
 

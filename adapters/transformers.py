@@ -27,6 +27,8 @@ from typing import Any, Iterable
 
 import torch
 from torch import nn
+
+from lip_agnostic.full_tail import chooses_on_validation
 from transformers import TrainerCallback
 
 from ._torch_data import (
@@ -36,6 +38,8 @@ from ._torch_data import (
     check_rank,
     distributed,
     finalize_layer,
+    log_entry,
+    with_context,
 )
 
 __all__ = ["LIPCallback", "attach", "find_head", "HEAD_NAMES", "IGNORE_INDEX"]
@@ -47,7 +51,7 @@ HEAD_NAMES = ("classifier", "score", "lm_head", "cls.predictions.decoder", "head
 IGNORE_INDEX = -100
 #: ``refine_batches`` keywords this face sets itself.
 _RESERVED = {"validation": "validation", "bias": "bias_mode", "fit_bias": "bias_mode", "bias_mode": "bias_mode",
-             "rank": "rank", "all_reduce": "all_reduce", "xp": None}
+             "rank": "rank", "all_reduce": "all_reduce", "svd": None, "xp": None}
 
 
 def find_head(model: nn.Module, head: str | nn.Module | None = None) -> tuple[str, nn.Linear]:
@@ -177,7 +181,8 @@ class LIPCallback(TrainerCallback):
        ``eval_dataset`` (the Trainer's eval dataloader: :func:`attach` builds
        it, otherwise the one the Trainer built for evaluation during training)
        and, without one, on every 5th training sample held out of the refit.
-    3. ``W*`` is written into the head in place (bias untouched); the report
+    3. ``W*`` is written into the head in place (the bias is untouched on the
+       paper's path; ``tail="full"``, beyond the paper, refits it too); the report
        goes into ``state.log_history`` (keys ``lip_*``, via ``trainer.log``
        when attached) and ``self.result`` (the core's ``LIPResult``).
        If anything fails, the head is left bit-identical and the error raised.
@@ -286,15 +291,15 @@ class LIPCallback(TrainerCallback):
         )
         facts.update(face="transformers", head=name, validation=source, shift_labels=shift,
                      global_step=int(getattr(state, "global_step", 0)))
-        self.result = _with_context(result, facts)
-        logs = _log_entry(self.result)
+        self.result = with_context(result, facts)
+        logs = log_entry(self.result)
         if self.trainer is not None:
             self.trainer.log(logs)
         else:
             state.log_history.append({**logs, "step": int(getattr(state, "global_step", 0))})
 
     def _validation(self, rank: Any, eval_dataloader: Iterable | None) -> tuple[Iterable | None, str | None]:
-        if rank != "auto":
+        if not chooses_on_validation(rank, self.lip_options.get("tail", "diagonal"), self.lip_options.get("ridge")):
             return None, None
         if self.validation is None:
             return None, "holdout"
@@ -329,32 +334,3 @@ def attach(trainer: Any, **options: Any) -> LIPCallback:
     callback.trainer = trainer
     trainer.add_callback(callback)
     return callback
-
-
-def _log_entry(result: Any) -> dict:
-    """The flat ``lip_*`` numbers Trainer logs (and reporters such as TensorBoard) take."""
-    summary = result.summary
-    angle = getattr(summary, "top_k_angle", None)
-    entry = {
-        "lip_rank": result.selection.k,
-        "lip_changed": int(result.selection.changed),
-        "lip_n_fit": result.n_fit,
-        "lip_relative_change": summary.relative_change,
-        "lip_top_k_angle": summary.principal_angle if angle is None else angle,
-    }
-    kept = getattr(summary, "kept_relative_change", None)
-    if kept is not None:
-        entry["lip_kept_relative_change"] = kept
-    if result.selection.best_score is not None:
-        entry["lip_val_score"] = result.selection.best_score
-        entry["lip_val_base_score"] = result.selection.base_score
-    return entry
-
-
-def _with_context(result: Any, context: dict) -> Any:
-    import dataclasses
-
-    if "context" in {f.name for f in dataclasses.fields(result)}:
-        return dataclasses.replace(result, context={**dict(result.context or {}), **context})
-    object.__setattr__(result, "context", context)  # core without a context field yet
-    return result

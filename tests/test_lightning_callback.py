@@ -40,7 +40,7 @@ def _trainer(callbacks, **kw):
     return pl.Trainer(callbacks=callbacks, **base)
 
 
-def _reference(state, rank, validation=False):
+def _reference(state, rank, validation=False, **kw):
     """LIP in one process over all the data, with features computed here (not by the face)."""
     model = w.Net()
     model.load_state_dict(state)
@@ -54,7 +54,7 @@ def _reference(state, rank, validation=False):
             val = [(model.body(xv).double(), yv)]
         fc = model.classifier
         return refine_batches(fc.weight.T.double(), [(F.double(), y)], rank=rank, bias=fc.bias.double(),
-                              validation=val)
+                              validation=val, **kw)
 
 
 class Snapshot(pl.Callback):
@@ -108,6 +108,19 @@ def test_auto_scores_on_the_validation_loader():
     assert lip.result.selection.k == want.selection.k and lip.result.selection.n_val == w.N_VAL
     assert lip.result.selection.scores == pytest.approx(want.selection.scores)
     torch.testing.assert_close(model.classifier.weight, want.weight.T.float(), rtol=1e-4, atol=1e-5)
+
+
+def test_full_tail_beyond_the_paper_chooses_its_ridge_on_the_validation_loader():
+    pl.seed_everything(2)
+    model = w.Net()
+    snap, lip = Snapshot(), LIPCallback(rank=2, tail="full")
+    _trainer([snap, lip]).fit(model, datamodule=w.Data())
+    want = _reference(snap.state, 2, validation=True, tail="full")
+    assert lip.result.tail == "full" and lip.result.context["validation"] == "val"
+    torch.testing.assert_close(model.classifier.weight, want.weight.T.float(), rtol=1e-4, atol=1e-5)
+    want_b = snap.state["classifier.bias"] if want.bias is None else want.bias.float()  # None: guard kept it
+    torch.testing.assert_close(model.classifier.bias, want_b, rtol=1e-4, atol=1e-5)
+    assert lip.result.selection.extra["source"] == "validation" and lip.result.selection.n_val == w.N_VAL
 
 
 def test_auto_without_validation_holds_out_training_rows_and_says_so():

@@ -201,3 +201,18 @@ def test_bad_inputs_raise_one_line_typed_errors(make, call, error, message):
         elif call == "tiny":
             clf.fit(X[:8], np.arange(8) % 2)
     assert "\n" not in str(info.value)
+
+
+def test_full_tail_beyond_the_paper_refits_the_intercept_too():
+    X, y = _data(seed=11)
+    Xv, yv = _data(n=150, seed=12)
+    clf = LIPClassifier(RidgeClassifier(), rank=2, lip_options={"tail": "full", "ridge": 1e-3}).fit(X, y)
+    ref = RidgeClassifier().fit(X, y)
+    y_idx = np.searchsorted(ref.classes_, y)
+    want = _core(ref.coef_.T.copy(), X, y_idx, 2, b=ref.intercept_.copy(), tail="full", ridge=1e-3)
+    assert clf.lip_result_.tail == "full" and want.bias is not None
+    np.testing.assert_allclose(clf.coef_, want.weight.T, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(clf.intercept_, want.bias, rtol=1e-8, atol=1e-10)
+    # ridge="auto" chooses on held-out data, so validation is accepted with a fixed rank
+    auto = LIPClassifier(RidgeClassifier(), rank=2, lip_options={"tail": "full"}).fit(X, y, validation=(Xv, yv))
+    assert auto.lip_result_.context["validation"] == "given"
