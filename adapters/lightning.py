@@ -24,7 +24,9 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from lip_agnostic.errors import DataError, OptionError, OptionTypeError
 from lip_agnostic.full_tail import chooses_on_validation
+from lip_agnostic.options import parse_rank
 
 from ._torch_data import (
     check_bias_mode,
@@ -61,22 +63,22 @@ def find_head(module: nn.Module, head: str | nn.Module | None = None) -> tuple[s
     names = {id(m): n for n, m in module.named_modules()}
     if isinstance(head, nn.Module):
         if id(head) not in names:
-            raise ValueError(f"head ({type(head).__name__}) is not a submodule of {type(module).__name__}")
+            raise OptionError(f"head ({type(head).__name__}) is not a submodule of {type(module).__name__}")
         return names[id(head)], check_classifier(head)
     if isinstance(head, str):
         try:
             return head, check_classifier(module.get_submodule(head))
         except AttributeError:
-            raise ValueError(f"{type(module).__name__} has no submodule {head!r}") from None
+            raise OptionError(f"{type(module).__name__} has no submodule {head!r}") from None
     if head is not None:
-        raise TypeError(f"head must be a module name, an nn.Linear of the module, or None; got {type(head).__name__}")
+        raise OptionTypeError(f"head must be a module name, an nn.Linear of the module, or None; got {type(head).__name__}")
     linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
     found = [(n, m) for n, m in linears if n.rsplit(".", 1)[-1] in HEAD_NAMES]
     if len(found) == 1:
         return found[0][0], check_classifier(found[0][1])
     what = "several candidate heads" if found else f"no linear layer named one of {list(HEAD_NAMES)}"
     listed = [n for n, _ in (found or linears)][-6:]
-    raise ValueError(f"{type(module).__name__} has {what} ({listed}); pass head='<name>'")
+    raise OptionError(f"{type(module).__name__} has {what} ({listed}); pass head='<name>'")
 
 
 def _one_loader(loaders: Any, what: str) -> Iterable | None:
@@ -87,7 +89,7 @@ def _one_loader(loaders: Any, what: str) -> Iterable | None:
         loaders = list(loaders.values())
     if isinstance(loaders, (list, tuple)):
         if len(loaders) != 1:
-            raise ValueError(f"the Trainer has {len(loaders)} {what} loaders; LIP needs one: pass {what}=<loader>")
+            raise DataError(f"the Trainer has {len(loaders)} {what} loaders; LIP needs one: pass {what}=<loader>")
         return loaders[0]
     return loaders
 
@@ -144,15 +146,14 @@ class LIPCallback(pl.Callback):
         progress: bool = False,
         **lip_options: Any,
     ) -> None:
-        if isinstance(rank, bool) or not (rank == "auto" if isinstance(rank, str) else isinstance(rank, (int, float))):
-            raise ValueError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
+        rank = parse_rank(rank)  # the range against the head's size is checked when training starts
         if head is not None and not isinstance(head, (str, nn.Module)):
-            raise TypeError(f"head must be a module name, an nn.Linear of the module, or None; got {type(head).__name__}")
+            raise OptionTypeError(f"head must be a module name, an nn.Linear of the module, or None; got {type(head).__name__}")
         if isinstance(validation, str) and validation != "val":
-            raise ValueError(f"validation must be 'val', None or an iterable of batches; got {validation!r}")
+            raise OptionError(f"validation must be 'val', None or an iterable of batches; got {validation!r}")
         for name, value in (("validation", validation), ("train", train)):
             if value is not None and not isinstance(value, str) and not hasattr(value, "__iter__"):
-                raise TypeError(f"{name} must be an iterable of batches; got {type(value).__name__}")
+                raise OptionTypeError(f"{name} must be an iterable of batches; got {type(value).__name__}")
         self.rank = rank
         self.head = head
         self.bias_mode = check_bias_mode(bias_mode)
@@ -202,7 +203,7 @@ class LIPCallback(pl.Callback):
         dm = getattr(trainer, "datamodule", None)
         if dm is not None:
             return _one_loader(dm.train_dataloader(), "train"), "datamodule"
-        raise ValueError("the Trainer holds no train loader after fit and there is no datamodule; "
+        raise DataError("the Trainer holds no train loader after fit and there is no datamodule; "
                          "pass LIPCallback(train=<loader>)")
 
     def _validation(self, trainer: pl.Trainer, rank: Any) -> tuple[Iterable | None, str | None]:

@@ -34,22 +34,14 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _num_samples, check_array, check_is_fitted, column_or_1d
 
 from lip_agnostic import refine_batches
+from lip_agnostic.errors import DataError, NonFiniteError, OptionError, OptionTypeError
 from lip_agnostic.full_tail import chooses_on_validation
+from lip_agnostic.options import parse_bias_mode, parse_rank
 
 __all__ = ["LIPClassifier"]
 
 #: Rows per dense chunk handed to the core (sparse inputs are densified one chunk at a time).
 CHUNK_ROWS = 4096
-
-
-def _parse_rank(value: Any) -> Any:
-    try:
-        from lip_agnostic.options import parse_rank
-    except ImportError:  # pragma: no cover - core before the shared option parser
-        if isinstance(value, bool) or not (value == "auto" or isinstance(value, numbers.Real)):
-            raise ValueError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {value!r}") from None
-        return value
-    return parse_rank(value)
 
 
 def _final_step(estimator: Any) -> Any:
@@ -198,7 +190,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
             return RidgeClassifier()
         if not hasattr(self.estimator, "fit"):
-            raise TypeError(f"estimator must be a scikit-learn classifier; got {type(self.estimator).__name__}")
+            raise OptionTypeError(f"estimator must be a scikit-learn classifier; got {type(self.estimator).__name__}")
         return self.estimator
 
     def fit(self, X: Any, y: Any, *, validation: tuple[Any, Any] | None = None) -> "LIPClassifier":
@@ -215,36 +207,36 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             the whole of ``(X, y)`` is then used for training.
         """
         base = self._base()
-        rank, fit_bias, options = self._options()
+        rank, bias_mode, options = self._options()
         auto = chooses_on_validation(rank, options.get("tail", "diagonal"), options.get("ridge"))
         if validation is not None:
             if not auto:
-                raise ValueError(f"validation data is only used to choose rank='auto' (or tail='full' ridge='auto'); "
+                raise OptionError(f"validation data is only used to choose rank='auto' (or tail='full' ridge='auto'); "
                                  f"got rank={rank!r}")
             if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
-                raise TypeError(f"validation must be a tuple (X_val, y_val); got {type(validation).__name__}")
+                raise OptionTypeError(f"validation must be a tuple (X_val, y_val); got {type(validation).__name__}")
         holdout = self.holdout
         if auto and validation is None:
             if isinstance(holdout, bool) or not isinstance(holdout, numbers.Real) or not 0.0 < holdout <= 0.5:
-                raise ValueError(f"holdout must be a fraction in (0, 0.5]; got {holdout!r}")
+                raise OptionError(f"holdout must be a fraction in (0, 0.5]; got {holdout!r}")
         if y is None:
-            raise ValueError("LIPClassifier requires y to be passed, but the target y is None")
+            raise DataError("LIPClassifier requires y to be passed, but the target y is None")
         y_arr = np.asarray(y) if not hasattr(y, "to_numpy") else y.to_numpy()
         if y_arr.ndim == 2 and y_arr.shape[1] == 1:
             y_arr = column_or_1d(y_arr, warn=True)  # scikit-learn's DataConversionWarning
         check_classification_targets(y_arr)
         if type_of_target(y_arr) not in ("binary", "multiclass"):
-            raise ValueError(f"LIPClassifier needs one label per sample (binary or multiclass y); "
+            raise DataError(f"LIPClassifier needs one label per sample (binary or multiclass y); "
                              f"got {type_of_target(y_arr)!r} targets of shape {y_arr.shape}")
         n = y_arr.shape[0]
         if _num_samples(X) != n:
-            raise ValueError(f"X and y have different numbers of samples: {_num_samples(X)} and {n}")
+            raise DataError(f"X and y have different numbers of samples: {_num_samples(X)} and {n}")
 
         if auto and validation is None:
             _, y_codes = np.unique(y_arr, return_inverse=True)
             train_idx, held_idx = _split(y_codes, float(holdout), self.random_state)
             if held_idx.size == 0:
-                raise ValueError(
+                raise DataError(
                     f"rank='auto' holds out a fraction holdout={holdout} of the data, but with {n} samples "
                     "that is no sample; pass validation=(X_val, y_val), more data or a fixed rank")
             X_fit, y_fit = _take(X, train_idx), y_arr[train_idx]
@@ -269,18 +261,18 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             T_val = self._targets(y_val_arr.ravel() if y_val_arr.ndim == 2 and y_val_arr.shape[1] == 1
                                   else y_val_arr, classes, coef.shape[0], "y_val")
             if F_val.shape[0] != T_val.shape[0]:
-                raise ValueError(f"X_val and y_val have different numbers of samples: "
+                raise DataError(f"X_val and y_val have different numbers of samples: "
                                  f"{F_val.shape[0]} and {T_val.shape[0]}")
             val_batches = list(_chunks(F_val, T_val))
         result = refine_batches(W, _chunks(F, targets), rank=rank, validation=val_batches, bias=b,
-                                bias_mode="fit" if fit_bias else "ignore", **options)
+                                bias_mode=bias_mode, **options)
         new = np.asarray(result.weight).T
         if new.shape != coef.shape or not np.isfinite(new).all():
-            raise ValueError(f"LIP returned an unusable weight (shape {new.shape}, expected {coef.shape}); "
+            raise DataError(f"LIP returned an unusable weight (shape {new.shape}, expected {coef.shape}); "
                              "nothing was changed")
         new_b = None if getattr(result, "bias", None) is None else np.asarray(result.bias, dtype=np.float64)
         if new_b is not None and (new_b.shape != (coef.shape[0],) or not np.isfinite(new_b).all()):
-            raise ValueError(f"LIP returned an unusable bias (shape {new_b.shape}); nothing was changed")
+            raise DataError(f"LIP returned an unusable bias (shape {new_b.shape}); nothing was changed")
         context = {
             "face": "sklearn",
             "estimator": type(final).__name__,
@@ -288,7 +280,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "n_train": int(targets.shape[0]),
             "n_holdout": 0 if X_val is None or validation is not None else int(len(y_val)),
             "validation": "given" if validation is not None else ("holdout" if auto else None),
-            "bias_in_fit": b is not None and fit_bias,
+            "bias_in_fit": b is not None and bias_mode == "fit",
         }
         result = _with_context(result, context)
         # Everything above may fail; only now is this object changed.
@@ -302,36 +294,35 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.lip_result_ = result
         return self
 
-    def _options(self) -> tuple[Any, bool, dict]:
-        """Checked ``(rank, fit_bias, refine_batches keywords)`` from the constructor parameters."""
-        rank = _parse_rank(self.rank)
-        if self.bias_mode not in ("fit", "ignore"):
-            raise ValueError(f"bias_mode must be 'fit' or 'ignore'; got {self.bias_mode!r}")
+    def _options(self) -> tuple[Any, str, dict]:
+        """Checked ``(rank, bias_mode, refine_batches keywords)`` from the constructor parameters."""
+        rank = parse_rank(self.rank)
+        bias_mode = parse_bias_mode(self.bias_mode)
         extra = {} if self.lip_options is None else self.lip_options
         if not isinstance(extra, dict):
-            raise TypeError(f"lip_options must be a dict of refine_batches keywords; got {type(extra).__name__}")
+            raise OptionTypeError(f"lip_options must be a dict of refine_batches keywords; got {type(extra).__name__}")
         accepted = {n for n, p in inspect.signature(refine_batches).parameters.items()
                     if p.kind is inspect.Parameter.KEYWORD_ONLY}
         own = {"rank", "validation", "holdout", "bias", "fit_bias", "bias_mode", "all_reduce", "svd", "xp",
                "min_gain", "confidence", "target_scale"}
         for key in extra:
             if key in own:
-                raise TypeError(f"lip_options may not set {key!r}: it is a LIPClassifier parameter or set by it")
+                raise OptionTypeError(f"lip_options may not set {key!r}: it is a LIPClassifier parameter or set by it")
             if key not in accepted:
-                raise TypeError(f"unknown LIP option {key!r} in lip_options; refine_batches accepts "
+                raise OptionTypeError(f"unknown LIP option {key!r} in lip_options; refine_batches accepts "
                                 f"{sorted(accepted - own)}")
         if isinstance(self.min_gain, bool) or not isinstance(self.min_gain, numbers.Real) \
                 or not np.isfinite(self.min_gain):
-            raise ValueError(f"min_gain must be a finite number; got {self.min_gain!r}")
+            raise OptionError(f"min_gain must be a finite number; got {self.min_gain!r}")
         options = dict(extra, min_gain=float(self.min_gain), confidence=self.confidence,
                        target_scale=self.target_scale)
-        return rank, self.bias_mode == "fit", options
+        return rank, bias_mode, options
 
     @staticmethod
     def _weights(final: Any, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         coef = getattr(final, "coef_", None)
         if coef is None:
-            raise TypeError(
+            raise OptionTypeError(
                 f"LIP needs a linear classifier with coef_ and intercept_ (or a Pipeline ending in one); "
                 f"the fitted {type(final).__name__} has no coef_")
         if hasattr(coef, "toarray"):
@@ -341,10 +332,10 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             coef = coef[None, :]
         l = classes.shape[0] if classes.ndim else 0
         if coef.ndim != 2 or not (coef.shape[0] == l or (l == 2 and coef.shape[0] == 1)):
-            raise ValueError(f"coef_ of shape {coef.shape} does not match {l} classes; expected "
+            raise DataError(f"coef_ of shape {coef.shape} does not match {l} classes; expected "
                              f"({l}, n_features){' or (1, n_features)' if l == 2 else ''}")
         if not np.isfinite(coef).all():
-            raise ValueError(f"the fitted coef_ holds NaN/Inf ({int((~np.isfinite(coef)).sum())} values); "
+            raise NonFiniteError(f"the fitted coef_ holds NaN/Inf ({int((~np.isfinite(coef)).sum())} values); "
                              "LIP cannot refine a diverged classifier")
         intercept = getattr(final, "intercept_", None)
         if intercept is None or np.ndim(intercept) == 0 or getattr(final, "fit_intercept", True) is False:
@@ -353,7 +344,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             return coef, None
         intercept = np.asarray(intercept, dtype=np.float64).reshape(-1)
         if intercept.shape[0] != coef.shape[0]:
-            raise ValueError(f"intercept_ of shape {intercept.shape} does not match coef_ of shape {coef.shape}")
+            raise DataError(f"intercept_ of shape {intercept.shape} does not match coef_ of shape {coef.shape}")
         return coef, intercept
 
     @staticmethod
@@ -364,9 +355,9 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         else:
             F = F.tocsr()
             if not np.isfinite(F.data).all():
-                raise ValueError(f"the linear step's {what} features contain NaN or infinity")
+                raise NonFiniteError(f"the linear step's {what} features contain NaN or infinity")
         if F.shape[1] != q:
-            raise ValueError(f"the linear step gets {F.shape[1]} features but coef_ has {q} columns")
+            raise DataError(f"the linear step gets {F.shape[1]} features but coef_ has {q} columns")
         return F
 
     @staticmethod
@@ -374,13 +365,13 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """Class indices into ``classes`` (or ``(n, 1)`` +-1 targets for a one-row binary ``coef_``)."""
         y = np.asarray(y)
         if y.ndim != 1:
-            raise ValueError(f"{name} must be 1-D (one label per sample); got shape {y.shape}")
+            raise DataError(f"{name} must be 1-D (one label per sample); got shape {y.shape}")
         idx = np.searchsorted(classes, y)
         idx = np.clip(idx, 0, classes.shape[0] - 1)
         unknown = classes[idx] != y
         if np.any(unknown):
             bad = np.unique(y[unknown])[:5].tolist()
-            raise ValueError(f"{name} holds labels the fitted classifier does not know: {bad}; "
+            raise DataError(f"{name} holds labels the fitted classifier does not know: {bad}; "
                              f"classes_ = {classes.tolist()}")
         if rows == 1:
             return (2.0 * (idx == 1) - 1.0)[:, None]

@@ -28,7 +28,9 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from lip_agnostic.errors import DataError, DataTypeError, OptionError, OptionTypeError
 from lip_agnostic.full_tail import chooses_on_validation
+from lip_agnostic.options import parse_rank
 from transformers import TrainerCallback
 
 from ._torch_data import (
@@ -75,11 +77,11 @@ def find_head(model: nn.Module, head: str | nn.Module | None = None) -> tuple[st
     names = {id(m): n for n, m in model.named_modules()}
     if isinstance(head, nn.Module):
         if id(head) not in names:
-            raise ValueError(f"head ({type(head).__name__}) is not a submodule of the model ({type(model).__name__})")
+            raise OptionError(f"head ({type(head).__name__}) is not a submodule of the model ({type(model).__name__})")
         return names[id(head)], check_classifier(head)
     candidates = (head,) if isinstance(head, str) else HEAD_NAMES
     if head is not None and not isinstance(head, str):
-        raise TypeError(f"head must be a module name, an nn.Linear of the model, or None; got {type(head).__name__}")
+        raise OptionTypeError(f"head must be a module name, an nn.Linear of the model, or None; got {type(head).__name__}")
     for name in candidates:
         try:
             module = model.get_submodule(name)
@@ -93,7 +95,7 @@ def find_head(model: nn.Module, head: str | nn.Module | None = None) -> tuple[st
         return name, check_classifier(module)
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-5:]
     what = f"no module named {head!r}" if head is not None else f"none of {list(HEAD_NAMES)}"
-    raise ValueError(f"{type(model).__name__} has {what}; pass head='<name>' (its last linear layers: {linears})")
+    raise OptionError(f"{type(model).__name__} has {what}; pass head='<name>' (its last linear layers: {linears})")
 
 
 def _is_causal_lm(model: nn.Module) -> bool:
@@ -133,11 +135,11 @@ class _Batches:
 
     def unpack(self, batch: Any) -> tuple[dict, Any]:
         if not hasattr(batch, "keys"):
-            raise ValueError(f"a Transformers batch must be a dict of model inputs and {self.label_key!r}; "
+            raise DataTypeError(f"a Transformers batch must be a dict of model inputs and {self.label_key!r}; "
                              f"got {type(batch).__name__}")
         inputs = {k: batch[k] for k in batch.keys()}
         if self.label_key not in inputs:
-            raise ValueError(f"the batch has no {self.label_key!r} (keys: {sorted(inputs)}); "
+            raise DataError(f"the batch has no {self.label_key!r} (keys: {sorted(inputs)}); "
                              "LIP needs the training labels (pass label_key=...)")
         labels = inputs.pop(self.label_key)
         return inputs, labels
@@ -150,7 +152,7 @@ class _Batches:
         """Shift causal-LM positions; drop the rows Transformers' loss ignores (label ``-100``)."""
         if self.shift:
             if features.ndim != 3 or labels.ndim != 2:
-                raise ValueError(f"a causal LM head expects features (n, s, q) and labels (n, s); got "
+                raise DataError(f"a causal LM head expects features (n, s, q) and labels (n, s); got "
                                  f"{tuple(features.shape)} and {tuple(labels.shape)}")
             features, labels = features[:, :-1, :], labels[:, 1:]  # position t predicts token t + 1
         if labels.is_floating_point():
@@ -158,7 +160,7 @@ class _Batches:
         features = features.reshape(-1, features.shape[-1]) if features.ndim > 2 else features
         labels = labels.reshape(-1)
         if features.shape[0] != labels.shape[0]:
-            raise ValueError(f"the head saw {features.shape[0]} positions but the batch has {labels.shape[0]} "
+            raise DataError(f"the head saw {features.shape[0]} positions but the batch has {labels.shape[0]} "
                              "labels; LIP needs one label per head input (sequence-level heads that pool after "
                              "the head, e.g. GPT-2's score, are not supported)")
         keep = labels != IGNORE_INDEX
@@ -228,16 +230,15 @@ class LIPCallback(TrainerCallback):
         progress: bool = False,
         **lip_options: Any,
     ) -> None:
-        if isinstance(rank, bool) or not (rank == "auto" if isinstance(rank, str) else isinstance(rank, (int, float))):
-            raise ValueError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
+        rank = parse_rank(rank)  # the range against the head's size is checked when training starts
         if head is not None and not isinstance(head, (str, nn.Module)):
-            raise TypeError(f"head must be a module name, an nn.Linear of the model, or None; got {type(head).__name__}")
+            raise OptionTypeError(f"head must be a module name, an nn.Linear of the model, or None; got {type(head).__name__}")
         if isinstance(validation, str) and validation != "eval":
-            raise ValueError(f"validation must be 'eval', None or an iterable of batches; got {validation!r}")
+            raise OptionError(f"validation must be 'eval', None or an iterable of batches; got {validation!r}")
         if validation is not None and not isinstance(validation, str) and not hasattr(validation, "__iter__"):
-            raise TypeError(f"validation must be 'eval', None or an iterable of batches; got {type(validation).__name__}")
+            raise OptionTypeError(f"validation must be 'eval', None or an iterable of batches; got {type(validation).__name__}")
         if shift_labels not in ("auto", True, False):
-            raise ValueError(f"shift_labels must be True, False or 'auto'; got {shift_labels!r}")
+            raise OptionError(f"shift_labels must be True, False or 'auto'; got {shift_labels!r}")
         self.rank = rank
         self.head = head
         self.bias_mode = check_bias_mode(bias_mode)
@@ -259,7 +260,7 @@ class LIPCallback(TrainerCallback):
         name, layer = find_head(model, self.head)
         tied = _tied(model, layer)
         if tied is not None:
-            raise ValueError(
+            raise OptionError(
                 f"the head {name!r} shares its weight with {tied!r} (tied input embeddings, "
                 "tie_word_embeddings=True); LIP would rewrite the embeddings too: untie them or pass another head")
         return name, layer
@@ -277,7 +278,7 @@ class LIPCallback(TrainerCallback):
                      train_dataloader: Iterable | None = None, eval_dataloader: Iterable | None = None,
                      **kw: Any) -> None:
         if model is None or train_dataloader is None:
-            raise ValueError("on_train_end got no model or train_dataloader from the Trainer; LIP cannot run")
+            raise DataError("on_train_end got no model or train_dataloader from the Trainer; LIP cannot run")
         name, layer = self._layer(model)
         rank = check_rank(self.rank, layer.weight)
         label_key = self.label_key or (list(args.label_names)[0] if getattr(args, "label_names", None) else "labels")
@@ -329,7 +330,7 @@ def attach(trainer: Any, **options: Any) -> LIPCallback:
     >>> trainer.train(); callback.result.selection.k  # doctest: +SKIP
     """
     if not hasattr(trainer, "add_callback") or not hasattr(trainer, "get_eval_dataloader"):
-        raise TypeError(f"trainer must be a transformers.Trainer; got {type(trainer).__name__}")
+        raise OptionTypeError(f"trainer must be a transformers.Trainer; got {type(trainer).__name__}")
     callback = LIPCallback(**options)
     callback.trainer = trainer
     trainer.add_callback(callback)

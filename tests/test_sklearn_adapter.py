@@ -18,6 +18,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from lip_agnostic import LIPResult, refine_batches  # noqa: E402
 from lip_agnostic.adapters.sklearn import LIPClassifier  # noqa: E402
+from lip_agnostic.errors import DataError, OptionError, OptionTypeError, RankOutOfRangeError  # noqa: E402
 
 
 # scikit-learn's own checks. None is expected to fail. Two are skipped by scikit-learn itself when
@@ -166,22 +167,22 @@ def test_a_failed_fit_leaves_the_previous_fit_bit_identical():
 @pytest.mark.parametrize(
     "make, call, error, message",
     [
-        (lambda: LIPClassifier(rank="most"), "fit", ValueError, "rank"),
-        (lambda: LIPClassifier(rank=True), "fit", (TypeError, ValueError), "rank"),
-        (lambda: LIPClassifier(bias_mode="subtract"), "fit", ValueError, "bias_mode must be 'fit' or 'ignore'"),
-        (lambda: LIPClassifier(holdout=0.7), "fit", ValueError, r"holdout must be a fraction in \(0, 0.5\]"),
-        (lambda: LIPClassifier(lip_options={"foo": 1}), "fit", TypeError, "unknown LIP option 'foo'"),
-        (lambda: LIPClassifier(lip_options={"rank": 1}), "fit", TypeError, "lip_options may not set 'rank'"),
-        (lambda: LIPClassifier(lip_options=[1]), "fit", TypeError, "lip_options must be a dict"),
-        (lambda: LIPClassifier(min_gain=float("nan")), "fit", ValueError, "min_gain must be a finite number"),
-        (lambda: LIPClassifier(rank=50), "fit", ValueError, "50"),
-        (lambda: LIPClassifier(KNeighborsClassifier(), rank=1), "fit", TypeError, "has no coef_"),
-        (lambda: LIPClassifier(object()), "fit", TypeError, "estimator must be a scikit-learn classifier"),
-        (lambda: LIPClassifier(rank=1), "validation", ValueError, "only used to choose rank='auto'"),
-        (lambda: LIPClassifier(), "bad_validation", TypeError, r"validation must be a tuple \(X_val, y_val\)"),
-        (lambda: LIPClassifier(), "unknown_val_label", ValueError, "labels the fitted classifier does not know"),
-        (lambda: LIPClassifier(), "multilabel", ValueError, "one label per sample"),
-        (lambda: LIPClassifier(holdout=0.01), "tiny", ValueError, "that is no sample"),
+        (lambda: LIPClassifier(rank="most"), "fit", OptionError, "rank"),
+        (lambda: LIPClassifier(rank=True), "fit", OptionTypeError, "rank"),
+        (lambda: LIPClassifier(bias_mode="none"), "fit", OptionError, "bias_mode"),
+        (lambda: LIPClassifier(holdout=0.7), "fit", OptionError, r"holdout must be a fraction in \(0, 0.5\]"),
+        (lambda: LIPClassifier(lip_options={"foo": 1}), "fit", OptionTypeError, "unknown LIP option 'foo'"),
+        (lambda: LIPClassifier(lip_options={"rank": 1}), "fit", OptionTypeError, "lip_options may not set 'rank'"),
+        (lambda: LIPClassifier(lip_options=[1]), "fit", OptionTypeError, "lip_options must be a dict"),
+        (lambda: LIPClassifier(min_gain=float("nan")), "fit", OptionError, "min_gain must be a finite number"),
+        (lambda: LIPClassifier(rank=50), "fit", RankOutOfRangeError, "50"),
+        (lambda: LIPClassifier(KNeighborsClassifier(), rank=1), "fit", OptionTypeError, "has no coef_"),
+        (lambda: LIPClassifier(object()), "fit", OptionTypeError, "estimator must be a scikit-learn classifier"),
+        (lambda: LIPClassifier(rank=1), "validation", OptionError, "only used to choose rank='auto'"),
+        (lambda: LIPClassifier(), "bad_validation", OptionTypeError, r"validation must be a tuple \(X_val, y_val\)"),
+        (lambda: LIPClassifier(), "unknown_val_label", DataError, "labels the fitted classifier does not know"),
+        (lambda: LIPClassifier(), "multilabel", DataError, "one label per sample"),
+        (lambda: LIPClassifier(holdout=0.01), "tiny", DataError, "that is no sample"),
     ],
 )
 def test_bad_inputs_raise_one_line_typed_errors(make, call, error, message):

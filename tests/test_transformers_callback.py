@@ -26,6 +26,7 @@ from transformers import (  # noqa: E402
 )
 
 from lip_agnostic import LIPResult, refine_batches  # noqa: E402
+from lip_agnostic.errors import OptionError, OptionTypeError, RankOutOfRangeError  # noqa: E402
 from lip_agnostic.adapters.transformers import LIPCallback, attach, find_head  # noqa: E402
 
 SEQ = 10
@@ -153,7 +154,8 @@ def test_tiny_vit_image_classification(tmp_path):
     lip = LIPCallback(rank=2, bias_mode="ignore")
     Trainer(model=model, args=_args(tmp_path), train_dataset=train, callbacks=[snap, lip]).train()
     F, y = _features(model, model.classifier, train)
-    want = refine_batches(snap.weight.T.double(), [(F.double(), y)], rank=2, bias=snap.bias.double(), fit_bias=False)
+    want = refine_batches(snap.weight.T.double(), [(F.double(), y)], rank=2, bias=snap.bias.double(),
+                          bias_mode="ignore")
     torch.testing.assert_close(model.classifier.weight, want.weight.T.float(), rtol=1e-4, atol=1e-5)
     assert lip.result.n_fit == 64 and lip.result.context["bias_in_fit"] is False
 
@@ -232,7 +234,7 @@ def test_find_head_names_and_errors():
     assert find_head(model)[0] == "classifier"
     assert find_head(model, "classifier")[1] is model.classifier
     assert find_head(model, model.classifier)[0] == "classifier"
-    with pytest.raises(ValueError, match="has no module named 'nope'.*pass head="):
+    with pytest.raises(OptionError, match="has no module named 'nope'.*pass head="):
         find_head(model, "nope")
     with pytest.raises(TypeError, match="classifier must be a torch.nn.Linear"):
         find_head(model, "bert.embeddings")
@@ -243,13 +245,14 @@ def test_find_head_names_and_errors():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(rank="most"), ValueError, "rank must be an int, an energy fraction"),
-        (dict(rank=True), ValueError, "rank must be an int"),
-        (dict(bias_mode="subtract"), ValueError, "bias_mode must be 'fit'"),
-        (dict(validation="test"), ValueError, "validation must be 'eval', None or an iterable"),
-        (dict(validation=3), TypeError, "validation must be 'eval', None or an iterable"),
-        (dict(shift_labels="yes"), ValueError, "shift_labels must be True, False or 'auto'"),
-        (dict(head=3), TypeError, "head must be a module name"),
+        (dict(rank="most"), OptionError, "rank"),
+        (dict(rank=True), OptionTypeError, "rank"),
+        (dict(rank=-1), RankOutOfRangeError, "rank"),
+        (dict(bias_mode="none"), OptionError, "bias_mode"),
+        (dict(validation="test"), OptionError, "validation must be 'eval', None or an iterable"),
+        (dict(validation=3), OptionTypeError, "validation must be 'eval', None or an iterable"),
+        (dict(shift_labels="yes"), OptionError, "shift_labels must be True, False or 'auto'"),
+        (dict(head=3), OptionTypeError, "head must be a module name"),
         (dict(bias="fit"), TypeError, "'bias' is set by the Transformers callback; pass bias_mode="),
         (dict(foo=1), TypeError, "unknown LIP option 'foo'"),
     ],
@@ -263,8 +266,8 @@ def test_bad_options_fail_at_construction(kwargs, error, message):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(rank=50), ValueError, "50"),
-        (dict(head="nope"), ValueError, "has no module named 'nope'"),
+        (dict(rank=50), RankOutOfRangeError, "50"),
+        (dict(head="nope"), OptionError, "has no module named 'nope'"),
         (dict(rank=1, target_scale=-1.0), ValueError, "target_scale"),
     ],
 )
@@ -278,5 +281,5 @@ def test_bad_options_for_this_model_fail_before_training(tmp_path, kwargs, error
 
 
 def test_attach_needs_a_trainer():
-    with pytest.raises(TypeError, match="trainer must be a transformers.Trainer; got object"):
+    with pytest.raises(OptionTypeError, match="trainer must be a transformers.Trainer; got object"):
         attach(object())
