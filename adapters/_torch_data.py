@@ -614,17 +614,14 @@ def with_context(result: Any, context: dict) -> Any:
 def log_entry(result: Any) -> dict:
     """The flat ``lip_*`` numbers a training framework's loggers take (the Keras History keys)."""
     summary = result.summary
-    angle = getattr(summary, "top_k_angle", None)
     entry = {
         "lip_rank": result.selection.k,
         "lip_changed": int(result.selection.changed),
         "lip_n_fit": result.n_fit,
         "lip_relative_change": float(summary.relative_change),
-        "lip_top_k_angle": float(summary.principal_angle if angle is None else angle),
+        "lip_kept_relative_change": float(summary.kept_relative_change),
+        "lip_top_k_angle": float(summary.top_k_angle),
     }
-    kept = getattr(summary, "kept_relative_change", None)
-    if kept is not None:
-        entry["lip_kept_relative_change"] = float(kept)
     if result.selection.best_score is not None:
         entry["lip_val_score"] = float(result.selection.best_score)
         entry["lip_val_base_score"] = float(result.selection.base_score)
