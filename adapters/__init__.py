@@ -1,1 +1,1 @@
-"""Framework adapters (PyTorch, Keras 3): thin layers over the lip_agnostic core."""
+"""Framework faces (PyTorch, Keras 3, scikit-learn, Transformers, Lightning): thin layers over the lip_agnostic core."""

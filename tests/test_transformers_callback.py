@@ -133,6 +133,17 @@ def test_attached_auto_scores_ranks_on_the_eval_dataset(tmp_path):
     assert trainer.state.log_history[-1]["lip_rank"] == sel.k
 
 
+def test_unattached_auto_uses_the_eval_loader_the_trainer_built(tmp_path, recwarn):
+    torch.manual_seed(7)
+    model = BertForSequenceClassification(_bert_config(num_labels=3))
+    lip = LIPCallback()
+    trainer = Trainer(model=model, args=_args(tmp_path, eval_strategy="steps", eval_steps=4),
+                      train_dataset=_seq_data(64, 11), eval_dataset=_seq_data(40, 12), callbacks=[lip])
+    trainer.train()
+    assert lip.result.context["validation"] == "eval_dataset" and lip.result.selection.n_val == 40
+    assert not [w for w in recwarn if "found no eval_dataset" in str(w.message)]
+
+
 def test_auto_without_an_eval_dataset_holds_out_training_rows_and_says_so(tmp_path):
     torch.manual_seed(2)
     model = BertForSequenceClassification(_bert_config(num_labels=3))
