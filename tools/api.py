@@ -79,9 +79,10 @@ def _check_rank(rank: Any, calib: bool) -> Any:
     return rank
 
 
-def _check_rank_range(rank: Any, m: int) -> Any:
+def _check_rank_range(rank: Any, m: int, calib: bool) -> Any:
     if isinstance(rank, int) and rank > m:
-        raise UsageError(f"k={rank} is out of range: the classifier has min(q, l)={m} components, k must lie in [0, {m}]")
+        where = f"[0, {m}]" if calib else f"[1, {m}] (0 only with --calib)"
+        raise UsageError(f"k={rank} is out of range: the classifier has min(q, l)={m} components, k must lie in {where}")
     return rank
 
 
@@ -147,7 +148,7 @@ def _prepare(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None) -
     """Checks that need the model, in order: the classifier (``layer``), ``k`` against its
     ``min(q, l)``, then the calibration data against its inputs and classes."""
     c = select_classifier(loaded, layer)
-    rank = _check_rank_range(rank, min(c.q, c.l))
+    rank = _check_rank_range(rank, min(c.q, c.l), calib is not None)
     cal = None
     if calib is not None:
         cal = calib if isinstance(calib, CalibrationData) else load_calibration(calib, loaded, c)

@@ -357,7 +357,7 @@ def _cmd_demo(a) -> int:
         else:
             print(f"wrote {written['model']} (the demo's noisy-label digits classifier, input 'pixels', output 'logits')")
             print(f"wrote {written['calib']} (pixels + noisy labels, and a noisy held-out split val_pixels + val_labels)")
-            print(f"next: cd {a.save_inputs} && lip-onnx denoise model.onnx --calib calib.npz")
+            print(f"next: lip-onnx denoise {written['model']} --calib {written['calib']}")
         return 0
     result = demo.run(rank=a.rank, output=a.output, force=a.force, verbose=not a.json)
     if a.json:

@@ -16,7 +16,9 @@ Exit codes
 4     no classifier layer found, or several (pick one with ``--layer``)
 5     unsupported classifier weight (quantized, shared, NaN/Inf, dtype)
 6     calibration data do not match the model
-7     the output was refused (exists without ``--force``, is the input)
+7     an output was refused (exists without ``--force``; is, or links
+      to, the input model, one of its external data files, or another
+      output of the same run)
 8     the output model failed validation (nothing was written)
 130   interrupted (Ctrl-C)
 ====  ==============================================================
@@ -94,7 +96,7 @@ EXIT_CODES = {
     4: "no classifier found, or several (choose one with --layer)",
     5: "unsupported classifier weight (quantized, shared, NaN/Inf, dtype)",
     6: "calibration data do not match the model",
-    7: "output refused (exists without --force, or is the input)",
+    7: "output refused (exists without --force; is the input, its data, or another output of the run)",
     8: "output model failed validation (nothing written)",
     130: "interrupted",
 }
