@@ -76,3 +76,62 @@ def test_keras_refine_model_writes_the_full_tail_refit():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.kernel), ref_W, rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.bias), ref_b, rtol=2e-4, atol=2e-5)
     assert res.tail == "full" and res.to_dict()["beyond_paper"] is True
+
+
+# ------------------------------------------------------------------- lip-onnx
+@pytest.mark.parametrize("layout, beta", [("gemm_t", 1.0), ("matmul_add", 1.0), ("gemm", 2.0)])
+def test_lip_onnx_tail_full_writes_the_cores_weight_and_bias(tmp_path, layout, beta, capsys):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    import onnx
+
+    from lip_agnostic.tools import cli
+    from lip_agnostic.tools.graph import read_bias, read_weight, select_classifier
+    from lip_agnostic.tools.model_io import load_model
+    from lip_agnostic.tools.testing import mlp_model
+
+    model, p = mlp_model(layout=layout, q=Q, l=L, d=5, beta=beta)
+    onnx.save(model, tmp_path / "m.onnx")
+    rng = np.random.default_rng(3)
+    x = rng.random((240, 5), dtype=np.float32)
+    feat = np.maximum(x.astype(np.float64) @ p["W1"].astype(np.float64) + p["b1"], 0)
+    labels = rng.integers(0, L, 240)
+    np.savez(tmp_path / "cal.npz", x=x, labels=labels)
+    code = cli.main(["denoise", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "cal.npz"), "--rank", "1",
+                     "--tail", "full", "--ridge", "0.5", "--report", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "full-tail ridge refit (beyond the paper; ridge 0.5)" in out and "tail=full, beyond the paper" in out
+    b_eff = p["b"].astype(np.float64) * (beta if layout.startswith("gemm") else 1.0)  # Gemm adds beta * C
+    ref_W, ref_b = full_tail_refine(p["W"].astype(np.float64), feat, labels, 1, bias=b_eff, ridge=0.5)
+    loaded = load_model(str(tmp_path / "m.lip.onnx"))
+    c = select_classifier(loaded)
+    np.testing.assert_allclose(np.asarray(read_weight(loaded, c), np.float64) * c.alpha, ref_W, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(read_bias(loaded, c), ref_b, rtol=1e-4, atol=1e-5)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["tail"], report["beyond_paper"], report["calibration"]["bias_refit"]) == ("full", True, True)
+    assert report["rank"]["ridge"] == 0.5 and report["validation"]["checker"] == "ok"
+
+
+def test_lip_onnx_tail_options_are_checked_with_messages(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from lip_agnostic.tools import api, cli
+    from lip_agnostic.tools.errors import UsageError
+    from lip_agnostic.tools.testing import mlp_model
+
+    model, _ = mlp_model(layout="gemm_t", q=Q, l=L)
+    onnx.save(model, tmp_path / "m.onnx")
+    path = str(tmp_path / "m.onnx")
+    with pytest.raises(UsageError, match=r"--ridge applies to --tail full only"):
+        api.denoise_file(path, rank=2, ridge=1.0)
+    with pytest.raises(UsageError, match=r"--tail full refits the classifier against labels: it needs --calib"):
+        api.denoise_file(path, rank=2, tail="full")
+    with pytest.raises(UsageError, match=r"--tail must be 'diagonal' \(the paper\) or 'full' \(beyond the paper\); got 'wide'"):
+        api.denoise_file(path, rank=2, tail="wide")
+    with pytest.raises(UsageError, match=r"--ridge must be 'auto' or a number >= 0; got -1.0"):
+        api.check_options(rank=2, calib="c.npz", tail="full", ridge=-1.0)
+    assert cli.main(["denoise", path, "--rank", "2", "--tail", "full", "--ridge", "x"]) != 0
+    assert "expected a number >= 0 or 'auto'; got 'x'" in capsys.readouterr().err

@@ -18,6 +18,7 @@ import onnx
 
 import lip_agnostic as lip
 from lip_agnostic.errors import LIPError, NonFiniteError, OptionError, RankOutOfRangeError
+from lip_agnostic.full_tail import chooses_on_validation
 from lip_agnostic.options import parse_rank
 from lip_agnostic.lowrank import low_rank_blocks, truncate_top
 
@@ -96,7 +97,8 @@ def _finite_number(value: Any, option: str) -> float:
 
 
 def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFAULT_BATCH, target_scale: Any = 1.0,
-                  min_gain: Any = 0.0, confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: Any = "fit") -> dict:
+                  min_gain: Any = 0.0, confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: Any = "fit",
+                  tail: Any = "diagonal", ridge: Any = None) -> dict:
     """Check every option that needs no file; return them normalized.
 
     Called first by :func:`denoise` and :func:`denoise_file` (and the CLI), so
@@ -109,7 +111,9 @@ def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFA
         without ``calib``; an energy fraction outside ``(0, 1]``),
         ``batch_size < 1``, ``target_scale`` not positive or ``"logits"``,
         ``min_gain < 0``, ``confidence`` outside ``(0, 1)``, ``bias_mode``
-        not ``"fit"``/``"ignore"``.
+        not ``"fit"``/``"ignore"``, ``tail`` not ``"diagonal"``/``"full"``
+        (``"full"`` without ``calib``), ``ridge`` not ``"auto"`` or a number
+        ``>= 0`` (or given with ``tail="diagonal"``).
     """
     if calib is not None and not isinstance(calib, (str, os.PathLike, Mapping, CalibrationData)):
         raise UsageError(f"calib must be a .npz path or a mapping of arrays; got {type(calib).__name__}")
@@ -132,8 +136,19 @@ def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFA
                              f"got {confidence}")
     if bias_mode not in ("fit", "ignore"):
         raise UsageError(f"--bias-mode must be 'fit' or 'ignore'; got {bias_mode!r}")
+    if tail not in ("diagonal", "full"):
+        raise UsageError(f"--tail must be 'diagonal' (the paper) or 'full' (beyond the paper); got {tail!r}")
+    if ridge is not None:
+        if tail != "full":
+            raise UsageError("--ridge applies to --tail full only (the paper's diagonal refit has no ridge)")
+        if not (isinstance(ridge, str) and ridge == "auto"):
+            ridge = _finite_number(ridge, "--ridge")
+            if ridge < 0:
+                raise UsageError(f"--ridge must be 'auto' or a number >= 0; got {ridge}")
+    if tail == "full" and calib is None:
+        raise UsageError("--tail full refits the classifier against labels: it needs --calib DATA.npz")
     return {"rank": rank, "batch_size": int(batch_size), "target_scale": target_scale, "min_gain": min_gain,
-            "confidence": confidence, "bias_mode": bias_mode}
+            "confidence": confidence, "bias_mode": bias_mode, "tail": tail, "ridge": ridge}
 
 
 def _weight_index(loaded: LoadedModel, c: Classifier) -> int:
@@ -156,9 +171,10 @@ def _prepare(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None) -
 
 
 def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationData | None, batch_size: int,
-            target_scale: Any, min_gain: float, confidence: Any, bias_mode: str,
-            progress: bool) -> tuple[Any, dict]:
-    """Run PSP or LIP through the core on classifier ``c``; return its new stored value and the report."""
+            target_scale: Any, min_gain: float, confidence: Any, bias_mode: str, tail: str = "diagonal",
+            ridge: Any = None, progress: bool) -> tuple[dict, dict]:
+    """Run PSP or LIP through the core on classifier ``c``; return ``{tensor index: new stored value}``
+    (the weight; with ``tail="full"`` and the bias in the fit, the refit bias too) and the report."""
     t0 = time.perf_counter()
     stored = read_weight(loaded, c)
     large = c.q * c.l > LARGE_WEIGHT
@@ -168,6 +184,7 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
     dtype = np.dtype(c.weight.dtype)
     transposed = c.layout == "(l, q)"
     report: dict = {"layer": c.to_dict(), "notes": list(c.notes)}
+    extra: dict = {}
     if cal is None:
         report["mode"] = "truncation"
         work = np.float32 if large or dtype == np.float16 else np.float64
@@ -216,12 +233,13 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
         session = Session(loaded, [c.input_name])
         batches = feature_batches(session, c, cal.inputs, cal.labels, batch_size, progress=progress)
         val = None
-        if cal.val_inputs is not None and rank == "auto":
+        if cal.val_inputs is not None and chooses_on_validation(rank, tail, ridge):
             val = feature_batches(session, c, cal.val_inputs, cal.val_labels, batch_size, progress=progress,
                                   desc="held-out")
         try:
             res = lip.refine_batches(W, batches, rank=rank, validation=val, bias=bias, target_scale=target_scale,
-                                     min_gain=min_gain, confidence=confidence, bias_mode=bias_mode)
+                                     min_gain=min_gain, confidence=confidence, bias_mode=bias_mode,
+                                     tail=tail, ridge=ridge)
         except LIPError as exc:  # the core's typed errors: data (shapes, labels, NaN) or option values
             if isinstance(exc, OptionError):
                 raise UsageError(str(exc)) from None
@@ -232,14 +250,37 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
                                  "n_degenerate": res.n_degenerate, "bias": c.bias is not None,
                                  "bias_mode": bias_mode, "target_scale": target_scale,
                                  "rank_source": res.selection.extra.get("source"),
-                                 "labels": "integer" if cal.labels.ndim == 1 else "target matrix"}
-        if rank == "auto":
+                                 "labels": "integer" if cal.labels.ndim == 1 else "target matrix",
+                                 "bias_refit": res.bias is not None}
+        report["tail"], report["beyond_paper"] = res.tail, res.tail != "diagonal"
+        if chooses_on_validation(rank, tail, ridge):
             report["rank"]["metric"] = _metric(cal)
             report["rank"]["held_out"] = _held_out_text(res.selection)
         value = to_stored(np.asarray(res.weight), c.layout, c.alpha, dtype, c.weight.name)
+        if res.bias is not None:
+            extra = dict([_bias_value(loaded, c, np.asarray(res.bias, dtype=np.float64))])
     report["outcome"] = _outcome(report)
     report["seconds_refine"] = time.perf_counter() - t0
-    return value, report
+    return {_weight_index(loaded, c): value, **extra}, report
+
+
+def _bias_value(loaded: LoadedModel, c: Classifier, b: np.ndarray) -> tuple[int, np.ndarray]:
+    """``(tensor index, stored value)`` of the refit bias ``b (l,)`` (``tail="full"``): ``C = b / beta``
+    for ``Gemm``, in the stored shape and dtype."""
+    tensor = weight_tensor(loaded, c.bias)
+    stored = np.asarray(read_tensor(tensor, loaded.base_dir))
+    beta = c.beta if c.op_type == "Gemm" else 1.0
+    if stored.size != c.l or beta == 0.0:
+        raise UsageError(f"--tail full refits the bias, but bias {c.bias.name!r} (shape {list(stored.shape)}"
+                         f"{', beta 0' if beta == 0.0 else ''}) does not hold one value per class; "
+                         "use --bias-mode ignore")
+    new = np.ascontiguousarray((b / beta).reshape(stored.shape), dtype=stored.dtype)
+    if not np.all(np.isfinite(new)):
+        raise UnsupportedWeightError(f"the refit bias {c.bias.name!r} overflows {stored.dtype.name}")
+    for i, t in enumerate(iter_tensors(loaded.model.graph)):
+        if t is tensor:
+            return i, new
+    raise UnsupportedWeightError(f"bias {c.bias.name!r} not found among the model's tensors")
 
 
 def _metric(cal: CalibrationData) -> str:
@@ -264,24 +305,30 @@ def _outcome(report: dict) -> str:
     rk = report["rank"]
     if rk.get("strategy") == "auto" and not rk.get("changed"):
         conf = rk.get("extra", {}).get("confidence")
-        guard = (f"one-sided sign test, confidence {conf:g}, Bonferroni over {len(rk['ks']) - 1} ranks; "
+        tested = (f"{len(rk['extra']['candidates'])} (k, ridge) candidates" if "candidates" in rk.get("extra", {})
+                  else f"{len(rk['ks']) - 1} ranks")
+        guard = (f"one-sided sign test, confidence {conf:g}, Bonferroni over {tested}; "
                  if conf is not None else "no significance test (--confidence none); ")
         return (f"unchanged: no k < {rk['m']} beat the unchanged model's {rk['metric']} ({rk['base_score']:.4f}) "
                 f"significantly ({guard}--min-gain {rk['extra'].get('min_gain', 0.0):g}) on {rk['held_out']}, "
                 "so the weights are the input's; --rank K forces a change")
     if not rk.get("changed", rk["k"] < rk["m"]):
         return f"unchanged: k={rk['k']} keeps all {rk['m']} components"
+    if report["mode"] == "lip" and report.get("tail") == "full":
+        return (f"changed: the top {rk['k']} components kept, the whole complement ridge-refit against the labels "
+                f"(ridge {rk.get('ridge'):.4g}; tail=full, beyond the paper)")
     if report["mode"] == "lip":
         return f"changed: the top {rk['k']} components kept, the other {rk['m'] - rk['k']} refit against the labels"
     return f"changed: the top {rk['k']} components kept, the other {rk['m'] - rk['k']} dropped"
 
 
-def _materialize(loaded: LoadedModel, index: int, value: Any) -> onnx.ModelProto:
-    """An in-memory copy with every tensor's data inline and ``value`` at ``index``."""
+def _materialize(loaded: LoadedModel, replacements: dict) -> onnx.ModelProto:
+    """An in-memory copy with every tensor's data inline and ``replacements[i]`` at each index ``i``."""
     model = onnx.ModelProto()
     model.CopyFrom(loaded.model)
     for i, (src, dst) in enumerate(zip(iter_tensors(loaded.model.graph), iter_tensors(model.graph))):
-        if i == index:
+        if i in replacements:
+            value = replacements[i]
             arr = value.materialize() if isinstance(value, BlockSource) else value
         elif src.data_location == onnx.TensorProto.EXTERNAL:
             arr = np.asarray(read_tensor(src, loaded.base_dir))
@@ -295,7 +342,7 @@ def _materialize(loaded: LoadedModel, index: int, value: Any) -> onnx.ModelProto
 
 
 def _stamp(model: onnx.ModelProto, report: dict) -> None:
-    info = {"tool": "lip-onnx", "version": lip.__version__, "mode": report["mode"],
+    info = {"tool": "lip-onnx", "version": lip.__version__, "mode": report["mode"], "tail": report.get("tail"),
             "layer": report["layer"]["node_name"] or report["layer"]["output_name"], "k": report["rank"]["k"]}
     for p in list(model.metadata_props):
         if p.key == "lip_agnostic":
@@ -307,8 +354,8 @@ def _stamp(model: onnx.ModelProto, report: dict) -> None:
 def denoise(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, rank: Any = None,
             calib: "str | os.PathLike | Mapping[str, np.ndarray] | None" = None, layer: str | None = None,
             batch_size: int = DEFAULT_BATCH, target_scale: Any = 1.0, min_gain: float = 0.0,
-            confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: str = "fit",
-            validate: bool = True, progress: bool = False, return_report: bool = False) -> Any:
+            confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: str = "fit", tail: str = "diagonal",
+            ridge: Any = None, validate: bool = True, progress: bool = False, return_report: bool = False) -> Any:
     """Refine a model's classifier; return the new model in memory (the input is untouched).
 
     Steps
@@ -322,7 +369,9 @@ def denoise(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, rank: An
        :func:`lip_agnostic.refine_batches`; ``rank="auto"`` by default,
        ``bias_mode="fit"`` (the tail fit against ``Y - 1 b^T``; ``"ignore"``:
        the paper's fit without the bias), ``confidence`` the sign-test guard
-       of ``"auto"`` (``None``: off).
+       of ``"auto"`` (``None``: off); ``tail="full"`` (beyond the paper) with
+       ``ridge`` (``"auto"`` by default): the full-tail ridge refit, which also
+       rewrites the bias when it is in the fit.
     4. Write ``W*`` back in the weight's original dtype and layout; stamp
        ``metadata_props["lip_agnostic"]``; optionally validate (checker +
        onnxruntime on the calibration inputs or random ones).
@@ -337,15 +386,15 @@ def denoise(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, rank: An
     >>> new = api.denoise(demo.model_path(), rank=5)   # doctest: +SKIP
     """
     opts = check_options(rank=rank, calib=calib, batch_size=batch_size, target_scale=target_scale,
-                         min_gain=min_gain, confidence=confidence, bias_mode=bias_mode)
+                         min_gain=min_gain, confidence=confidence, bias_mode=bias_mode, tail=tail, ridge=ridge)
     loaded = load_model(model)
     size = sum(tensor_nbytes(t) for t in iter_tensors(loaded.model.graph))
     if size > IN_MEMORY_LIMIT:
         raise UsageError(f"the model holds {size / 2**30:.1f} GiB of tensors: too large for an in-memory "
                          "ModelProto; use denoise_file() or the lip-onnx CLI (they keep external data)")
     c, rank, cal = _prepare(loaded, rank=opts.pop("rank"), calib=calib, layer=layer)
-    value, report = _refine(loaded, c, rank=rank, cal=cal, progress=progress, **opts)
-    new = _materialize(loaded, _weight_index(loaded, c), value)
+    values, report = _refine(loaded, c, rank=rank, cal=cal, progress=progress, **opts)
+    new = _materialize(loaded, values)
     _stamp(new, report)
     if validate:
         if new.ByteSize() < 2**31 - 1:
@@ -371,8 +420,8 @@ def denoise_file(model_path: "str | os.PathLike", output: "str | os.PathLike | N
                  rank: Any = None, calib: Any = None, layer: str | None = None, force: bool = False,
                  report: "str | os.PathLike | None" = None,
                  batch_size: int = DEFAULT_BATCH, target_scale: Any = 1.0, min_gain: float = 0.0,
-                 confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: str = "fit",
-                 validate: bool = True, progress: bool = False) -> dict:
+                 confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: str = "fit", tail: str = "diagonal",
+                 ridge: Any = None, validate: bool = True, progress: bool = False) -> dict:
     """File to file: what ``lip-onnx denoise`` runs. Returns the report.
 
     Steps
@@ -395,7 +444,7 @@ def denoise_file(model_path: "str | os.PathLike", output: "str | os.PathLike | N
     """
     t0 = time.perf_counter()
     opts = check_options(rank=rank, calib=calib, batch_size=batch_size, target_scale=target_scale,
-                         min_gain=min_gain, confidence=confidence, bias_mode=bias_mode)
+                         min_gain=min_gain, confidence=confidence, bias_mode=bias_mode, tail=tail, ridge=ridge)
     model_path = os.fspath(model_path)
     loaded = load_model(model_path)
     c, rank_, cal = _prepare(loaded, rank=opts.pop("rank"), calib=calib, layer=layer)
@@ -404,10 +453,10 @@ def denoise_file(model_path: "str | os.PathLike", output: "str | os.PathLike | N
     external = uses_external_output(loaded)
     extra = [("--report", report_path)] if report_path is not None else []
     check_output_path(out, loaded, force, external, extra)
-    value, rep = _refine(loaded, c, rank=rank_, cal=cal, progress=progress, **opts)
+    values, rep = _refine(loaded, c, rank=rank_, cal=cal, progress=progress, **opts)
     _stamp(loaded.model, rep)  # the copy written below carries it; the input file is not touched
     t_write = time.perf_counter()
-    staged = stage_model(loaded, {_weight_index(loaded, c): value}, out, external=external)
+    staged = stage_model(loaded, values, out, external=external)
     rep["seconds_write"] = time.perf_counter() - t_write
     report_tmp = None
     try:

@@ -64,6 +64,15 @@ def _confidence(text: str):
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1) or 'none'; got {text!r}") from None
 
 
+def _ridge(text: str):
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'auto'; got {text!r}") from None
+
+
 def _target_scale(text: str):
     if text == "logits":
         return text
@@ -149,7 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "model's own logits")
     d.add_argument("--bias-mode", choices=("fit", "ignore"), default="fit",
                    help="'fit' (default): the tail is fit against Y - 1 b^T with the layer's bias b; 'ignore': the "
-                        "paper's reference fit, bias left out (the bias itself is never changed)")
+                        "paper's reference fit, bias left out (the bias itself is changed only by --tail full)")
+    d.add_argument("--tail", choices=("diagonal", "full"), default="diagonal",
+                   help="'diagonal' (default, the paper): refit the tail's singular values; 'full' (beyond the "
+                        "paper): ridge-refit the whole complement of the kept components, and the bias with "
+                        "--bias-mode fit (needs --calib)")
+    d.add_argument("--ridge", type=_ridge, default=None, metavar="LAM|auto",
+                   help="--tail full: the ridge lam (>= 0), or 'auto' (default): chosen with k on the held-out "
+                        "data behind the same sign-test guard")
     d.add_argument("--min-gain", type=_number, default=0.0, metavar="G",
                    help="--rank auto changes the model only when the held-out score gains more than G (>= 0; default 0)")
     d.add_argument("--confidence", type=_confidence, default=DEFAULT_CONFIDENCE, metavar="P|none",
@@ -202,6 +218,9 @@ def _print_denoise(r: dict) -> None:
     print(f"layer     {lay['node_name'] or lay['output_name']} ({lay['op_type']}), weight {lay['weight']['name']!r} "
           f"{lay['weight']['dtype']}, W (q={lay['q']}, l={lay['l']})")
     mode = "LIP (PSP + LAP)" if r["mode"] == "lip" else "truncation (PSP)"
+    if r.get("tail") == "full":
+        lam = rk.get("ridge")
+        mode = f"LIP with the full-tail ridge refit (beyond the paper; ridge {'-' if lam is None else f'{lam:.4g}'})"
     extra = ""
     if rk.get("strategy") == "auto":
         extra = f": {rk['metric']} {rk['best_score']:.4f} at k={rk['k']}, {rk['base_score']:.4f} unchanged"
@@ -244,7 +263,7 @@ def _cmd_denoise(a) -> int:
     report = api.denoise_file(a.model, a.output, rank=rank, calib=a.calib, layer=a.layer, force=a.force,
                               report=a.report, batch_size=a.batch_size, target_scale=a.target_scale,
                               min_gain=a.min_gain, confidence=a.confidence, bias_mode=a.bias_mode,
-                              validate=not a.no_validate, progress=not a.quiet and sys.stderr.isatty())
+                              tail=a.tail, ridge=a.ridge, validate=not a.no_validate, progress=not a.quiet and sys.stderr.isatty())
     if not a.quiet:
         _print_denoise(report)
     return 0
