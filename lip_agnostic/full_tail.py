@@ -67,7 +67,8 @@ from ._arrays import (
     to_float,
 )
 from .accumulator import TargetScale
-from .options import parse_rank
+from .errors import DataError, DataTypeError, NonFiniteError, OptionError, OptionTypeError
+from .options import parse_bias_mode, parse_rank
 from .principal import SVD, reduced_svd, resolve_rank
 from .rank import DEFAULT_CONFIDENCE, RankSelection, _hits, _p_values, _row_max, _significant, candidate_ranks
 
@@ -91,55 +92,32 @@ DEFAULT_RIDGE_FACTORS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 #: ``(q - k) x (q - k)`` matrix each), spread as :func:`lip_agnostic.candidate_ranks` does.
 FULL_TAIL_RANK_LIMIT = 16
 
-_BIAS_MODES = ("fit", "ignore")
-
-
-def _option_error(message: str) -> Exception:
-    try:
-        from .errors import OptionError
-    except ImportError:  # pragma: no cover - the typed errors land with issue 11
-        return ValueError(message)
-    return OptionError(message)
-
-
-def _data_error(message: str) -> Exception:
-    try:
-        from .errors import DataError
-    except ImportError:  # pragma: no cover
-        return ValueError(message)
-    return DataError(message)
-
-
 def _check_ridge(ridge: Any, *, allow_auto: bool = True) -> float | str:
     what = "a number >= 0 or 'auto'" if allow_auto else "a number >= 0"
     if isinstance(ridge, str):
         if allow_auto and ridge == "auto":
             return "auto"
-        raise _option_error(f"ridge must be {what}; got {ridge!r}")
+        raise OptionError(f"ridge must be {what}; got {ridge!r}")
     if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real):
-        raise _option_error(f"ridge must be {what}; got {ridge!r}")
+        raise OptionTypeError(f"ridge must be {what}; got {ridge!r}")
     lam = float(ridge)
     if not (lam >= 0.0 and math.isfinite(lam)):
-        raise _option_error(f"ridge must be a finite number >= 0; got {ridge!r}")
+        raise OptionError(f"ridge must be a finite number >= 0; got {ridge!r}")
     return lam
 
 
-def _check_bias_mode(bias_mode: Any) -> str:
-    if bias_mode not in _BIAS_MODES:
-        raise _option_error(f"bias_mode must be 'fit' or 'ignore'; got {bias_mode!r}")
-    return bias_mode
 
 
 def _check_target_scale(target_scale: Any) -> TargetScale:
     if isinstance(target_scale, str):
         if target_scale != "logits":
-            raise _option_error(f"target_scale must be a positive number or 'logits'; got {target_scale!r}")
+            raise OptionError(f"target_scale must be a positive number or 'logits'; got {target_scale!r}")
         return target_scale
     if isinstance(target_scale, bool) or not isinstance(target_scale, numbers.Real):
-        raise _option_error(f"target_scale must be a positive number or 'logits'; got {target_scale!r}")
+        raise OptionTypeError(f"target_scale must be a positive number or 'logits'; got {target_scale!r}")
     c = float(target_scale)
     if not (c > 0.0 and math.isfinite(c)):
-        raise _option_error(f"target_scale must be a positive number or 'logits'; got {target_scale!r}")
+        raise OptionError(f"target_scale must be a positive number or 'logits'; got {target_scale!r}")
     return c
 
 
@@ -147,12 +125,12 @@ def check_tail(tail: Any, ridge: Any, degenerate: Any) -> bool:
     """Validate ``tail`` (and the options that belong to one tail only); True for ``"full"``."""
     if tail == "full":
         if degenerate != "zero":
-            raise _option_error(f"degenerate={degenerate!r} applies to tail='diagonal' only")
+            raise OptionError(f"degenerate={degenerate!r} applies to tail='diagonal' only")
         return True
     if tail != "diagonal":
-        raise _option_error(f"tail must be 'diagonal' (the paper) or 'full' (beyond the paper); got {tail!r}")
+        raise OptionError(f"tail must be 'diagonal' (the paper) or 'full' (beyond the paper); got {tail!r}")
     if ridge is not None:
-        raise _option_error(f"ridge={ridge!r} applies to tail='full' only (the paper's diagonal refit has no ridge)")
+        raise OptionError(f"ridge={ridge!r} applies to tail='full' only (the paper's diagonal refit has no ridge)")
     return False
 
 
@@ -267,31 +245,31 @@ class FullTailAccumulator:
         if svd is None:
             svd = reduced_svd(W, xp=xp)
         elif not isinstance(svd, SVD):
-            raise TypeError(f"svd must be a lip_agnostic.SVD (from reduced_svd); got {type(svd).__name__}")
+            raise OptionTypeError(f"svd must be a lip_agnostic.SVD (from reduced_svd); got {type(svd).__name__}")
         q, l = int(W.shape[0]), int(W.shape[1])
         m = min(q, l)
         want = ((q, m), (m,), (l, m))
         got = (tuple(svd.U.shape), tuple(svd.s.shape), tuple(svd.V.shape))
         if got != want:
-            raise _data_error(f"svd factors (U, s, V) must have shapes {want} for W of shape {(q, l)}; got {got}")
+            raise DataError(f"svd factors (U, s, V) must have shapes {want} for W of shape {(q, l)}; got {got}")
         self.svd: SVD = svd
         self.shape = (q, l)
         self.dtype = W.dtype
         self._W = W
         self._device = device_of(W)
-        self.bias_mode = _check_bias_mode(bias_mode)
+        self.bias_mode = parse_bias_mode(bias_mode)
         self.target_scale = _check_target_scale(target_scale)
         if isinstance(rank, str):
-            raise _option_error(f"rank must be an int, an energy fraction in (0, 1], or None here; got {rank!r} "
+            raise OptionError(f"rank must be an int, an energy fraction in (0, 1], or None here; got {rank!r} "
                                 "(choose it with scores())")
         self.rank = None if rank is None else resolve_rank(rank, svd.s, xp=xp)
         wdt = svd.s.dtype
         if bias is not None:
             if getattr(bias, "ndim", None) != 1 or int(bias.shape[0]) != l:
-                raise _data_error(f"bias must have shape ({l},) for W of shape {(q, l)}; "
+                raise DataError(f"bias must have shape ({l},) for W of shape {(q, l)}; "
                                   f"got {tuple(getattr(bias, 'shape', ()))}")
             if not xp.isdtype(bias.dtype, "real floating"):
-                raise TypeError(f"bias must have a real floating dtype; got {bias.dtype}")
+                raise DataTypeError(f"bias must have a real floating dtype; got {bias.dtype}")
             check_finite(xp, bias, "bias")
             bias = to_float(xp, bias, wdt)
         self.bias = bias
@@ -300,7 +278,7 @@ class FullTailAccumulator:
         self._sdt = sdt = stats_dtype(xp, self._device)
         self.rtol = float(q * xp.finfo(sdt).eps) if rtol is None else float(rtol)
         if not (self.rtol >= 0.0 and math.isfinite(self.rtol)):
-            raise _option_error(f"rtol must be a finite number >= 0; got {rtol!r}")
+            raise OptionError(f"rtol must be a finite number >= 0; got {rtol!r}")
         # Layout of the flat sums: X^T X (q q) | X^T Y (q l) | 1^T X (q) | 1^T Y (l) | ||Y||^2 | n
         self._sizes = (q * q, q * l, q, l, 1, 1)
         self._sums = xp.zeros((sum(self._sizes),), dtype=sdt, device=self._device)
@@ -346,7 +324,7 @@ class FullTailAccumulator:
             xp.asarray([float(n_b)], dtype=sdt, device=self._device),
         ])
         if not bool(xp.all(xp.isfinite(batch))):
-            raise _data_error(
+            raise NonFiniteError(
                 f"the full-tail statistics of this batch overflowed {sdt}; rescale the features"
             )
         self._sums = self._sums + batch
@@ -363,12 +341,12 @@ class FullTailAccumulator:
         """Replace the statistics, e.g. with their all-reduced total."""
         xp = self._xp
         if getattr(sums, "shape", None) is None or tuple(sums.shape) != tuple(self._sums.shape):
-            raise _data_error(
+            raise DataError(
                 f"partial sums must have shape {tuple(self._sums.shape)}; got {tuple(getattr(sums, 'shape', ()))}"
             )
         sums = xp.astype(xp.asarray(sums, device=self._device), self._sdt)
         if not bool(xp.all(xp.isfinite(sums))):
-            raise _data_error("partial sums contain NaN/Inf")
+            raise NonFiniteError("partial sums contain NaN/Inf")
         self._sums = sums
         self._rotated = None
         self._solver_cache = None
@@ -377,15 +355,15 @@ class FullTailAccumulator:
     def merge(self, other: "FullTailAccumulator", /) -> "FullTailAccumulator":
         """Add another accumulator's statistics (same weight and settings)."""
         if not isinstance(other, FullTailAccumulator):
-            raise TypeError(f"can only merge a FullTailAccumulator; got {type(other).__name__}")
+            raise DataTypeError(f"can only merge a FullTailAccumulator; got {type(other).__name__}")
         mine = (self.shape, self.fits_bias)
         theirs = (other.shape, other.fits_bias)
         if mine != theirs:
-            raise _option_error(f"cannot merge accumulators with different (shape, fits bias): {mine} vs {theirs}")
+            raise OptionError(f"cannot merge accumulators with different (shape, fits bias): {mine} vs {theirs}")
         xp = self._xp
         s0, s1 = self.svd.s, xp.asarray(other.svd.s, device=self._device)
         if not bool(xp.all(xp.abs(s0 - s1) <= 1e-5 * (xp.abs(s0) + 1e-30))):
-            raise _option_error("cannot merge accumulators built from different weights (spectra differ)")
+            raise OptionError("cannot merge accumulators built from different weights (spectra differ)")
         return self.load_partial_sums(self._sums + xp.asarray(other._sums, device=self._device))
 
     # ------------------------------------------------------------ statistics
@@ -401,7 +379,7 @@ class FullTailAccumulator:
 
     def _need_data(self) -> None:
         if self.n_samples == 0:
-            raise _data_error("the accumulator has seen no data: call update(X, Y) first")
+            raise DataError("the accumulator has seen no data: call update(X, Y) first")
 
     def scale(self) -> float:
         """The target scale ``c`` in use (computed for ``"logits"``: ``argmin_c ||c Y - (X W + 1 b^T)||``,
@@ -490,10 +468,10 @@ class FullTailAccumulator:
     def _resolve_rank(self, rank: Any) -> int:
         if rank is None:
             if self.rank is None:
-                raise _option_error("rank was left open at construction: pass result(rank=...) or use scores()")
+                raise OptionError("rank was left open at construction: pass result(rank=...) or use scores()")
             return self.rank
         if isinstance(rank, str):
-            raise _option_error(f"result() needs a fixed rank (int or energy fraction); got {rank!r} "
+            raise OptionError(f"result() needs a fixed rank (int or energy fraction); got {rank!r} "
                                 "(choose it with scores())")
         return resolve_rank(rank, self.svd.s, xp=self._xp)
 
@@ -516,7 +494,7 @@ class FullTailAccumulator:
     def _finish(self, W_new: Any, b_new: Any) -> Any:
         xp = self._xp
         if not bool(xp.all(xp.isfinite(W_new))):
-            raise _data_error("the full-tail refit overflowed; rescale the features or pass a larger ridge")
+            raise NonFiniteError("the full-tail refit overflowed; rescale the features or pass a larger ridge")
         W_out = to_float(xp, W_new, self.dtype)
         if b_new is None:
             return W_out
@@ -580,7 +558,7 @@ class FullTailScorer:
     def __init__(self, accumulator: FullTailAccumulator, /, ranks: Sequence[int] | None = None,
                  ridges: Sequence[float] | None = None) -> None:
         if not isinstance(accumulator, FullTailAccumulator):
-            raise TypeError(f"FullTailScorer needs a FullTailAccumulator; got {type(accumulator).__name__}")
+            raise OptionTypeError(f"FullTailScorer needs a FullTailAccumulator; got {type(accumulator).__name__}")
         acc = self._acc = accumulator
         xp = self._xp = acc._xp
         acc._need_data()
@@ -588,16 +566,16 @@ class FullTailScorer:
         if ranks is None:
             ranks = [acc.rank] if acc.rank is not None else candidate_ranks(0, m, FULL_TAIL_RANK_LIMIT)
         if isinstance(ranks, (str, bytes)) or not hasattr(ranks, "__iter__"):
-            raise _option_error(f"ranks must be a sequence of integers in [0, {m}]; got {ranks!r}")
+            raise OptionError(f"ranks must be a sequence of integers in [0, {m}]; got {ranks!r}")
         ks = sorted({parse_rank(k, m, name="candidate rank", allow_auto=False, allow_fraction=False)
                      for k in ranks} | {m})
         if ridges is None:
             ridges = acc.ridge_grid()
         if isinstance(ridges, (str, bytes)) or not hasattr(ridges, "__iter__"):
-            raise _option_error(f"ridges must be a sequence of numbers >= 0; got {ridges!r}")
+            raise OptionError(f"ridges must be a sequence of numbers >= 0; got {ridges!r}")
         lams = sorted({_check_ridge(r, allow_auto=False) for r in ridges})
         if not lams:
-            raise _option_error("ridges must hold at least one number >= 0")
+            raise OptionError("ridges must hold at least one number >= 0")
         self.ks = tuple(ks)
         self.ridges = tuple(lams)
         self.candidates: tuple[tuple[int, float], ...] = tuple((k, lam) for k in ks if k < m for lam in lams)
@@ -624,7 +602,7 @@ class FullTailScorer:
     def load_partial_sums(self, sums: Any, /) -> "FullTailScorer":
         """Replace the sums, e.g. with their all-reduced total."""
         if getattr(sums, "shape", None) is None or tuple(sums.shape) != tuple(self._sums.shape):
-            raise _data_error(
+            raise DataError(
                 f"partial sums must have shape {tuple(self._sums.shape)}; got {tuple(getattr(sums, 'shape', ()))}"
             )
         self._sums = self._xp.astype(sums, self._sums.dtype)
@@ -671,13 +649,13 @@ class FullTailScorer:
         """Mean hit score per candidate (order of :attr:`candidates`, then the unchanged layer)."""
         n = self.n_samples
         if n == 0:
-            raise _data_error("the scorer has seen no held-out data: call update(X_val, Y_val) first")
+            raise DataError("the scorer has seen no held-out data: call update(X_val, Y_val) first")
         return tuple(h / n for h in self._block(0))
 
     def best(self, min_gain: float = 0.0, confidence: float | None = DEFAULT_CONFIDENCE) -> FullTailSelection:
         """The best-scoring ``(k, lam)`` among the candidates that significantly beat the unchanged layer."""
         if isinstance(min_gain, bool) or not isinstance(min_gain, numbers.Real) or not math.isfinite(min_gain):
-            raise _option_error(f"min_gain must be a finite number; got {min_gain!r}")
+            raise OptionError(f"min_gain must be a finite number; got {min_gain!r}")
         scores = self.scores()
         wins, losses = self._block(1), self._block(2)
         pvals = _p_values(wins, losses)
@@ -816,27 +794,27 @@ def full_tail_refine(
     """
     xp = namespace(W, X, Y, bias, xp=xp)
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, numbers.Integral) or batch_rows < 1:
-        raise _option_error(f"batch_rows must be a positive integer; got {batch_rows!r}")
+        raise OptionError(f"batch_rows must be a positive integer; got {batch_rows!r}")
     auto_rank = isinstance(rank, str)
     if auto_rank and rank != "auto":
-        raise _option_error(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
+        raise OptionError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
     if isinstance(rank, bool):
-        raise _option_error(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
+        raise OptionError(f"rank must be an int, an energy fraction in (0, 1], or 'auto'; got {rank!r}")
     lam = _check_ridge(ridge)
     if validation is not None and (not isinstance(validation, (tuple, list)) or len(validation) != 2):
-        raise _option_error("validation must be a tuple (X_val, Y_val)")
+        raise OptionError("validation must be a tuple (X_val, Y_val)")
     if (auto_rank or lam == "auto") and validation is None:
-        raise _option_error(
+        raise OptionError(
             "rank='auto' / ridge='auto' choose on held-out data: pass validation=(X_val, Y_val), "
             "or a fixed rank and a number ridge=..."
         )
     n_x = int(X.shape[0]) if getattr(X, "ndim", 0) >= 1 else -1
     n_y = int(Y.shape[0]) if getattr(Y, "ndim", 0) >= 1 else -1
     if n_x != n_y:
-        raise _data_error(f"X and Y must have the same number of rows; got X {tuple(getattr(X, 'shape', ()))} "
+        raise DataError(f"X and Y must have the same number of rows; got X {tuple(getattr(X, 'shape', ()))} "
                           f"and Y {tuple(getattr(Y, 'shape', ()))}")
     if n_x == 0:
-        raise _data_error("X and Y are empty: the full-tail refit needs at least one sample")
+        raise DataError("X and Y are empty: the full-tail refit needs at least one sample")
     acc = FullTailAccumulator(W, None if auto_rank else rank, bias=bias, bias_mode=bias_mode,
                               target_scale=target_scale, rtol=rtol, xp=xp)
     for start in range(0, n_x, batch_rows):

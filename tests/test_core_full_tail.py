@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lip_agnostic import FullTailAccumulator, FullTailScorer, FullTailSelection, full_tail_refine, lip_refine
+from lip_agnostic.errors import DataError, NonFiniteError, OptionError, OptionTypeError, RankOutOfRangeError
 
 
 def onehot(y, l):
@@ -302,20 +303,21 @@ def test_lip_refine_dispatches_the_full_tail_and_stays_the_paper_by_default(back
 # ------------------------------------------------------------ bad inputs
 def test_bad_options_are_refused_with_messages(problem):
     W, X, y, b = problem
-    with pytest.raises(ValueError, match=r"ridge must be a number >= 0 or 'auto'; got 'big'"):
+    with pytest.raises(OptionError, match=r"ridge must be a number >= 0 or 'auto'; got 'big'"):
         full_tail_refine(W, X, y, 2, ridge="big")
     with pytest.raises(ValueError, match=r"ridge must be a finite number >= 0; got -1.0"):
         full_tail_refine(W, X, y, 2, ridge=-1.0)
-    with pytest.raises(ValueError, match=r"ridge must be a number >= 0 or 'auto'; got True"):
+    with pytest.raises(OptionTypeError, match=r"ridge must be a number >= 0 or 'auto'; got True"):
         full_tail_refine(W, X, y, 2, ridge=True)
-    with pytest.raises(ValueError, match=r"bias_mode must be 'fit' or 'ignore'; got 'subtract'"):
-        full_tail_refine(W, X, y, 2, ridge=1.0, bias_mode="subtract")
+    with pytest.raises(OptionError, match=r"bias_mode must be 'fit' .* or 'ignore' .*; got 'none'"):
+        full_tail_refine(W, X, y, 2, ridge=1.0, bias_mode="none")
     with pytest.raises(ValueError, match=r"target_scale must be a positive number or 'logits'; got 0"):
         full_tail_refine(W, X, y, 2, ridge=1.0, target_scale=0)
     with pytest.raises(ValueError, match=r"rank must be an int, an energy fraction in \(0, 1\], or 'auto'; got 'best'"):
         full_tail_refine(W, X, y, "best", ridge=1.0)
-    with pytest.raises(ValueError, match=r"must lie in \[0, min\(q, l\)=5\]; got 6"):
+    with pytest.raises(RankOutOfRangeError, match=r"got 6") as info:
         full_tail_refine(W, X, y, 6, ridge=1.0)
+    assert (info.value.rank, info.value.m) == (6, 5)
     with pytest.raises(ValueError, match=r"choose on held-out data: pass validation=\(X_val, Y_val\)"):
         full_tail_refine(W, X, y, 2)
     with pytest.raises(ValueError, match=r"validation must be a tuple \(X_val, Y_val\)"):
@@ -329,7 +331,7 @@ def test_bad_options_are_refused_with_messages(problem):
 def test_bad_data_is_refused_with_messages(backend, problem):
     W, X, y, b = problem
     xb = backend.asarray
-    with pytest.raises(ValueError, match=r"same number of rows; got X \(240, 9\) and Y \(239,\)"):
+    with pytest.raises(DataError, match=r"same number of rows; got X \(240, 9\) and Y \(239,\)"):
         full_tail_refine(xb(W), xb(X), xb(y[:-1]), 2, ridge=1.0)
     with pytest.raises(ValueError, match="X and Y are empty"):
         full_tail_refine(xb(W), xb(X[:0]), xb(y[:0]), 2, ridge=1.0)
@@ -339,7 +341,7 @@ def test_bad_data_is_refused_with_messages(backend, problem):
         full_tail_refine(xb(W), xb(X), xb(bad), 2, ridge=1.0)
     Xn = X.copy()
     Xn[4, 2] = np.nan
-    with pytest.raises(ValueError, match=r"X contains 1 NaN/Inf value\(s\) \(shape \(240, 9\)\)"):
+    with pytest.raises(NonFiniteError, match=r"X contains 1 NaN/Inf value\(s\) \(shape \(240, 9\)\)"):
         full_tail_refine(xb(W), xb(Xn), xb(y), 2, ridge=1.0)
     T = onehot(y, 5)
     T[0, 1] = np.inf
