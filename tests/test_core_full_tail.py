@@ -451,3 +451,15 @@ def test_logit_scale_counts_the_bias_only_when_it_is_in_the_fit(problem):
     ignore = FullTailAccumulator(W, 2, bias=b, bias_mode="ignore", target_scale="logits").update(X, y).scale()
     assert fit == pytest.approx(np.sum((X @ W + b) * Y) / np.sum(Y * Y), rel=1e-12)
     assert ignore == pytest.approx(np.sum((X @ W) * Y) / np.sum(Y * Y), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_report_measures_the_kept_components_unchanged(backend, problem, dtype):
+    from lip_agnostic import refine_batches
+
+    W, X, y, b = problem
+    xb = backend.asarray
+    res = refine_batches(xb(W, dtype), [(xb(X, dtype), xb(y))], rank=3, bias=xb(b, dtype), tail="full", ridge=1.0)
+    s = res.summary
+    assert s.kept_unchanged is True and s.kept_relative_change < 50 * np.finfo(dtype).eps
+    assert s.relative_change > 0.01  # while the complement did change
