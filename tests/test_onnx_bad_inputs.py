@@ -175,6 +175,8 @@ CASES = [
          _den("nan_weight.onnx", rank=1)),
     Case("calib-missing", "--calib file missing", ("denoise", "m.onnx", "--calib", "missing.npz"), 6,
          r"calibration file not found: missing\.npz", _den("m.onnx", calib="missing.npz")),
+    Case("calib-folder", "--calib a folder", ("denoise", "m.onnx", "--calib", "outdir"), 6,
+         r"calibration path outdir is a folder, not an \.npz file", _den("m.onnx", calib="outdir")),
     Case("calib-text", "--calib a text file", ("denoise", "m.onnx", "--calib", "text.npz"), 6,
          r"calibration file text\.npz is not an \.npz archive \(not a zip archive\); save the arrays with numpy\.savez",
          _den("m.onnx", calib="text.npz")),
@@ -231,8 +233,10 @@ CASES = [
          r"--plot exists\.png exists; pass --force to overwrite it"),
     Case("compare-classes", "compare classifiers with different class counts", ("compare", "m.onnx", "four_classes.onnx"), 2,
          r"the classifiers have different numbers of classes: 6 and 4", lambda: api.compare("m.onnx", "four_classes.onnx")),
-    Case("compare-k", "compare --k out of range", ("compare", "m.onnx", "m.onnx", "--k", "0"), 2,
-         r"k=0 is out of range \[1, 6\]", lambda: api.compare("m.onnx", "m.onnx", ks=[0])),
+    Case("compare-k", "compare --k above min(m_a, m_b)", ("compare", "m.onnx", "m.onnx", "--k", "7"), 2,
+         r"k=7 is out of range \[1, 6\]", lambda: api.compare("m.onnx", "m.onnx", ks=[7])),
+    Case("compare-k-zero", "compare --k 0 (checked before the models are read)", ("compare", "missing.onnx", "m.onnx", "--k", "0"), 2,
+         r"--k must be a positive integer \(a rank to compare\); got 0", lambda: api.compare("missing.onnx", "m.onnx", ks=[0])),
     Case("save-inputs-file", "demo --save-inputs onto a file", ("demo", "--save-inputs", "exists.onnx"), 7,
          r"--save-inputs exists\.onnx exists and is not a folder", lambda: demo.save_inputs("exists.onnx")),
     Case("command", "unknown command", ("bogus",), 2, r"argument COMMAND: invalid choice: 'bogus'"),
@@ -329,6 +333,8 @@ def test_docs_table_is_the_table_as_run(inputs):
     with open(DOC, encoding="utf-8") as fh:
         documented = fh.read()
     assert documented == render_table(inputs), "docs/BAD_INPUTS.md is stale: python tests/test_onnx_bad_inputs.py --write"
+    readme = open(os.path.join(os.path.dirname(DOC), os.pardir, "README.md"), encoding="utf-8").read()
+    assert f"[docs/BAD_INPUTS.md](docs/BAD_INPUTS.md) lists {len(CASES)} bad inputs" in " ".join(readme.split())
 
 
 if __name__ == "__main__":  # regenerate docs/BAD_INPUTS.md

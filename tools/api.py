@@ -23,7 +23,7 @@ from lip_agnostic.options import parse_rank
 from lip_agnostic.lowrank import low_rank_blocks, truncate_top
 
 from .calibrate import CalibrationData, feature_batches, load_calibration
-from .errors import CalibrationError, LipOnnxError, UnsupportedWeightError, UsageError
+from .errors import CalibrationError, UnsupportedWeightError, UsageError
 from .graph import Classifier, classifier_candidates, find_linear_layers, read_bias, read_weight, select_classifier, weight_tensor
 from .model_io import LoadedModel, iter_tensors, load_model, read_tensor, tensor_nbytes
 from .runtime import Session
@@ -553,6 +553,9 @@ def compare(model_a: Any, model_b: Any, /, *, layer_a: str | None = None, layer_
        between the top-``k`` class-side subspaces
        (:func:`lip_agnostic.principal_angles`), largest reported in degrees.
     """
+    for k in ks or ():
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise UsageError(f"--k must be a positive integer (a rank to compare); got {k!r}")
     la, lb = load_model(model_a), load_model(model_b)
     ca, cb = select_classifier(la, layer_a), select_classifier(lb, layer_b)
     if ca.l != cb.l:

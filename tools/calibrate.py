@@ -163,6 +163,8 @@ def load_calibration(source: "str | os.PathLike | Mapping[str, np.ndarray]", loa
     """
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
+        if os.path.isdir(path):
+            raise CalibrationError(f"calibration path {path} is a folder, not an .npz file")
         if not os.path.isfile(path):
             raise CalibrationError(f"calibration file not found: {path}")
         data = _read_npz(path)

@@ -1,9 +1,16 @@
-"""Writing the refined model: original dtypes, external data kept, atomic.
+"""Writing the refined model and every other output: checked, staged, atomic.
 
-The output is staged in a private temporary folder next to the final path,
-validated there, then moved into place with ``os.replace`` (atomic on one
-file system). A failure at any step removes the staging folder: no partial
-file is ever left, and the input is never opened for writing.
+Before anything is written, :func:`check_outputs` refuses each path that is,
+or resolves to (``./x`` vs ``x``, symlinks, hard links: :func:`same_file`),
+the input model or one of its external data files (:func:`input_files`), or
+another output of the same run, and each existing path without ``force``.
+The model is staged in a private temporary folder next to its final path
+(other outputs in temporary files next to theirs), validated there, then
+moved into place with ``os.replace`` (atomic on one file system) by
+:func:`commit_files`, under an exclusive lock on the output folder so that
+two concurrent runs commit one after the other (a model never ends up with
+another run's data file). A failure at any step removes what was staged: no
+partial file is ever left, and the input is never opened for writing.
 """
 
 from __future__ import annotations
