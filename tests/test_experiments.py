@@ -246,7 +246,7 @@ def test_fmt_and_criteria():
     assert harms((-0.3, 0.0)) and not harms((-0.2, 5.0))
 
 
-def _row(gain, oracle=0.0, v="bias"):
+def _evidence_row(gain, oracle=0.0, v="bias"):
     o = {"auto": (90.0 + gain, 0.1), "auto_gain": (gain, 0.1), "auto_worst_gain": gain, "auto_changed": int(gain != 0),
          "auto_k": [3], "gain_by_k": [oracle, 0.0], "oracle_k": 0, "oracle_gain": (oracle, 0.1)}
     return {"dataset": "d", "setting": "sym40", "learner": "mlp_ce", "snapshot": "late", "n_seeds": 3, "epoch": 4,
@@ -254,11 +254,11 @@ def _row(gain, oracle=0.0, v="bias"):
 
 
 def test_verdict_reflects_the_numbers():
-    ok = verdict([_row(0.0), _row(0.1)])
+    ok = verdict([_evidence_row(0.0), _evidence_row(0.1)])
     assert "MET" in ok and "NOT MET" not in ok and "**No row**" in ok
-    bad = verdict([_row(-0.5), _row(1.5, oracle=2.0)])
+    bad = verdict([_evidence_row(-0.5), _evidence_row(1.5, oracle=2.0)])
     assert "NOT MET" in bad and "1 row(s) below" in bad and "+1.5 ± 0.1" in bad
-    assert "| `bias` | 2 |" in summary_table([_row(-0.5), _row(1.5)])
+    assert "| `bias` | 2 |" in summary_table([_evidence_row(-0.5), _evidence_row(1.5)])
 
 
 def test_aggregate_pairs_gains_by_seed():
