@@ -379,9 +379,8 @@ def check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias:
 
     Steps
     -----
-    1. Every keyword must be a keyword-only parameter of
-       :func:`lip_agnostic.refine_batches` that the face does not set itself
-       (``reserved``: name -> the face's own keyword, or ``None``).
+    1. The names (and the simple values) are checked by the core's one
+       checker, :func:`lip_agnostic.options.check_option_names`.
     2. Dry run (at construction): the core refines a small stand-in weight
        (at most 3 x 3, diagonal, its SVD handed over: no factorization, and
        none of the real weight) on a synthetic stream with these options, so
@@ -390,21 +389,10 @@ def check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias:
        training. The layer is not touched.
     """
     from lip_agnostic import SVD, refine_batches
+    from lip_agnostic.options import check_option_names
 
     params = inspect.signature(refine_batches).parameters
-    accepted = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    for key in options:
-        if key in reserved:
-            alt = reserved[key]
-            hint = f"pass {alt}=... instead" if alt else "it is chosen for you"
-            raise TypeError(f"{key!r} is set by the {face}; {hint}")
-        if key not in accepted:
-            allowed = sorted(accepted - set(reserved))
-            raise TypeError(f"unknown LIP option {key!r}; refine_batches accepts {allowed}")
-    if "min_gain" in options and not math.isfinite(float(options["min_gain"])):
-        raise ValueError(f"min_gain must be a finite number; got {options['min_gain']}")
-    if "holdout" in options and not (0.0 < float(options["holdout"]) <= 0.5):  # also checked for a fixed rank
-        raise ValueError(f"holdout must lie in (0, 0.5]; got {options['holdout']}")
+    options = check_option_names(options, reserved=reserved, face=face)
     if not dry_run:
         return dict(options)
     holdout = options.get("holdout", params["holdout"].default if "holdout" in params else 0.2)

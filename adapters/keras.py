@@ -26,7 +26,7 @@ Example
 >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
 ...                           keras.layers.Dense(3)])
 >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
->>> lip = LIPCallback(data=(x, y), k=1)
+>>> lip = LIPCallback(data=(x, y), rank=1)
 >>> hist = model.fit(x, y, epochs=2, verbose=0, callbacks=[lip])
 >>> lip.report["selection"]["k"], hist.history["lip_rank"]
 (1, [1])
@@ -35,6 +35,7 @@ Example
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from typing import Any, Iterator, Literal
 
 import keras
@@ -42,44 +43,61 @@ import numpy as np
 
 import lip_agnostic
 from lip_agnostic import LIPResult, project_principal, refine_batches
-from lip_agnostic.options import parse_rank
+from lip_agnostic.errors import LIPError, OptionError, RankOutOfRangeError
+from lip_agnostic.options import UNSET, check_option_names, face_reserved, parse_bias_mode, parse_rank, renamed_option
 
 from ._keras_data import as_labels, check_data, iter_batches
 from ._keras_layer import FeatureExtractor, check_refinable, find_target_layer, layer_path
 
-__all__ = ["LIPCallback", "refine_model", "BiasMode", "REFINE_KEYWORDS"]
+__all__ = ["LIPCallback", "refine_model", "BiasMode", "LIP_OPTIONS"]
 
-BiasMode = Literal["subtract", "ignore"]
+BiasMode = Literal["fit", "ignore"]
 
-#: ``refine_batches`` keywords the adapter sets itself (everything else passes through).
-_OWNED = {"W", "batches", "rank", "validation", "bias", "bias_mode", "fit_bias", "svd", "xp"}
+#: ``refine_batches`` keywords the adapter sets itself (the face's own arguments and the core's reserved names).
+_RESERVED = face_reserved()
+_OWN = ("rank", "validation", "bias_mode")
 
-#: Keywords of :func:`lip_agnostic.refine_batches` that ``refine_model`` / ``LIPCallback`` pass through.
-REFINE_KEYWORDS = tuple(
-    p for p in inspect.signature(refine_batches).parameters if p not in _OWNED
+#: Keywords of :func:`lip_agnostic.refine_batches` that ``refine_model`` / ``LIPCallback`` pass through
+#: (``**lip_options``).
+LIP_OPTIONS = tuple(
+    p for p, v in inspect.signature(refine_batches).parameters.items()
+    if v.kind is inspect.Parameter.KEYWORD_ONLY and p not in _RESERVED and p not in _OWN
 )
 
 DEFAULT_BATCH_SIZE = 256
 
 
-def _check_refine_kwargs(kwargs: dict) -> None:
-    unknown = sorted(set(kwargs) - set(REFINE_KEYWORDS))
-    if unknown:
-        raise TypeError(
-            f"unexpected keyword(s) {unknown}; refine_batches accepts {list(REFINE_KEYWORDS)} "
-            "(rank/validation/bias/fit_bias are set from k/validation_data/bias_mode)"
-        )
+def __getattr__(name: str) -> Any:
+    if name == "REFINE_KEYWORDS":  # the old name, one release
+        import warnings
+
+        warnings.warn("REFINE_KEYWORDS is deprecated; use LIP_OPTIONS", FutureWarning, stacklevel=2)
+        return LIP_OPTIONS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _check_options(k: Any, bias_mode: Any, batch_size: Any, steps: Any, validation_steps: Any) -> None:
-    parse_rank(k, name="k")
-    if bias_mode not in ("subtract", "ignore"):
-        raise ValueError(f"bias_mode must be 'subtract' or 'ignore'; got {bias_mode!r}")
+def _renamed(rank: Any, k: Any, validation: Any, validation_data: Any) -> tuple[Any, Any]:
+    """``rank``/``validation`` from the new keywords or the deprecated ``k=`` / ``validation_data=``."""
+    rank = renamed_option(rank, k, new_name="rank", old_name="k", default="auto", stacklevel=4)
+    validation = renamed_option(validation, validation_data, new_name="validation", old_name="validation_data",
+                                default=None, stacklevel=4)
+    return rank, validation
+
+
+def _check_lip_options(options: dict) -> dict:
+    return check_option_names(options, reserved=_RESERVED, face="Keras adapter", own=_OWN)
+
+
+def _check_options(rank: Any, bias_mode: Any, batch_size: Any, steps: Any, validation_steps: Any,
+                   name: str = "rank") -> tuple[Any, BiasMode]:
+    rank = parse_rank(rank, name=name)
+    bias_mode = parse_bias_mode(bias_mode)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    for name, v in (("steps", steps), ("validation_steps", validation_steps)):
+        raise OptionError(f"batch_size must be a positive integer; got {batch_size!r}")
+    for what, v in (("steps", steps), ("validation_steps", validation_steps)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"{name} must be a positive integer or None; got {v!r}")
+            raise OptionError(f"{what} must be a positive integer or None; got {v!r}")
+    return rank, bias_mode
 
 
 def _variable_to_numpy(variable: Any) -> np.ndarray:
@@ -104,14 +122,16 @@ def refine_model(
     model: keras.Model,
     data: Any,
     *,
-    k: int | float | str = "auto",
+    rank: int | float | str = "auto",
     layer: Any = None,
-    validation_data: Any = None,
-    bias_mode: BiasMode = "subtract",
+    validation: Any = None,
+    bias_mode: BiasMode = "fit",
     batch_size: int = DEFAULT_BATCH_SIZE,
     steps: int | None = None,
     validation_steps: int | None = None,
-    **refine_kwargs: Any,
+    k: Any = UNSET,
+    validation_data: Any = UNSET,
+    **lip_options: Any,
 ) -> LIPResult:
     """Apply LIP to a Keras model's classifier ``Dense`` layer, in place.
 
@@ -122,8 +142,8 @@ def refine_model(
     2. Features: a model ``inputs -> layer.input`` (or a tap on the layer
        for subclassed models), run batch by batch with ``predict_on_batch``;
        features and labels reach the core as NumPy, one batch at a time.
-    3. ``result = lip_agnostic.refine_batches(kernel, stream, rank=k,
-       validation=..., bias=b, fit_bias=bias_mode == "subtract", **refine_kwargs)``.
+    3. ``result = lip_agnostic.refine_batches(kernel, stream, rank=rank,
+       validation=..., bias=b, bias_mode=bias_mode, **lip_options)``.
     4. ``layer.kernel.assign(result.weight)`` when ``k < min(q, l)``. The
        bias is changed only by ``tail="full"`` (beyond the paper) with the bias
        in the fit (``result.bias``). Any error before this step leaves the layer untouched.
@@ -135,29 +155,35 @@ def refine_model(
     data : (x, y), tf.data.Dataset, keras.utils.PyDataset or iterable of (x, y) batches
         The (noisy) training data. ``y``: int class ids ``(n,)`` / ``(n, 1)``,
         or one-hot / soft / candidate-set targets ``(n, l)``.
-    k : int, float in (0, 1], or "auto"
-        Components kept; ``"auto"`` scores every ``k`` on ``validation_data``
+    rank : int, float in (0, 1], or "auto"
+        Components kept; ``"auto"`` scores every ``k`` on ``validation``
         (or on a hold-out of ``data``, see ``refine_batches(holdout=)``).
+        Old name ``k=`` (``FutureWarning``, one release).
     layer : None, str or keras layer
-    validation_data : same kinds as ``data``, optional
-        Held-out data for ``k="auto"`` (noisy labels are fine).
-    bias_mode : {"subtract", "ignore"}
-        ``"subtract"`` (default): the refit targets ``Y - 1 b^T``, consistent
+    validation : same kinds as ``data``, optional
+        Held-out data for ``rank="auto"`` (noisy labels are fine). Old name
+        ``validation_data=`` (``FutureWarning``, one release).
+    bias_mode : {"fit", "ignore"}
+        ``"fit"`` (default): the refit targets ``Y - 1 b^T``, consistent
         with a layer that adds ``b``. ``"ignore"``: the paper's reference code
-        (targets ``Y``, bias disregarded). The bias itself is kept either way.
+        (targets ``Y``, bias disregarded). The bias itself is kept (except by
+        ``tail="full"``). The old spelling ``"subtract"`` means ``"fit"``
+        (``FutureWarning``, one release).
     batch_size : int
         Rows per batch for ``(x, y)`` arrays.
     steps, validation_steps : int, optional
         Batches to take from a stream (required for infinite ones).
-    **refine_kwargs
+    **lip_options
         Passed to :func:`lip_agnostic.refine_batches` (``target_scale``,
         ``degenerate``, ``min_gain``, ``holdout``, ``all_reduce``, ...;
-        ``tail="full"``, ``ridge=``: the full-tail ridge refit, beyond the paper).
+        ``tail="full"``, ``ridge=``: the full-tail ridge refit, beyond the
+        paper); the names are :data:`LIP_OPTIONS`.
 
     Returns
     -------
     LIPResult
-        ``.weight`` is the kernel now in the layer (NumPy); ``.to_dict()`` the report.
+        ``.weight`` is the kernel now in the layer (NumPy); ``.to_dict()`` the
+        report; ``.context`` has ``face``, ``layer`` and ``bias_mode``.
 
     Examples
     --------
@@ -166,15 +192,16 @@ def refine_model(
     >>> rng = np.random.default_rng(0)
     >>> x, y = rng.normal(size=(64, 6)).astype("float32"), rng.integers(0, 4, 64)
     >>> model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), keras.layers.Dense(4)])
-    >>> refine_model(model, (x, y), k=2).selection.k
+    >>> refine_model(model, (x, y), rank=2).k
     2
     """
-    _check_options(k, bias_mode, batch_size, steps, validation_steps)
-    _check_refine_kwargs(refine_kwargs)
+    rank, validation = _renamed(rank, k, validation, validation_data)
+    rank, bias_mode = _check_options(rank, bias_mode, batch_size, steps, validation_steps)
+    lip_options = _check_lip_options(lip_options)
     target = find_target_layer(model, layer)
     return _Refiner(model, target, bias_mode).refine(
-        data, k=k, validation_data=validation_data, batch_size=batch_size, steps=steps,
-        validation_steps=validation_steps, **refine_kwargs,
+        data, rank=rank, validation=validation, batch_size=batch_size, steps=steps,
+        validation_steps=validation_steps, **lip_options,
     )
 
 
@@ -190,11 +217,16 @@ class _Refiner:
         self._features: FeatureExtractor | None = None
 
     def _context(self, exc: Exception) -> Exception:
-        kind = ValueError if isinstance(exc, ValueError) else TypeError
-        return kind(f"LIP on layer {self.path!r}: {exc} (the kernel was left unchanged)")
+        """The same kind of error (the core's typed errors stay typed), saying which layer."""
+        msg = f"LIP on layer {self.path!r}: {exc} (the kernel was left unchanged)"
+        if isinstance(exc, RankOutOfRangeError):
+            return RankOutOfRangeError(msg, exc.rank, exc.m)
+        if isinstance(exc, LIPError):
+            return type(exc)(msg)
+        return (ValueError if isinstance(exc, ValueError) else TypeError)(msg)
 
-    def refine(self, data: Any, *, k: Any, validation_data: Any, batch_size: int,
-               steps: int | None, validation_steps: int | None, **refine_kwargs: Any) -> LIPResult:
+    def refine(self, data: Any, *, rank: Any, validation: Any, batch_size: int,
+               steps: int | None, validation_steps: int | None, **lip_options: Any) -> LIPResult:
         layer = self.layer
         kernel = _variable_to_numpy(layer.kernel)
         # The bias always goes to the core (k="auto" scores the logits the layer really
@@ -207,11 +239,11 @@ class _Refiner:
                 self._features = FeatureExtractor(self._model, layer, self.q)
             stream = _feature_stream(self._features, data, self.l, batch_size, steps, "data")
             val = None
-            if validation_data is not None:
-                val = _feature_stream(self._features, validation_data, self.l, batch_size,
-                                      validation_steps, "validation_data")
-            result = refine_batches(kernel, stream, rank=k, validation=val, bias=bias,
-                                    bias_mode="fit" if self.bias_mode == "subtract" else "ignore", **refine_kwargs)
+            if validation is not None:
+                val = _feature_stream(self._features, validation, self.l, batch_size,
+                                      validation_steps, "validation")
+            result = refine_batches(kernel, stream, rank=rank, validation=val, bias=bias,
+                                    bias_mode=self.bias_mode, **lip_options)
             new = np.asarray(result.weight, dtype=kernel.dtype)
             if not np.all(np.isfinite(new)):
                 raise ValueError(f"the refined kernel has {int(np.sum(~np.isfinite(new)))} NaN/Inf entries")
@@ -225,7 +257,8 @@ class _Refiner:
             layer.kernel.assign(new)
             if new_b is not None:
                 layer.bias.assign(new_b)
-        return result
+        return replace(result, context={**result.context, "face": "keras", "layer": self.path,
+                                        "bias_mode": self.bias_mode})
 
     def project(self, rank: int | float) -> int:
         """PSP only: ``kernel <- project_principal(kernel, rank)``; returns the rank kept."""
@@ -241,6 +274,12 @@ class _Refiner:
         return kept
 
 
+def _warn_attr(old: str, new: str) -> None:
+    import warnings
+
+    warnings.warn(f"LIPCallback.{old} is deprecated; use .{new}", FutureWarning, stacklevel=3)
+
+
 class LIPCallback(keras.callbacks.Callback):
     """Apply LIP to the classifier layer when training ends (or at epoch ends).
 
@@ -251,15 +290,17 @@ class LIPCallback(keras.callbacks.Callback):
     (measured change of the kept components, ~0), ``lip_relative_change`` and ``lip_n_fit`` into
     ``logs`` and into ``model.history.history`` (so the ``History`` that
     ``fit`` returns shows them). ``callback.report`` keeps the core's
-    ``LIPResult.to_dict()``; ``callback.result`` the ``LIPResult``.
+    ``LIPResult.to_dict()`` (plus ``layer`` and ``bias_mode``);
+    ``callback.result`` the ``LIPResult``.
 
     See the module docstring for the order relative to ``EarlyStopping``
     and ``ModelCheckpoint``.
 
     Parameters
     ----------
-    data, k, layer, validation_data, bias_mode, batch_size, steps, validation_steps
-        As in :func:`refine_model`.
+    data, rank, layer, validation, bias_mode, batch_size, steps, validation_steps
+        As in :func:`refine_model` (``k=`` and ``validation_data=`` are the
+        deprecated old names).
     when : {"train_end", "epoch_end", "never"}
         ``"epoch_end"``: refine after every ``every``-th epoch instead
         (training then continues from the refined kernel; the keys go into
@@ -271,10 +312,10 @@ class LIPCallback(keras.callbacks.Callback):
         by its best rank-``project_rank`` approximation (PSP,
         :func:`lip_agnostic.project_principal`); logs ``lip_projected_rank``.
     project_rank : int or float, optional
-        Rank (or energy fraction) for the projection; defaults to ``k``
-        when ``k`` is a number. Required with ``project_every`` and ``k="auto"``.
-    **refine_kwargs
-        Passed to :func:`lip_agnostic.refine_batches`.
+        Rank (or energy fraction) for the projection; defaults to ``rank``
+        when ``rank`` is a number. Required with ``project_every`` and ``rank="auto"``.
+    **lip_options
+        Passed to :func:`lip_agnostic.refine_batches` (:data:`LIP_OPTIONS`).
 
     Examples
     --------
@@ -283,7 +324,7 @@ class LIPCallback(keras.callbacks.Callback):
     >>> x, y = rng.normal(size=(128, 5)).astype("float32"), rng.integers(0, 3, 128)
     >>> model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
     >>> model.compile("sgd", "sparse_categorical_crossentropy")
-    >>> cb = LIPCallback(data=(x, y), k=2, bias_mode="ignore")
+    >>> cb = LIPCallback(data=(x, y), rank=2, bias_mode="ignore")
     >>> _ = model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
     >>> cb.report["selection"]["strategy"]
     'fixed'
@@ -292,43 +333,44 @@ class LIPCallback(keras.callbacks.Callback):
     def __init__(
         self,
         data: Any,
-        k: int | float | str = "auto",
+        rank: int | float | str = "auto",
         *,
-        validation_data: Any = None,
+        validation: Any = None,
         layer: Any = None,
         when: Literal["train_end", "epoch_end", "never"] = "train_end",
         every: int = 1,
-        bias_mode: BiasMode = "subtract",
+        bias_mode: BiasMode = "fit",
         batch_size: int = DEFAULT_BATCH_SIZE,
         steps: int | None = None,
         validation_steps: int | None = None,
         project_every: int | None = None,
         project_rank: int | float | None = None,
-        **refine_kwargs: Any,
+        k: Any = UNSET,
+        validation_data: Any = UNSET,
+        **lip_options: Any,
     ) -> None:
         super().__init__()
-        _check_options(k, bias_mode, batch_size, steps, validation_steps)
-        _check_refine_kwargs(refine_kwargs)
+        rank, validation = _renamed(rank, k, validation, validation_data)
+        rank, bias_mode = _check_options(rank, bias_mode, batch_size, steps, validation_steps)
+        lip_options = _check_lip_options(lip_options)
         if when not in ("train_end", "epoch_end", "never"):
-            raise ValueError(f"when must be 'train_end', 'epoch_end' or 'never'; got {when!r}")
+            raise OptionError(f"when must be 'train_end', 'epoch_end' or 'never'; got {when!r}")
         for name, v in (("every", every), ("project_every", project_every)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+                raise OptionError(f"{name} must be a positive integer; got {v!r}")
         if project_every is not None:
             if project_rank is None:
-                if isinstance(k, str):
-                    raise ValueError("project_every needs a numeric project_rank when k='auto'")
-                project_rank = k
-            _check_options(project_rank, bias_mode, batch_size, None, None)
-            if isinstance(project_rank, str):
-                raise ValueError("project_rank must be an int or an energy fraction, not 'auto'")
+                if isinstance(rank, str):
+                    raise OptionError("project_every needs a numeric project_rank when rank='auto'")
+                project_rank = rank
+            project_rank = parse_rank(project_rank, name="project_rank", allow_auto=False)
         if when != "never":
             check_data(data, "data")
-            if validation_data is not None:
-                check_data(validation_data, "validation_data")
+            if validation is not None:
+                check_data(validation, "validation")
         self.data = data
-        self.validation_data = validation_data
-        self.k = k
+        self.validation = validation
+        self.rank = rank
         self.layer = layer
         self.when = when
         self.every = every
@@ -338,11 +380,30 @@ class LIPCallback(keras.callbacks.Callback):
         self.validation_steps = validation_steps
         self.project_every = project_every
         self.project_rank = project_rank
-        self.refine_kwargs = dict(refine_kwargs)
+        self.lip_options = dict(lip_options)
         self.result: LIPResult | None = None
         self.report: dict | None = None
         self.reports: list[dict] = []
         self._refiner: _Refiner | None = None
+
+    # -------------------------------------------------- old attribute names, one release
+    @property
+    def k(self) -> Any:
+        """Deprecated: :attr:`rank`."""
+        _warn_attr("k", "rank")
+        return self.rank
+
+    @property
+    def validation_data(self) -> Any:
+        """Deprecated: :attr:`validation`."""
+        _warn_attr("validation_data", "validation")
+        return self.validation
+
+    @property
+    def refine_kwargs(self) -> dict:
+        """Deprecated: :attr:`lip_options`."""
+        _warn_attr("refine_kwargs", "lip_options")
+        return self.lip_options
 
     # ------------------------------------------------------------------ setup
     def _target(self) -> _Refiner:
@@ -350,19 +411,18 @@ class LIPCallback(keras.callbacks.Callback):
             target = find_target_layer(self.model, self.layer)
             self._refiner = _Refiner(self.model, target, self.bias_mode)
             m = min(self._refiner.q, self._refiner.l)
-            for name, r in (("k", self.k), ("project_rank", self.project_rank)):
-                if isinstance(r, (int, np.integer)) and not isinstance(r, bool) and int(r) > m:
-                    raise ValueError(
-                        f"{name}={int(r)} exceeds min(q, l)={m} for layer {self._refiner.path!r} "
-                        f"(kernel {self._refiner.q}x{self._refiner.l})"
-                    )
+            for name, r in (("rank", self.rank), ("project_rank", self.project_rank)):
+                if isinstance(r, int) and r > m:
+                    raise RankOutOfRangeError(
+                        f"{name}={r} exceeds min(q, l)={m} for layer {self._refiner.path!r} "
+                        f"(kernel {self._refiner.q}x{self._refiner.l})", r, m)
             if self.when != "never":
                 self._check_array_labels(self._refiner.l)
         return self._refiner
 
     def _check_array_labels(self, n_classes: int) -> None:
         """Fail before training, not after it, on bad in-memory labels."""
-        for name, d in (("data", self.data), ("validation_data", self.validation_data)):
+        for name, d in (("data", self.data), ("validation", self.validation)):
             if isinstance(d, (tuple, list)) and len(d) == 2:
                 as_labels(d[1], n_classes, f"{name} labels")
 
@@ -378,8 +438,8 @@ class LIPCallback(keras.callbacks.Callback):
         """Run the LIP pass on ``self.model`` now; returns the :class:`LIPResult`."""
         refiner = self._target()
         result = refiner.refine(
-            self.data, k=self.k, validation_data=self.validation_data, batch_size=self.batch_size,
-            steps=self.steps, validation_steps=self.validation_steps, **self.refine_kwargs,
+            self.data, rank=self.rank, validation=self.validation, batch_size=self.batch_size,
+            steps=self.steps, validation_steps=self.validation_steps, **self.lip_options,
         )
         self.result = result
         self.report = result.to_dict()

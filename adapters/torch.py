@@ -22,25 +22,28 @@ Example
 >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
 <torch._C.Generator object at ...>
 >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
->>> opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[2], k=2)
+>>> opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[2], rank=2)
 >>> data = [(torch.randn(32, 8), torch.randint(0, 4, (32,))) for _ in range(4)]
 >>> for x, y in data:
 ...     opt.zero_grad(); nn.functional.cross_entropy(model(x), y).backward(); opt.step()
->>> report = opt.finalize(data, progress=False)
->>> report["k"], report["n_fit"]
+>>> result = opt.finalize(data, progress=False)
+>>> result.k, result.n_fit
 (2, 128)
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Literal
 
 import torch
 from torch import nn
 
-from lip_agnostic import project_principal
+from lip_agnostic import LIPResult, project_principal
+from lip_agnostic.errors import OptionError
 from lip_agnostic.full_tail import chooses_on_validation
+from lip_agnostic.options import UNSET, face_reserved, renamed_option
 
 from ._torch_data import (
     DEFAULT_CHUNK_ROWS,
@@ -58,26 +61,32 @@ BiasMode = Literal["fit", "ignore"]
 Rank = int | float | str
 AllReduceArg = Callable[[torch.Tensor], torch.Tensor] | Literal["auto"] | None
 
-#: ``refine_batches`` keywords the adapter sets itself (users pass ``k``, ``validation``, ``bias``, ``all_reduce``).
-_RESERVED = {"rank": "k", "validation": "validation", "bias": "bias", "fit_bias": "bias", "all_reduce": "all_reduce",
-             "svd": None, "xp": None}
+#: ``refine_batches`` keywords the adapter sets itself (the layer's bias, the factors, the namespace).
+_RESERVED = face_reserved(all_reduce="all_reduce")
 _STATE_VERSION = 1
 
 
 # --------------------------------------------------------------------------- validation helpers
-def _check_rank(k: Any, weight: torch.Tensor, name: str = "k") -> Rank:
-    """Validate ``k`` now (not after training): ``"auto"``, an int in ``[0, m]`` or a fraction in (0, 1]."""
-    return check_rank(k, weight, name)
+def _check_rank(rank: Any, weight: torch.Tensor, name: str = "rank") -> Rank:
+    """Validate ``rank`` now (not after training): ``"auto"``, an int in ``[0, m]`` or a fraction in (0, 1]."""
+    return check_rank(rank, weight, name)
 
 
-def _check_bias_mode(bias: Any) -> BiasMode:
-    return check_bias_mode(bias, "bias")  # type: ignore[return-value]
+def _check_bias_mode(bias_mode: Any) -> BiasMode:
+    return check_bias_mode(bias_mode, "bias_mode")  # type: ignore[return-value]
 
 
-def _check_lip_options(options: dict, weight: torch.Tensor, k: Rank = 2, bias: Any = None, *,
+def _renamed(rank: Any, k: Any, bias_mode: Any, bias: Any) -> tuple[Any, Any]:
+    """``rank``/``bias_mode`` from the new keywords or the deprecated ``k=`` / ``bias=`` (FutureWarning)."""
+    rank = renamed_option(rank, k, new_name="rank", old_name="k", default="auto", stacklevel=4)
+    bias_mode = renamed_option(bias_mode, bias, new_name="bias_mode", old_name="bias", default="fit", stacklevel=4)
+    return rank, bias_mode
+
+
+def _check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias: Any = None, *,
                        dry_run: bool = True) -> dict:
     """Reject unknown or adapter-owned keywords; dry-run the core on them (see ``check_lip_options``)."""
-    return check_lip_options(options, weight, k, bias, reserved=_RESERVED, face="PyTorch adapter", dry_run=dry_run)
+    return check_lip_options(options, weight, rank, bias, reserved=_RESERVED, face="PyTorch adapter", dry_run=dry_run)
 
 
 def _check_in_optimizer(optimizer: torch.optim.Optimizer, classifier: nn.Linear) -> None:
@@ -97,17 +106,19 @@ def finalize(
     /,
     *,
     model: nn.Module | None = None,
-    k: Rank = "auto",
+    rank: Rank = "auto",
     validation: Iterable | None = None,
-    bias: BiasMode = "fit",
+    bias_mode: BiasMode = "fit",
     input_key: str | None = None,
     label_key: str | None = None,
     device: torch.device | str | None = None,
     all_reduce: AllReduceArg = "auto",
     progress: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    k: Rank = UNSET,
+    bias: BiasMode = UNSET,
     **lip_options: Any,
-) -> dict:
+) -> LIPResult:
     """Run LIP once on a trained classifier: one no-grad pass, then write ``W*`` in place.
 
     Steps
@@ -118,9 +129,9 @@ def finalize(
        penultimate features ``X``.
     2. Stream ``(X, labels)`` per batch, never holding all of ``X``, into
        :func:`lip_agnostic.refine_batches` with ``W = classifier.weight.T``
-       (``(q, l)``), the layer's bias (``bias="fit"``), ``rank=k`` and, for
-       ``k="auto"``, the ``validation`` batches (without them the core holds
-       out every 5th training sample to score the ranks).
+       (``(q, l)``), the layer's bias (in the fit with ``bias_mode="fit"``),
+       ``rank`` and, for ``rank="auto"``, the ``validation`` batches (without
+       them the core holds out every 5th training sample to score the ranks).
     3. Under ``torch.distributed`` the core's partial sums are all-reduced,
        so every rank writes the same ``W*`` as one process over all data.
     4. Write ``W*.T`` into ``classifier.weight`` in its dtype and device;
@@ -137,15 +148,18 @@ def finalize(
         ``[0, l)``, or a target matrix ``(n, l)`` (soft labels, candidate sets).
     model : nn.Module, optional
         What to run on the inputs (default: found from ``classifier``).
-    k : int, float in (0, 1], or "auto"
-        Principal components kept (a float is an energy fraction).
+    rank : int, float in (0, 1], or "auto"
+        Principal components kept (a float is an energy fraction); read by
+        :func:`lip_agnostic.options.parse_rank`. The old name ``k=`` still
+        works for one release, with a ``FutureWarning``.
     validation : iterable, optional
-        Held-out batches (noisy labels are fine) to choose ``k="auto"``.
-    bias : {"fit", "ignore"}
+        Held-out batches (noisy labels are fine) to choose ``rank="auto"``.
+    bias_mode : {"fit", "ignore"}
         ``"fit"`` (default): the refit targets ``Y - 1 b^T`` with the layer's
         bias ``b`` (a layer that adds ``b`` is fit against what the weight must produce).
         ``"ignore"``: the paper's reference code (bias left out of the fit).
         The bias itself is changed only by ``tail="full"`` with ``"fit"``.
+        The old name ``bias=`` still works for one release, with a ``FutureWarning``.
     input_key, label_key : str, optional
         Keys of dict batches.
     device : torch.device, optional
@@ -168,15 +182,15 @@ def finalize(
 
     Returns
     -------
-    dict
-        ``LIPResult.to_dict()`` (``selection``, ``summary`` with the spectrum
-        before/after and the principal angle, ``n_fit``, ``n_degenerate``)
-        plus ``k``, ``changed``, ``top_k_angle``, ``kept_unchanged`` (see
-        :class:`lip_agnostic.ChangeSummary`; ``principal_angle`` is a deprecated
-        alias of ``top_k_angle``), ``bias`` (the mode),
-        ``bias_in_fit`` (whether a bias entered the fit), ``dtype``,
+    LIPResult
+        The core's result, as every face returns it: ``.k``, ``.selection``,
+        ``.summary`` (spectrum before/after, ``kept_unchanged``,
+        ``top_k_angle``, ...), ``.n_fit``, ``.n_degenerate``, ``.to_dict()``
+        (the JSON report), and ``.context``: ``bias_mode``, ``bias_in_fit``
+        (whether a bias entered the fit), ``bias_refit``, ``tail``, ``dtype``,
         ``device``, ``world_size``, ``n_batches``, ``n_samples_local``,
-        ``n_val_batches`` and ``seconds``.
+        ``n_val_batches`` and ``seconds``. The old dict report's access
+        (``result["k"]``) still works for one release, with a ``FutureWarning``.
 
     Examples
     --------
@@ -186,31 +200,24 @@ def finalize(
     >>> g = torch.Generator().manual_seed(0)
     >>> model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3))
     >>> data = [(torch.randn(20, 6, generator=g), torch.randint(0, 3, (20,), generator=g)) for _ in range(3)]
-    >>> finalize(model[2], data, k=1, progress=False)["n_fit"]
+    >>> finalize(model[2], data, rank=1, progress=False).n_fit
     60
     """
+    rank, bias_mode = _renamed(rank, k, bias_mode, bias)
     classifier = check_classifier(classifier)
-    k = _check_rank(k, classifier.weight)
-    bias = _check_bias_mode(bias)
+    rank = _check_rank(rank, classifier.weight)
+    bias_mode = _check_bias_mode(bias_mode)
     lip_options = _check_lip_options(lip_options, classifier.weight, dry_run=False)  # the real run checks values
-    if validation is not None and not chooses_on_validation(k, lip_options.get("tail"), lip_options.get("ridge")):
-        raise ValueError(f"validation data is only used to choose k='auto' (or tail='full' ridge='auto'); got k={k!r}")
+    if validation is not None and not chooses_on_validation(rank, lip_options.get("tail"), lip_options.get("ridge")):
+        raise OptionError(f"validation data is only used to choose rank='auto' (or tail='full' ridge='auto'); "
+                          f"got rank={rank!r}")
     result, facts = finalize_layer(
-        classifier, loader, model=model, rank=k, validation=validation, bias_mode=bias, lip_options=lip_options,
-        input_key=input_key, label_key=label_key, device=device, all_reduce=all_reduce, progress=progress,
-        chunk_rows=chunk_rows,
+        classifier, loader, model=model, rank=rank, validation=validation, bias_mode=bias_mode,
+        lip_options=lip_options, input_key=input_key, label_key=label_key, device=device, all_reduce=all_reduce,
+        progress=progress, chunk_rows=chunk_rows,
     )
-    report = result.to_dict()
-    facts["bias"] = facts.pop("bias_mode")
-    report.update(
-        k=result.selection.k,
-        changed=result.selection.changed,
-        top_k_angle=result.summary.top_k_angle,
-        kept_unchanged=result.summary.kept_unchanged,
-        principal_angle=result.summary.top_k_angle,  # deprecated alias of top_k_angle (one release)
-        **facts,
-    )
-    return report
+    facts["bias"] = facts["bias_mode"]  # the old dict report's key (result["bias"]), one release
+    return replace(result, context={**result.context, **facts})
 
 
 # --------------------------------------------------------------------------- shared controller
@@ -222,31 +229,31 @@ class _LIPController:
         classifier: nn.Linear,
         *,
         model: nn.Module | None,
-        k: Rank,
-        bias: BiasMode,
+        rank: Rank,
+        bias_mode: BiasMode,
         project_every: int | None,
         project_rank: int | float | None,
         lip_options: dict,
     ) -> None:
         self.classifier = check_classifier(classifier)
-        self.k = _check_rank(k, classifier.weight)
-        self.bias = _check_bias_mode(bias)
+        self.rank = _check_rank(rank, classifier.weight)
+        self.bias_mode = _check_bias_mode(bias_mode)
         self.lip_options = _check_lip_options(
-            lip_options, classifier.weight, self.k, classifier.bias if self.bias == "fit" else None)
+            lip_options, classifier.weight, self.rank, classifier.bias if self.bias_mode == "fit" else None)
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         self.model = model
         if project_every is not None:
             if isinstance(project_every, bool) or not isinstance(project_every, int) or project_every < 1:
-                raise ValueError(f"project_every must be a positive number of steps or None; got {project_every!r}")
+                raise OptionError(f"project_every must be a positive number of steps or None; got {project_every!r}")
             if project_rank is None:
-                if isinstance(self.k, str):
-                    raise ValueError("project_every needs project_rank=... (an int or energy fraction) when k='auto'")
-                project_rank = self.k
+                if isinstance(self.rank, str):
+                    raise OptionError("project_every needs project_rank=... (an int or energy fraction) when rank='auto'")
+                project_rank = self.rank
         if project_rank is not None:
             project_rank = _check_rank(project_rank, classifier.weight, "project_rank")
             if isinstance(project_rank, str):
-                raise ValueError("project_rank must be an int or an energy fraction in (0, 1]; got 'auto'")
+                raise OptionError("project_rank must be an int or an energy fraction in (0, 1]; got 'auto'")
         self.project_every = project_every
         self.project_rank = project_rank
         self.steps = 0
@@ -268,18 +275,20 @@ class _LIPController:
             weight.copy_(Wk.T)
         self.projections += 1
 
-    def finalize(self, loader: Iterable, **kwargs: Any) -> dict:
+    def finalize(self, loader: Iterable, **kwargs: Any) -> LIPResult:
         options = dict(self.lip_options)
         for key in list(kwargs):
             if key not in inspect.signature(finalize).parameters:
                 options[key] = kwargs.pop(key)
+        for new, old in (("rank", "k"), ("bias_mode", "bias")):  # deprecated spellings, as overrides
+            if old in kwargs:
+                kwargs[new] = renamed_option(kwargs.get(new, UNSET), kwargs.pop(old), new_name=new, old_name=old,
+                                             stacklevel=4)
         kwargs.setdefault("model", self.model)
-        kwargs.setdefault("k", self.k)
-        kwargs.setdefault("bias", self.bias)
-        report = finalize(self.classifier, loader, **kwargs, **options)
-        report["steps"] = self.steps
-        report["projections"] = self.projections
-        return report
+        kwargs.setdefault("rank", self.rank)
+        kwargs.setdefault("bias_mode", self.bias_mode)
+        result = finalize(self.classifier, loader, **kwargs, **options)
+        return replace(result, context={**result.context, "steps": self.steps, "projections": self.projections})
 
     def state_dict(self) -> dict:
         return {"version": _STATE_VERSION, "steps": self.steps, "projections": self.projections}
@@ -311,11 +320,12 @@ class _LIPFace:
         """Project the classifier onto its top principal components now (default rank: ``project_rank``)."""
         self._lip.project_now(rank)
 
-    def finalize(self, loader: Iterable, /, **kwargs: Any) -> dict:
-        """LIP on the trained classifier; see :func:`finalize` for the keywords and the report.
+    def finalize(self, loader: Iterable, /, **kwargs: Any) -> LIPResult:
+        """LIP on the trained classifier; see :func:`finalize` for the keywords and the result.
 
-        The constructor's ``k``, ``model``, ``bias`` and LIP options are the
-        defaults; any of them can be overridden here.
+        The constructor's ``rank``, ``model``, ``bias_mode`` and LIP options
+        are the defaults; any of them can be overridden here. The result's
+        ``context`` also holds ``steps`` and ``projections``.
         """
         return self._lip.finalize(loader, **kwargs)
 
@@ -344,17 +354,18 @@ class LIPOptimizer(_LIPFace, torch.optim.Optimizer):
         Must hold ``classifier.weight``.
     classifier : nn.Linear
         The final layer.
-    k : int, float in (0, 1], or "auto"
-        Rank for :meth:`finalize` (default ``"auto"``: scored on held-out data).
+    rank : int, float in (0, 1], or "auto"
+        Rank for :meth:`finalize` (default ``"auto"``: scored on held-out
+        data). Old name ``k=`` (``FutureWarning``).
     model : nn.Module, optional
         The model to run in :meth:`finalize` (default: found from ``classifier``).
-    bias : {"fit", "ignore"}
-        See :func:`finalize`.
+    bias_mode : {"fit", "ignore"}
+        See :func:`finalize`. Old name ``bias=`` (``FutureWarning``).
     project_every : int, optional
         Project every this many optimizer steps (``len(train_loader)`` for
         once per epoch); call :meth:`project_now` to do it by hand.
     project_rank : int or float, optional
-        Rank of that projection (default: ``k`` when it is not ``"auto"``).
+        Rank of that projection (default: ``rank`` when it is not ``"auto"``).
     **lip_options
         Passed to :func:`lip_agnostic.refine_batches` (``target_scale``,
         ``degenerate``, ``min_gain``, ``holdout``, ...); checked now.
@@ -381,11 +392,13 @@ class LIPOptimizer(_LIPFace, torch.optim.Optimizer):
         base_optimizer: torch.optim.Optimizer,
         classifier: nn.Linear,
         *,
-        k: Rank = "auto",
+        rank: Rank = "auto",
         model: nn.Module | None = None,
-        bias: BiasMode = "fit",
+        bias_mode: BiasMode = "fit",
         project_every: int | None = None,
         project_rank: int | float | None = None,
+        k: Rank = UNSET,
+        bias: BiasMode = UNSET,
         **lip_options: Any,
     ) -> None:
         if not isinstance(base_optimizer, torch.optim.Optimizer):
@@ -395,8 +408,9 @@ class LIPOptimizer(_LIPFace, torch.optim.Optimizer):
         torch._C._log_api_usage_once("lip_agnostic.adapters.torch.LIPOptimizer")
         check_classifier(classifier)
         _check_in_optimizer(base_optimizer, classifier)
+        rank, bias_mode = _renamed(rank, k, bias_mode, bias)
         self._lip = _LIPController(
-            classifier, model=model, k=k, bias=bias, project_every=project_every,
+            classifier, model=model, rank=rank, bias_mode=bias_mode, project_every=project_every,
             project_rank=project_rank, lip_options=lip_options,
         )
         self.base_optimizer = base_optimizer
@@ -496,8 +510,8 @@ class LIPOptimizer(_LIPFace, torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         c = self._lip
-        return (f"LIPOptimizer({self.base_optimizer!r},\n  classifier={c.classifier!r}, k={c.k!r}, "
-                f"bias={c.bias!r}, project_every={c.project_every!r})")
+        return (f"LIPOptimizer({self.base_optimizer!r},\n  classifier={c.classifier!r}, rank={c.rank!r}, "
+                f"bias_mode={c.bias_mode!r}, project_every={c.project_every!r})")
 
     # -- LIP (classifier, project_now, finalize: from _LIPFace)
     @property
@@ -544,18 +558,20 @@ class LIPHandle(_LIPFace):
         self.remove()
 
     def __repr__(self) -> str:
-        return f"LIPHandle(attached={self.attached}, steps={self.steps}, k={self._lip.k!r})"
+        return f"LIPHandle(attached={self.attached}, steps={self.steps}, rank={self._lip.rank!r})"
 
 
 def attach(
     optimizer: torch.optim.Optimizer,
     classifier: nn.Linear,
     *,
-    k: Rank = "auto",
+    rank: Rank = "auto",
     model: nn.Module | None = None,
-    bias: BiasMode = "fit",
+    bias_mode: BiasMode = "fit",
     project_every: int | None = None,
     project_rank: int | float | None = None,
+    k: Rank = UNSET,
+    bias: BiasMode = UNSET,
     **lip_options: Any,
 ) -> LIPHandle:
     """Give ``optimizer`` LIP's behaviour without replacing it (a step post-hook).
@@ -571,15 +587,16 @@ def attach(
     >>> from lip_agnostic.adapters.torch import attach
     >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
     >>> opt = torch.optim.Adam(model.parameters())
-    >>> handle = attach(opt, model[2], k=2, project_every=10)
+    >>> handle = attach(opt, model[2], rank=2, project_every=10)
     >>> handle.remove()
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
     check_classifier(classifier)
     _check_in_optimizer(optimizer, classifier)
+    rank, bias_mode = _renamed(rank, k, bias_mode, bias)
     controller = _LIPController(
-        classifier, model=model, k=k, bias=bias, project_every=project_every,
+        classifier, model=model, rank=rank, bias_mode=bias_mode, project_every=project_every,
         project_rank=project_rank, lip_options=lip_options,
     )
     hook = optimizer.register_step_post_hook(lambda opt, args, kwargs: controller.after_step())

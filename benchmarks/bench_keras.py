@@ -161,7 +161,7 @@ def train_end_vs_predict(d, y, reps: int) -> dict:
                     t[label].append(time.perf_counter() - s)
             else:
                 s = time.perf_counter()
-                refine_model(m, (d.x_train, y), k=5, batch_size=BATCH)
+                refine_model(m, (d.x_train, y), rank=5, batch_size=BATCH)
                 t["LIP k=5 cold"].append(time.perf_counter() - s)
     return {k: statistics.median(v) for k, v in t.items()}
 

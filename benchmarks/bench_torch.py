@@ -51,14 +51,14 @@ def make_variant(name: str, steps_per_epoch: int):
     if name == "bare SGD":
         return model, base
     if name == "LIPOptimizer (finalize-only)":
-        return model, LIPOptimizer(base, classifier=model[4], k="auto")
+        return model, LIPOptimizer(base, classifier=model[4], rank="auto")
     if name == "attach (finalize-only)":
-        attach(base, model[4], k="auto")
+        attach(base, model[4], rank="auto")
         return model, base
     if name == "LIPOptimizer, project every 50 steps":
-        return model, LIPOptimizer(base, classifier=model[4], k=8, project_every=50)
+        return model, LIPOptimizer(base, classifier=model[4], rank=8, project_every=50)
     if name == "LIPOptimizer, project every epoch":
-        return model, LIPOptimizer(base, classifier=model[4], k=8, project_every=steps_per_epoch)
+        return model, LIPOptimizer(base, classifier=model[4], rank=8, project_every=steps_per_epoch)
     raise ValueError(name)
 
 
@@ -95,9 +95,9 @@ def forward_pass(model, batches) -> float:
     return time.perf_counter() - start
 
 
-def timed_finalize(model, batches, k, **options) -> tuple[float, dict]:
+def timed_finalize(model, batches, k, **options) -> tuple[float, object]:
     start = time.perf_counter()
-    report = finalize(model[4], batches, model=model, k=k, progress=False, **options)
+    report = finalize(model[4], batches, model=model, rank=k, progress=False, **options)
     return time.perf_counter() - start, report
 
 
@@ -116,9 +116,9 @@ def step_overhead(reps: int, calls: int = 2000) -> dict:
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(128, 10))
         base = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
-        opt = LIPOptimizer(base, classifier=model[0], k=8) if name == "wrapper" else base
+        opt = LIPOptimizer(base, classifier=model[0], rank=8) if name == "wrapper" else base
         if name == "attach":
-            attach(base, model[0], k=8)
+            attach(base, model[0], rank=8)
         nn.functional.cross_entropy(model(feats), labels).backward()
         setups[name] = opt
     proj = setups["wrapper"]
@@ -223,7 +223,7 @@ def main() -> None:
               f"{statistics.median(fin_nosig) / f0:.3f} |")
         print(f"| finalize, k=8 | {eb} | {statistics.median(fin_fixed):.3f} | {statistics.median(fin_fixed) / f0:.3f} |")
     print()
-    print(f"finalize k=auto chose k={reports['auto']['k']} (of {reports['auto']['selection']['m']}); "
+    print(f"finalize k=auto chose k={reports['auto'].k} (of {reports['auto'].selection.m}); "
           "model= given, so no model discovery in the timings")
     if args.json:
         args.json.write_text(json.dumps({"epoch": epoch, "passes": {str(k): v for k, v in passes.items()},

@@ -32,6 +32,12 @@ __all__ = [
     "parse_bias_mode",
     "renamed_option",
     "bias_mode_from_fit_bias",
+    "FACE_RESERVED",
+    "face_reserved",
+    "check_option_names",
+    "check_min_gain",
+    "check_holdout",
+    "check_confidence",
 ]
 
 Rank = int | float | Literal["auto"]
@@ -198,28 +204,36 @@ def parse_bias_mode(value: Any, *, name: str = "bias_mode") -> BiasMode:
         f"{name} must be 'fit' (targets Y - 1 b^T) or 'ignore' (the paper's fit, targets Y); got {_describe(value)}")
 
 
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return a is b or (type(a) is type(b) and bool(a == b))
+    except Exception:
+        return False
+
+
 def renamed_option(new: Any, old: Any, *, new_name: str, old_name: str, default: Any = UNSET,
                    stacklevel: int = 3) -> Any:
     """The value of an option that has a deprecated old keyword.
 
     ``old`` is the value passed under the old name (``UNSET`` when not
-    passed): it is used with a ``FutureWarning``. Passing both names is an
-    :class:`~lip_agnostic.errors.OptionError`. When neither was passed the
-    result is ``default`` (``new`` when it is not ``UNSET``).
+    passed): it is used with a ``FutureWarning``. Passing the new name too
+    (with anything but its ``default``) is an
+    :class:`~lip_agnostic.errors.OptionError`. When the old name was not
+    passed the result is ``new`` (``default`` when ``new`` is ``UNSET``).
 
     Examples
     --------
     >>> import warnings
     >>> with warnings.catch_warnings(record=True) as w:
     ...     warnings.simplefilter("always")
-    ...     renamed_option(UNSET, 3, new_name="rank", old_name="k")
+    ...     renamed_option("auto", 3, new_name="rank", old_name="k", default="auto")
     3
     >>> str(w[0].message)
     'k= is deprecated; use rank= (k= will be removed in the next release)'
     """
     if old is UNSET:
         return default if new is UNSET else new
-    if new is not UNSET:
+    if new is not UNSET and not _same(new, default):
         raise OptionError(f"pass {new_name}= only: {old_name}= is its deprecated old name; got both")
     warnings.warn(f"{old_name}= is deprecated; use {new_name}= ({old_name}= will be removed in the next release)",
                   FutureWarning, stacklevel=stacklevel)
@@ -251,3 +265,129 @@ def bias_mode_from_fit_bias(bias_mode: Any, fit_bias: Any, *, stacklevel: int = 
     warnings.warn("fit_bias= is deprecated; use bias_mode='fit' (fit_bias=True) or bias_mode='ignore' "
                   "(fit_bias=False)", FutureWarning, stacklevel=stacklevel)
     return "fit" if fit_bias else "ignore"
+
+
+#: :func:`lip_agnostic.refine_batches` keywords that no face passes through from its users, and
+#: what to pass instead (``None``: the face sets it itself: the layer's own bias, the weight's
+#: factors, the array namespace).
+FACE_RESERVED: dict[str, str | None] = {
+    "W": None,
+    "batches": None,
+    "bias": None,
+    "fit_bias": "bias_mode",
+    "svd": None,
+    "xp": None,
+}
+
+
+def face_reserved(**own: str | None) -> dict[str, str | None]:
+    """The reserved option names of a face: :data:`FACE_RESERVED` plus the
+    ``refine_batches`` keywords the face sets from its own arguments
+    (name -> that argument, or ``None``).
+
+    Examples
+    --------
+    >>> sorted(face_reserved(all_reduce=None))
+    ['W', 'all_reduce', 'batches', 'bias', 'fit_bias', 'svd', 'xp']
+    """
+    return {**FACE_RESERVED, **own}
+
+
+def _passable() -> set[str]:
+    import inspect
+
+    from .stream import refine_batches  # late: stream imports this module
+
+    return {n for n, p in inspect.signature(refine_batches).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def check_option_names(options: dict, *, reserved: dict, face: str, own: tuple[str, ...] = ()) -> dict:
+    """Check the names of the LIP options a face passes through (``**lip_options``).
+
+    Every name must be a keyword-only parameter of
+    :func:`lip_agnostic.refine_batches` that the face does not set itself
+    (``reserved``: name -> the face's own argument to use instead, or
+    ``None``; build it with :func:`face_reserved`). ``own`` names the face's
+    own arguments, which may not be passed as options either. The values of
+    ``min_gain``, ``holdout`` and ``confidence`` are checked too (by
+    :func:`check_min_gain`, :func:`check_holdout`, :func:`check_confidence`).
+
+    Raises
+    ------
+    OptionTypeError
+        An unknown or reserved name (a ``TypeError``, as Python raises for an
+        unexpected keyword).
+    OptionError
+        A bad value.
+
+    Examples
+    --------
+    >>> check_option_names({"min_gain": 0.01}, reserved=face_reserved(), face="my face")
+    {'min_gain': 0.01}
+    >>> check_option_names({"xp": None}, reserved=face_reserved(), face="my face")
+    Traceback (most recent call last):
+    ...
+    lip_agnostic.errors.OptionTypeError: 'xp' is set by the my face; it is chosen for you
+    """
+    accepted = _passable()
+    for key in options:
+        if key in reserved or key in own:
+            alt = reserved.get(key, key)
+            hint = f"pass {alt}=... instead" if alt else "it is chosen for you"
+            raise OptionTypeError(f"{key!r} is set by the {face}; {hint}")
+        if key not in accepted:
+            allowed = sorted(accepted - set(reserved) - set(own))
+            raise OptionTypeError(f"unknown LIP option {key!r}; refine_batches accepts {allowed}")
+    if "min_gain" in options:
+        check_min_gain(options["min_gain"])
+    if "holdout" in options:
+        check_holdout(options["holdout"])
+    if "confidence" in options:
+        check_confidence(options["confidence"])
+    return dict(options)
+
+
+def _real(value: Any, name: str) -> float:
+    v = _scalar(value)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise OptionTypeError(f"{name} must be a number; got {_describe(value)}")
+    return float(v)
+
+
+def check_min_gain(value: Any) -> float:
+    """``min_gain``: a finite number (the held-out gain a change must exceed).
+
+    >>> check_min_gain(0.01)
+    0.01
+    """
+    f = _real(value, "min_gain")
+    if not math.isfinite(f):
+        raise OptionError(f"min_gain must be a finite number; got {f}")
+    return f
+
+
+def check_holdout(value: Any) -> float:
+    """``holdout``: the fraction of the fit stream held out to score ranks, in ``(0, 0.5]``.
+
+    >>> check_holdout(0.2)
+    0.2
+    """
+    f = _real(value, "holdout")
+    if not 0.0 < f <= 0.5:
+        raise OptionError(f"holdout must lie in (0, 0.5]; got {f}")
+    return f
+
+
+def check_confidence(value: Any) -> float | None:
+    """``confidence``: the sign test's level, in ``(0, 1)``, or ``None`` (no test).
+
+    >>> check_confidence(0.95), check_confidence(None)
+    (0.95, None)
+    """
+    if value is None:
+        return None
+    f = _real(value, "confidence")
+    if not 0.0 < f < 1.0:
+        raise OptionError(f"confidence must lie in (0, 1) or be None; got {f}")
+    return f

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from ._arrays import as_features, as_targets, check_product_finite, device_of, namespace, to_float
 from .accumulator import LIPAccumulator
 from .errors import DataError, OptionError, OptionTypeError
-from .options import parse_rank
+from .options import check_confidence, check_min_gain, parse_rank
 from .principal import SVD, check_factors, reduced_svd, resolve_rank
 
 __all__ = ["RankSelection", "RankScorer", "select_rank", "candidate_ranks", "sign_test_p", "DEFAULT_CONFIDENCE"]
@@ -321,11 +321,11 @@ def _significant(scores: Sequence[float], p_values: Sequence[float], base: float
     score beats ``base`` (the unchanged model) by more than ``min_gain`` and, unless
     ``confidence`` is None, whose sign-test p-value is below ``(1 - confidence) / tests``
     (Bonferroni over the ``tests`` candidates other than the unchanged model)."""
-    if confidence is not None and not 0.0 < float(confidence) < 1.0:
-        raise OptionError(f"confidence must lie in (0, 1) or be None; got {confidence}")
-    alpha = None if confidence is None else (1.0 - float(confidence)) / max(1, int(tests))
+    confidence = check_confidence(confidence)
+    min_gain = check_min_gain(min_gain)
+    alpha = None if confidence is None else (1.0 - confidence) / max(1, int(tests))
     return [i for i in range(len(scores))
-            if scores[i] > base + float(min_gain) and (alpha is None or p_values[i] < alpha)]
+            if scores[i] > base + min_gain and (alpha is None or p_values[i] < alpha)]
 
 
 def select_rank(

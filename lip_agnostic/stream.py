@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal
 
 from ._arrays import device_of, namespace
 from .accumulator import LIPAccumulator, TargetScale
 from .errors import DataError, OptionError
 from .full_tail import FullTailAccumulator, FullTailSelection, _check_ridge, check_tail
-from .options import UNSET, BiasMode, bias_mode_from_fit_bias, parse_rank
+from .options import UNSET, BiasMode, bias_mode_from_fit_bias, check_holdout, parse_rank
 from .principal import SVD
 from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, select_rank
 from .report import ChangeSummary, summarize_change, summarize_refit
@@ -46,6 +46,15 @@ class LIPResult:
         write into the layer with the weight; None: the bias stays as it is.
     tail : {"diagonal", "full"}
         Which refit ran: ``"diagonal"`` is the paper's, ``"full"`` is beyond the paper.
+    context : dict
+        Facts a face adds about its own run (JSON-friendly values: the
+        layer's dtype and device, batch counts, seconds, ...); empty from the
+        core itself.
+
+    Every face (PyTorch, Keras, ``lip-onnx``, ...) returns this same object.
+    ``result["k"]``-style access, what the PyTorch face's old dict report
+    offered, still works for one release with a ``FutureWarning``
+    (:meth:`__getitem__`).
     """
 
     weight: Any
@@ -55,10 +64,21 @@ class LIPResult:
     n_degenerate: int
     bias: Any = None
     tail: str = "diagonal"
+    context: dict = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        """The rank used (``selection.k``)."""
+        return self.selection.k
+
+    @property
+    def changed(self) -> bool:
+        """Whether ``W*`` differs from ``W`` (``selection.changed``)."""
+        return self.selection.changed
 
     def to_dict(self) -> dict:
-        """JSON-friendly report (the weight itself left out)."""
-        return {
+        """JSON-friendly report (the weight itself left out; ``context`` when a face set one)."""
+        out = {
             "tail": self.tail,
             "beyond_paper": self.tail != "diagonal",
             "bias_refit": self.bias is not None,
@@ -67,6 +87,48 @@ class LIPResult:
             "n_fit": self.n_fit,
             "n_degenerate": self.n_degenerate,
         }
+        if self.context:
+            out["context"] = dict(self.context)
+        return out
+
+    # -- the PyTorch face's old dict report, for one release
+    def _legacy(self) -> dict:
+        d = self.to_dict()
+        d.pop("context", None)
+        d.update(k=self.selection.k, changed=self.selection.changed, top_k_angle=self.summary.top_k_angle,
+                 kept_unchanged=self.summary.kept_unchanged, principal_angle=self.summary.top_k_angle)
+        d.update(self.context)
+        return d
+
+    def __getitem__(self, key: str) -> Any:
+        """Deprecated dict-style access (``result["k"]``): the old PyTorch report's keys.
+
+        Use the attributes (``result.k``, ``result.selection``,
+        ``result.summary``, ``result.context[...]``) or ``result.to_dict()``.
+        """
+        import warnings
+
+        d = self._legacy()
+        if key not in d:
+            raise KeyError(key)
+        warnings.warn(f"result[{key!r}] is deprecated: LIPResult is not a dict; use its attributes "
+                      "(.k, .selection, .summary, .context[...]) or .to_dict()", FutureWarning, stacklevel=2)
+        return d[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Deprecated dict-style ``get`` (see :meth:`__getitem__`)."""
+        return self[key] if key in self._legacy() else default
+
+    def keys(self) -> Any:
+        """Deprecated: the old PyTorch report's keys (see :meth:`__getitem__`)."""
+        import warnings
+
+        warnings.warn("LIPResult.keys() is deprecated: LIPResult is not a dict; use .to_dict()",
+                      FutureWarning, stacklevel=2)
+        return self._legacy().keys()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._legacy()
 
 
 def _split_rows(xp: Any, X: Any, Y: Any, offset: int, period: int) -> tuple[Any, Any, Any, Any]:
@@ -163,8 +225,8 @@ def refine_batches(
     auto_rank = rank == "auto"
     lam = _check_ridge("auto" if ridge is None else ridge) if full else None
     auto = auto_rank or lam == "auto"
-    if auto and validation is None and not (0.0 < float(holdout) <= 0.5):
-        raise OptionError(f"holdout must lie in (0, 0.5]; got {holdout}")
+    if auto and validation is None:
+        holdout = check_holdout(holdout)
     if full:
         acc: Any = FullTailAccumulator(W, None if auto_rank else rank, bias=bias, bias_mode=bias_mode,
                                        target_scale=target_scale, rtol=rtol, svd=svd, xp=xp)

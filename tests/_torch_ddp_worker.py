@@ -4,7 +4,7 @@ Usage: ``python _torch_ddp_worker.py RANK WORLD_SIZE PORT OUT_DIR``.
 
 Each rank trains a DDP-wrapped MLP for a few steps on its own shard, saves the
 trained state (rank 0), then runs ``finalize`` three ways (fixed ``k``;
-``k="auto"`` with a validation shard; ``k="auto"`` with the core's hold-out),
+``rank="auto"`` with a validation shard; ``rank="auto"`` with the core's hold-out),
 each from the same trained state, and saves the written weights.
 """
 
@@ -61,7 +61,7 @@ def main(rank: int, world: int, port: int, out_dir: str) -> None:
     try:
         model = make_model()
         ddp = nn.parallel.DistributedDataParallel(model)
-        opt = LIPOptimizer(torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9), classifier=model[2], k=3)
+        opt = LIPOptimizer(torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9), classifier=model[2], rank=3)
         for xb, yb in shard(rank)[:4]:  # every rank has >= 4 batches: DDP's gradient sync stays in step
             opt.zero_grad()
             nn.functional.cross_entropy(ddp(xb), yb).backward()
@@ -71,16 +71,16 @@ def main(rank: int, world: int, port: int, out_dir: str) -> None:
             torch.save(trained, os.path.join(out_dir, "trained.pt"))
         results = {}
         for name, kwargs in [
-            ("fixed", dict(k=3)),
-            ("auto_val", dict(k="auto", validation=val_shard(rank))),
-            ("auto_holdout", dict(k="auto")),
+            ("fixed", dict(rank=3)),
+            ("auto_val", dict(rank="auto", validation=val_shard(rank))),
+            ("auto_holdout", dict(rank="auto")),
         ]:
             model.load_state_dict(trained)
             report = opt.finalize(shard(rank), progress=False, **kwargs)
-            results[name] = {"weight": model[2].weight.detach().clone(), "k": report["k"],
-                             "n_fit": report["n_fit"], "world_size": report["world_size"],
-                             "n_samples_local": report["n_samples_local"],
-                             "scores": report["selection"]["scores"], "n_val": report["selection"]["n_val"]}
+            results[name] = {"weight": model[2].weight.detach().clone(), "k": report.k,
+                             "n_fit": report.n_fit, "world_size": report.context["world_size"],
+                             "n_samples_local": report.context["n_samples_local"],
+                             "scores": report.to_dict()["selection"]["scores"], "n_val": report.to_dict()["selection"]["n_val"]}
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()

@@ -34,26 +34,26 @@ def test_torch_finalize_and_lip_optimizer_write_the_full_tail_refit():
     with torch.no_grad():
         feats = model[:2](X)
     ref_W, ref_b = full_tail_refine(W0.T, feats, Y, 1, bias=b0, ridge=0.3)
-    report = finalize(fc, loader, k=1, tail="full", ridge=0.3, progress=False)
+    report = finalize(fc, loader, rank=1, tail="full", ridge=0.3, progress=False)
     assert torch.allclose(fc.weight, ref_W.T, rtol=1e-10, atol=1e-12)
     assert torch.allclose(fc.bias, ref_b, rtol=1e-10, atol=1e-12) and not torch.equal(fc.bias, b0)
-    assert (report["tail"], report["beyond_paper"], report["bias_refit"]) == ("full", True, True)
+    assert (report.to_dict()["tail"], report.to_dict()["beyond_paper"], report.to_dict()["bias_refit"]) == ("full", True, True)
     # the same through the optimizer wrapper's **lip_options, with ridge chosen on validation data
     with torch.no_grad():
         fc.weight.copy_(W0)
         fc.bias.copy_(b0)
     xv, yv = _data(1, 200)
     val = [(torch.from_numpy(xv).double(), torch.from_numpy(yv))]
-    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), fc, k=2, tail="full", confidence=None)
+    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), fc, rank=2, tail="full", confidence=None)
     rep = opt.finalize(loader, validation=val, progress=False)
     with torch.no_grad():
         fv = model[:2](val[0][0])
     from lip_agnostic import FullTailAccumulator
 
     sel = FullTailAccumulator(W0.T, 2, bias=b0).update(feats, Y).scores(fv, val[0][1], confidence=None)
-    assert (rep["selection"]["k"], rep["selection"]["ridge"]) == (sel.k, sel.ridge)
+    assert (rep.to_dict()["selection"]["k"], rep.to_dict()["selection"]["ridge"]) == (sel.k, sel.ridge)
     with pytest.raises(ValueError, match=r"tail must be 'diagonal' \(the paper\) or 'full'"):
-        LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), fc, k=2, tail="wide")
+        LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), fc, rank=2, tail="wide")
 
 
 # ------------------------------------------------------------------- keras
@@ -72,7 +72,7 @@ def test_keras_refine_model_writes_the_full_tail_refit():
     W0 = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
     b0 = keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
     ref_W, ref_b = full_tail_refine(W0, feats, y, 1, bias=b0, ridge=0.3)
-    res = refine_model(model, (x, y), k=1, tail="full", ridge=0.3)
+    res = refine_model(model, (x, y), rank=1, tail="full", ridge=0.3)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.kernel), ref_W, rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.bias), ref_b, rtol=2e-4, atol=2e-5)
     assert res.tail == "full" and res.to_dict()["beyond_paper"] is True

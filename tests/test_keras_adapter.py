@@ -16,7 +16,7 @@ pytest.importorskip("sklearn")
 
 from experiments.datasets import load_digits  # noqa: E402
 from lip_agnostic import lip_refine, project_principal, summarize_change  # noqa: E402
-from lip_agnostic.adapters.keras import LIPCallback, REFINE_KEYWORDS, refine_model  # noqa: E402
+from lip_agnostic.adapters.keras import LIPCallback, LIP_OPTIONS, refine_model  # noqa: E402
 
 # Keras' own TF code converts variables with np.array(...) (NumPy 2 copy= deprecation): not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -142,7 +142,7 @@ def test_runs_on_the_requested_backend():
 def test_callback_kernel_equals_core_on_direct_features(kind, digits, trained):
     x, y, _, _ = digits
     model = _compiled(BUILDERS[kind], trained)
-    lip = LIPCallback(data=(x, y), k=4)
+    lip = LIPCallback(data=(x, y), rank=4)
     rec, hist = _fit_with(model, digits, lip)
     W, b = rec.at_end[2], rec.at_end[3]
     expected = lip_refine(W, _features(rec.at_end, x), y, 4, bias=b)
@@ -156,7 +156,7 @@ def test_callback_kernel_equals_core_on_direct_features(kind, digits, trained):
 
 def test_auto_k_with_validation_equals_core(model, digits):
     x, y, xv, yv = digits
-    lip = LIPCallback(data=(x, y), k="auto", validation_data=(xv, yv))
+    lip = LIPCallback(data=(x, y), rank="auto", validation=(xv, yv))
     rec, hist = _fit_with(model, digits, lip)
     W, b = rec.at_end[2], rec.at_end[3]
     F, Fv = _features(rec.at_end, x), _features(rec.at_end, xv)
@@ -179,7 +179,7 @@ def test_auto_k_without_validation_uses_a_holdout(model, digits):
 
 def test_logs_report_the_core_summary(model, digits):
     x, y, _, _ = digits
-    lip = LIPCallback(data=(x, y), k=3)
+    lip = LIPCallback(data=(x, y), rank=3)
     rec, hist = _fit_with(model, digits, lip, epochs=2)
     summary = summarize_change(rec.at_end[2], _kernel(model), 3)
     assert len(hist.history["loss"]) == 2
@@ -195,10 +195,10 @@ def test_bias_modes(model, digits, trained):
     F = _features(trained, x)
     W, b = trained[2], trained[3]
     assert np.abs(b).max() > 1e-3  # the trained bias is not trivial
-    res_sub = refine_model(model, (x, y), k=5)
+    res_sub = refine_model(model, (x, y), rank=5)
     _close(_kernel(model), lip_refine(W, F, y, 5, bias=b))
     fresh = _compiled(_functional, trained)
-    res_ign = refine_model(fresh, (x, y), k=5, bias_mode="ignore")
+    res_ign = refine_model(fresh, (x, y), rank=5, bias_mode="ignore")
     _close(_kernel(fresh), lip_refine(W, F, y, 5))  # paper-faithful: bias disregarded
     assert not np.allclose(res_sub.weight, res_ign.weight, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(fresh.get_layer("classifier").bias), b)
@@ -207,10 +207,10 @@ def test_bias_modes(model, digits, trained):
 def test_one_hot_labels_equal_sparse(model, digits, trained):
     x, y, _, _ = digits
     onehot = np.eye(N_CLASSES, dtype=np.float32)[y]
-    refine_model(model, (x, onehot), k=2)
+    refine_model(model, (x, onehot), rank=2)
     _close(_kernel(model), lip_refine(trained[2], _features(trained, x), y, 2, bias=trained[3]))
     col = _compiled(_functional, trained)
-    refine_model(col, (x, y[:, None].astype(np.float32)), k=2)  # (n, 1) float class ids
+    refine_model(col, (x, y[:, None].astype(np.float32)), rank=2)  # (n, 1) float class ids
     _close(_kernel(col), _kernel(model))
 
 
@@ -219,21 +219,21 @@ def test_one_hot_labels_equal_sparse(model, digits, trained):
 ])
 def test_core_keywords_pass_through(option, model, digits, trained):
     x, y, _, _ = digits
-    refine_model(model, (x, y), k=3, **option)
+    refine_model(model, (x, y), rank=3, **option)
     _close(_kernel(model), lip_refine(trained[2], _features(trained, x), y, 3, bias=trained[3], **option))
 
 
 def test_min_gain_passes_through(model, digits, trained):
     x, y, xv, yv = digits
-    res = refine_model(model, (x, y), k="auto", validation_data=(xv, yv), min_gain=1.0)
+    res = refine_model(model, (x, y), rank="auto", validation=(xv, yv), min_gain=1.0)
     assert res.selection.k == res.selection.m  # no gain can exceed 1: nothing changes
     np.testing.assert_array_equal(_kernel(model), trained[2])
-    assert set(REFINE_KEYWORDS) >= {"holdout", "target_scale", "degenerate", "min_gain", "all_reduce"}
+    assert set(LIP_OPTIONS) >= {"holdout", "target_scale", "degenerate", "min_gain", "all_reduce"}
 
 
 def test_energy_fraction_k(model, digits, trained):
     x, y, _, _ = digits
-    res = refine_model(model, (x, y), k=0.9)
+    res = refine_model(model, (x, y), rank=0.9)
     assert res.selection.strategy == "energy"
     _close(_kernel(model), lip_refine(trained[2], _features(trained, x), y, 0.9, bias=trained[3]))
 
@@ -245,7 +245,7 @@ def test_linear_model_features_are_the_inputs(use_bias, digits):
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(N_CLASSES, use_bias=use_bias)])
     model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    lip = LIPCallback(data=(x, y), k=6)
+    lip = LIPCallback(data=(x, y), rank=6)
     rec, _ = _fit_with(model, digits, lip, epochs=2)
     W = rec.at_end[0]
     expected = lip_refine(W, x, y, 6, bias=rec.at_end[1] if use_bias else None)
@@ -260,7 +260,7 @@ def _tf():
 def test_tf_data_pydataset_and_iterables_equal_arrays(digits, trained):
     tf = _tf()
     x, y, _, _ = digits
-    ref = refine_model(_compiled(_functional, trained), (x, y), k=4).weight
+    ref = refine_model(_compiled(_functional, trained), (x, y), rank=4).weight
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
@@ -279,7 +279,7 @@ def test_tf_data_pydataset_and_iterables_equal_arrays(digits, trained):
     }
     for name, source in sources.items():
         m = _compiled(_functional, trained)
-        res = refine_model(m, source, k=4)
+        res = refine_model(m, source, rank=4)
         assert res.n_fit == x.shape[0], name
         _close(_kernel(m), ref)
 
@@ -290,9 +290,9 @@ def test_infinite_tf_data_needs_steps(digits, trained):
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(100).repeat()
     m = _compiled(_functional, trained)
     with pytest.raises(ValueError, match=r"infinite tf.data.Dataset.*steps="):
-        refine_model(m, ds, k=3)
+        refine_model(m, ds, rank=3)
     np.testing.assert_array_equal(_kernel(m), trained[2])
-    res = refine_model(m, ds, k=3, steps=5)
+    res = refine_model(m, ds, rank=3, steps=5)
     assert res.n_fit == 500
 
 
@@ -301,10 +301,10 @@ def test_layer_by_name_object_and_default(digits, trained):
     kernels = []
     for layer in (None, "classifier"):
         m = _compiled(_functional, trained)
-        refine_model(m, (x, y), k=2, layer=layer)
+        refine_model(m, (x, y), rank=2, layer=layer)
         kernels.append(_kernel(m))
     m = _compiled(_functional, trained)
-    refine_model(m, (x, y), k=2, layer=m.get_layer("classifier"))
+    refine_model(m, (x, y), rank=2, layer=m.get_layer("classifier"))
     kernels.append(_kernel(m))
     for kern in kernels[1:]:
         np.testing.assert_array_equal(kern, kernels[0])
@@ -315,14 +315,14 @@ def test_nested_model_default_targets_inner_final_dense(digits, trained):
     inner = _compiled(_functional, trained)
     inp = keras.Input((64,))
     outer = keras.Model(inp, keras.layers.Softmax()(inner(inp)), name="outer")
-    res = refine_model(outer, (x, y), k=3)
+    res = refine_model(outer, (x, y), rank=3)
     expected = lip_refine(trained[2], _features(trained, x), y, 3, bias=trained[3])
     _close(_kernel(inner), expected)
     assert res.selection.k == 3
     again = _compiled(_functional, trained)
     inp2 = keras.Input((64,))
     outer2 = keras.Model(inp2, again(inp2), name="outer2")
-    lip = LIPCallback(data=(x, y), k=3, layer="mlp/classifier")
+    lip = LIPCallback(data=(x, y), rank=3, layer="mlp/classifier")
     lip.set_model(outer2)
     lip.refine_now()
     assert lip.report["layer"] == "mlp/classifier"
@@ -346,7 +346,7 @@ def test_early_stopping_restores_then_lip_refines(digits, trained):
     script = [1.0, 0.2, 0.9, 0.9, 0.9, 0.9]  # best at epoch 2 (index 1); stops after epoch 4
     model = _compiled(_functional, trained, lr=5e-2)
     es = keras.callbacks.EarlyStopping(monitor="score", mode="min", patience=2, restore_best_weights=True)
-    lip = LIPCallback(data=(x, y), k=3)
+    lip = LIPCallback(data=(x, y), rank=3)
     rec, hist = _fit_with(model, digits, lip, epochs=6, before=(_FakeMetric(script), es))
     assert len(hist.history["loss"]) == 4
     best = rec.epochs[1]
@@ -357,7 +357,7 @@ def test_early_stopping_restores_then_lip_refines(digits, trained):
     es2 = keras.callbacks.EarlyStopping(monitor="score", mode="min", patience=2, restore_best_weights=True)
     rec2 = _Recorder()
     model2.fit(x, y, epochs=6, batch_size=64, verbose=0,
-               callbacks=[_FakeMetric(script), rec2, LIPCallback(data=(x, y), k=3), es2])
+               callbacks=[_FakeMetric(script), rec2, LIPCallback(data=(x, y), rank=3), es2])
     np.testing.assert_array_equal(_kernel(model2), rec2.epochs[1][2])
 
 
@@ -365,7 +365,7 @@ def test_model_checkpoint_after_lip_holds_refined_weights(digits, trained, tmp_p
     x, y, _, _ = digits
     model = _compiled(_functional, trained)
     path = str(tmp_path / "after.weights.h5")
-    lip = LIPCallback(data=(x, y), k=3, when="epoch_end")
+    lip = LIPCallback(data=(x, y), rank=3, when="epoch_end")
     ckpt = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
     rec = _Recorder()
     hist = model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[rec, lip, ckpt])
@@ -397,7 +397,7 @@ def test_periodic_projection_before_checkpoint(digits, trained, tmp_path):
 
 def test_projection_is_off_by_default(model, digits):
     x, y, _, _ = digits
-    lip = LIPCallback(data=(x, y), k=3, when="never")
+    lip = LIPCallback(data=(x, y), rank=3, when="never")
     rec, hist = _fit_with(model, digits, lip, epochs=1)
     np.testing.assert_array_equal(_kernel(model), rec.at_end[2])
     assert "lip_projected_rank" not in hist.history and "lip_rank" not in hist.history
@@ -423,7 +423,7 @@ def test_bad_data_structure(data, exc, match, digits):
     bad = {"none": None, "x_only": x, "x_none": (x, None), "weighted": (x, y, np.ones(len(y))),
            "short_y": (x, y[:100]), "dict": {"x": x}}[data]
     with pytest.raises(exc, match=match):
-        LIPCallback(data=bad, k=2)
+        LIPCallback(data=bad, rank=2)
 
 
 def test_tf_data_without_labels_or_with_weights(digits):
@@ -451,7 +451,7 @@ def test_bad_labels_fail_before_training(labels, match, model, digits, trained):
         "wrong_width": np.eye(9, dtype=np.float32)[y % 9],
         "nan_onehot": np.where(np.arange(len(y))[:, None] == 3, np.nan, np.eye(10)[y]),
     }[labels]
-    lip = LIPCallback(data=(x, bad), k=2)
+    lip = LIPCallback(data=(x, bad), rank=2)
     _untouched_after(lambda: model.fit(x, y, epochs=1, verbose=0, callbacks=[lip]),
                      model, trained[2], ValueError, match)
     assert model.optimizer.iterations.numpy() == 0  # refused before the first step
@@ -461,20 +461,20 @@ def test_bad_stream_labels_leave_kernel_untouched(model, digits):
     tf = _tf()
     x, y, _, _ = digits
     bad = tf.data.Dataset.from_tensor_slices((x, np.where(np.arange(len(y)) == 700, 12, y))).batch(100)
-    lip = LIPCallback(data=bad, k=2)
+    lip = LIPCallback(data=bad, rank=2)
     rec = _Recorder()
     with pytest.raises(ValueError, match=r"LIP on layer 'classifier': data labels must lie in \[0, 10\).*max 12.*left unchanged"):
         model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[rec, lip])
     np.testing.assert_array_equal(_kernel(model), rec.at_end[2])
 
 
-@pytest.mark.parametrize("where", ["data", "validation_data"])
+@pytest.mark.parametrize("where", ["data", "validation"])
 def test_nan_features_leave_kernel_untouched(where, model, digits, trained):
     x, y, xv, yv = digits
     x_bad = x.copy()
     x_bad[10, 3] = np.nan
-    kwargs = {"data": (x_bad, y)} if where == "data" else {"data": (x, y), "validation_data": (x_bad, y)}
-    _untouched_after(lambda: refine_model(model, k="auto", **kwargs), model, trained[2],
+    kwargs = {"data": (x_bad, y)} if where == "data" else {"data": (x, y), "validation": (x_bad, y)}
+    _untouched_after(lambda: refine_model(model, rank="auto", **kwargs), model, trained[2],
                      ValueError, r"LIP on layer 'classifier': .*NaN/Inf.*left unchanged")
 
 
@@ -483,14 +483,14 @@ def test_nan_kernel_is_refused(model, digits, trained):
     bad = trained[2].copy()
     bad[0, 0] = np.inf
     model.get_layer("classifier").kernel.assign(bad)
-    _untouched_after(lambda: refine_model(model, (x, y), k=2), model, bad,
+    _untouched_after(lambda: refine_model(model, (x, y), rank=2), model, bad,
                      ValueError, r"W contains 1 NaN/Inf.*left unchanged")
 
 
 def test_lora_layer_is_refused_before_training(model, digits, trained):
     x, y, _, _ = digits
     model.get_layer("classifier").enable_lora(2)
-    lip = LIPCallback(data=(x, y), k=2)
+    lip = LIPCallback(data=(x, y), rank=2)
     with pytest.raises(ValueError, match=r"'classifier' has LoRA enabled.*cannot be assigned"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[lip])
     assert model.optimizer.iterations.numpy() == 0
@@ -500,7 +500,7 @@ def test_quantized_layer_is_refused(model, digits):
     x, y, _, _ = digits
     model.get_layer("classifier").quantize("int8")
     with pytest.raises(ValueError, match=r"'classifier' is quantized \('int8'\).*cannot be assigned"):
-        refine_model(model, (x, y), k=2)
+        refine_model(model, (x, y), rank=2)
 
 
 def test_non_dense_targets_are_refused(digits):
@@ -510,10 +510,10 @@ def test_non_dense_targets_are_refused(digits):
     out = keras.layers.Dense(10, name="head")(keras.layers.Flatten(name="flat")(h))
     model = keras.Model(inp, out)
     with pytest.raises(TypeError, match=r"refines a Dense layer.*'conv' is a Conv2D"):
-        refine_model(model, (x.reshape(-1, 8, 8, 1), y), layer="conv", k=1)
+        refine_model(model, (x.reshape(-1, 8, 8, 1), y), layer="conv", rank=1)
     seq = keras.Sequential([keras.Input((4, 64)), keras.layers.Dense(10, name="per_step")])
     with pytest.raises(ValueError, match=r"'per_step' receives inputs of shape \(256, 4, 64\).*\(batch, 64\)"):
-        refine_model(seq, (np.repeat(x[:, None, :], 4, axis=1), y), k=1)
+        refine_model(seq, (np.repeat(x[:, None, :], 4, axis=1), y), rank=1)
     no_dense = keras.Sequential([keras.Input((64,)), keras.layers.Activation("relu")])
     with pytest.raises(ValueError, match=r"has no keras.layers.Dense layer.*pass layer="):
         refine_model(no_dense, (x, y))
@@ -532,20 +532,22 @@ def test_layer_lookup_errors(model, digits):
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    ({"k": "best"}, ValueError, r"k must be an int, an energy fraction.*'best'"),
-    ({"k": 1.5}, ValueError, r"k as an energy fraction must lie in \(0, 1\]; got 1.5"),
-    ({"k": -1}, ValueError, r"k must lie in \[0, min\(q, l\)\]; got -1"),
-    ({"k": True}, TypeError, r"k must be an int, an energy fraction in \(0, 1\], or 'auto'; got True \(bool\)"),
-    ({"bias_mode": "refit"}, ValueError, r"bias_mode must be 'subtract' or 'ignore'; got 'refit'"),
+    ({"rank": "best"}, ValueError, r"rank must be an int, an energy fraction.*'best'"),
+    ({"rank": 1.5}, ValueError, r"rank as an energy fraction must lie in \(0, 1\]; got 1.5"),
+    ({"rank": -1}, ValueError, r"rank must lie in \[0, min\(q, l\)\]; got -1"),
+    ({"rank": True}, TypeError, r"rank must be an int, an energy fraction in \(0, 1\], or 'auto'; got True \(bool\)"),
+    ({"bias_mode": "refit"}, ValueError, r"bias_mode must be 'fit' \(targets Y - 1 b\^T\) or 'ignore'.*got 'refit'"),
     ({"batch_size": 0}, ValueError, r"batch_size must be a positive integer; got 0"),
     ({"steps": 0}, ValueError, r"steps must be a positive integer or None; got 0"),
     ({"when": "batch_end"}, ValueError, r"when must be 'train_end', 'epoch_end' or 'never'; got 'batch_end'"),
     ({"every": 0}, ValueError, r"every must be a positive integer; got 0"),
-    ({"project_every": 2}, ValueError, r"project_every needs a numeric project_rank when k='auto'"),
-    ({"project_every": 1, "project_rank": "auto", "k": 2}, ValueError, r"project_rank must be an int"),
-    ({"rank": 3}, TypeError, r"unexpected keyword\(s\) \['rank'\]; refine_batches accepts"),
-    ({"bias": np.zeros(10)}, TypeError, r"unexpected keyword\(s\) \['bias'\]"),
-    ({"holdot": 0.1}, TypeError, r"unexpected keyword\(s\) \['holdot'\]"),
+    ({"project_every": 2}, ValueError, r"project_every needs a numeric project_rank when rank='auto'"),
+    ({"project_every": 1, "project_rank": "auto", "rank": 2}, ValueError, r"project_rank must be an int"),
+    ({"rank": 3, "k": 2}, ValueError, r"pass rank= only: k= is its deprecated old name; got both"),
+    ({"fit_bias": True}, TypeError, r"'fit_bias' is set by the Keras adapter; pass bias_mode=\.\.\. instead"),
+    ({"bias": np.zeros(10)}, TypeError, r"'bias' is set by the Keras adapter; it is chosen for you"),
+    ({"xp": np}, TypeError, r"'xp' is set by the Keras adapter; it is chosen for you"),
+    ({"holdot": 0.1}, TypeError, r"unknown LIP option 'holdot'; refine_batches accepts \[.*'holdout'"),
 ])
 def test_bad_options(kwargs, exc, match, digits):
     x, y, _, _ = digits
@@ -555,17 +557,17 @@ def test_bad_options(kwargs, exc, match, digits):
 
 def test_rank_too_large_fails_before_training(model, digits):
     x, y, _, _ = digits
-    lip = LIPCallback(data=(x, y), k=11)
-    with pytest.raises(ValueError, match=r"k=11 exceeds min\(q, l\)=10 for layer 'classifier' \(kernel 32x10\)"):
+    lip = LIPCallback(data=(x, y), rank=11)
+    with pytest.raises(ValueError, match=r"rank=11 exceeds min\(q, l\)=10 for layer 'classifier' \(kernel 32x10\)"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[lip])
     assert model.optimizer.iterations.numpy() == 0
 
 
 def test_core_option_errors_keep_the_kernel(model, digits, trained):
     x, y, _, _ = digits
-    _untouched_after(lambda: refine_model(model, (x, y), k="auto", holdout=0.9), model, trained[2],
-                     ValueError, r"holdout must lie in \(0, 0.5\]; got 0.9.*left unchanged")
-    _untouched_after(lambda: refine_model(model, (x, y), k=2, target_scale=-1.0), model, trained[2],
+    _untouched_after(lambda: refine_model(model, (x, y), rank="auto", holdout=0.9), model, trained[2],
+                     ValueError, r"^holdout must lie in \(0, 0.5\]; got 0.9$")  # checked before any pass
+    _untouched_after(lambda: refine_model(model, (x, y), rank=2, target_scale=-1.0), model, trained[2],
                      ValueError, r"target_scale must be a positive number.*left unchanged")
 
 
@@ -584,4 +586,28 @@ def test_shared_layer_called_twice_is_refused(digits):
     model = Twice()
     model(x[:2])
     with pytest.raises(ValueError, match=r"'square' was called 2 times in one forward pass"):
-        refine_model(model, (x, y), layer="square", k=2)
+        refine_model(model, (x, y), layer="square", rank=2)
+
+
+def test_the_old_keras_spellings_still_work_with_a_future_warning(digits, trained):
+    x, y, xv, yv = digits
+    new, old = _compiled(_functional, trained), _compiled(_functional, trained)
+    res = refine_model(new, (x, y), rank="auto", validation=(xv, yv), bias_mode="fit", min_gain=0.0)
+    with pytest.warns(FutureWarning) as record:
+        legacy = refine_model(old, (x, y), k="auto", validation_data=(xv, yv), bias_mode="subtract", min_gain=0.0)
+    said = " | ".join(str(w.message) for w in record)
+    for msg in ("k= is deprecated; use rank=", "validation_data= is deprecated; use validation=",
+                "bias_mode='subtract' is deprecated; use bias_mode='fit'"):
+        assert msg in said
+    np.testing.assert_array_equal(_kernel(old), _kernel(new))
+    assert legacy.to_dict() == res.to_dict() and res.context == {"face": "keras", "layer": "classifier",
+                                                                 "bias_mode": "fit"}
+    with pytest.warns(FutureWarning, match="k= is deprecated"):
+        cb = LIPCallback(data=(x, y), k=2, target_scale=2.0)
+    for old_name, new_name, value in (("k", "rank", 2), ("refine_kwargs", "lip_options", {"target_scale": 2.0}),
+                                      ("validation_data", "validation", None)):
+        with pytest.warns(FutureWarning, match=rf"LIPCallback.{old_name} is deprecated; use .{new_name}"):
+            assert getattr(cb, old_name) == value
+    import lip_agnostic.adapters.keras as face
+    with pytest.warns(FutureWarning, match="REFINE_KEYWORDS is deprecated; use LIP_OPTIONS"):
+        assert face.REFINE_KEYWORDS == face.LIP_OPTIONS

@@ -63,7 +63,7 @@ def test_refine_batches_factorizes_the_weight_once(factorizations, dtype, rank):
 
 def test_lip_refine_auto_factorizes_the_weight_once(factorizations):
     W, X, y, b = _problem("float32")
-    lip.lip_refine(W, X[:400], y[:400], "auto", bias=b, X_val=X[400:], Y_val=y[400:], confidence=None)
+    lip.lip_refine(W, X[:400], y[:400], "auto", bias=b, validation=(X[400:], y[400:]), confidence=None)
     assert len(factorizations) == 1, factorizations
 
 
@@ -98,13 +98,13 @@ def test_torch_face_construction_runs_no_factorization(factorizations, k):
     from lip_agnostic.adapters.torch import LIPOptimizer, attach
 
     model = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 50))
-    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[2], k=k,
+    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[2], rank=k,
                        target_scale="logits", degenerate="keep", holdout=0.25, project_rank=4)
-    handle = attach(torch.optim.SGD(model.parameters(), lr=0.1), model[2], k=k, min_gain=0.01)
+    handle = attach(torch.optim.SGD(model.parameters(), lr=0.1), model[2], rank=k, min_gain=0.01)
     assert factorizations == [], factorizations
     # The options were still checked by the core's dry run: a bad one fails at construction.
     with pytest.raises(ValueError, match="degenerate must be 'zero' or 'keep'"):
-        LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[2], k=k, degenerate="drop")
+        LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[2], rank=k, degenerate="drop")
     assert factorizations == []
     # ... and the real pass factorizes the real weight exactly once.
     g = torch.Generator().manual_seed(0)
@@ -121,7 +121,7 @@ def test_keras_callback_construction_runs_no_factorization(factorizations):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 5, 64)
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(5)])
-    cb = LIPCallback(data=(x, y), k=2, project_every=1, project_rank=3)
+    cb = LIPCallback(data=(x, y), rank=2, project_every=1, project_rank=3)
     cb.set_model(model)
     cb.on_train_begin()
     assert factorizations == [], factorizations

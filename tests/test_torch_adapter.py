@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from lip_agnostic import lip_refine, project_principal, refine_batches  # noqa: E402
+from lip_agnostic import LIPResult, lip_refine, project_principal, refine_batches  # noqa: E402
 from lip_agnostic.adapters.torch import LIPHandle, LIPOptimizer, attach, finalize  # noqa: E402
 
 BATCH = 64
@@ -50,7 +50,7 @@ def trained(digits):
     """State of an MLP trained (through LIPOptimizer) on the noisy digits."""
     x, y, _, _ = digits
     model = _mlp()
-    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9), classifier=model[4], k=4)
+    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9), classifier=model[4], rank=4)
     g = torch.Generator().manual_seed(1)
     for _ in range(12):
         perm = torch.randperm(x.shape[0], generator=g)
@@ -80,15 +80,15 @@ def test_finalize_writes_lip_refine_of_independently_computed_features(model, di
     fc = model[4]
     W0, b0 = fc.weight.detach().clone(), fc.bias.detach().clone()
     expected = lip_refine(W0.T, _features(model, x), y, 4, bias=b0 if bias == "fit" else None, batch_rows=BATCH)
-    report = finalize(fc, _batches(x, y), k=4, bias=bias, progress=False)
+    report = finalize(fc, _batches(x, y), rank=4, bias_mode=bias, progress=False)
     assert torch.allclose(fc.weight, expected.T, rtol=1e-5, atol=1e-6)
     assert not torch.equal(fc.weight, W0)
     assert torch.equal(fc.bias, b0)  # the bias is never rewritten
-    assert report["k"] == 4 and report["n_fit"] == x.shape[0] == report["n_samples_local"]
-    assert report["bias"] == bias and report["n_batches"] == len(_batches(x, y))
-    assert report["summary"]["spectrum_before"] == pytest.approx(torch.linalg.svdvals(W0).tolist(), rel=1e-5)
+    assert report.k == 4 and report.n_fit == x.shape[0] == report.context["n_samples_local"]
+    assert report.context["bias"] == bias and report.context["n_batches"] == len(_batches(x, y))
+    assert report.to_dict()["summary"]["spectrum_before"] == pytest.approx(torch.linalg.svdvals(W0).tolist(), rel=1e-5)
     # float32 weights: singular values agree to rounding of the largest (|W| eps ~ 3e-7)
-    assert report["summary"]["spectrum_after"] == pytest.approx(torch.linalg.svdvals(fc.weight).tolist(), rel=1e-5, abs=1e-6)
+    assert report.to_dict()["summary"]["spectrum_after"] == pytest.approx(torch.linalg.svdvals(fc.weight).tolist(), rel=1e-5, abs=1e-6)
 
 
 def _one_chunk(model, batches):
@@ -106,19 +106,19 @@ def test_finalize_auto_with_validation_equals_core_refine_batches(model, digits)
     val = _batches(x_te[:300], y_te[:300])
     val_feats = _one_chunk(model, val)
     res = _core_on_captured(model, _batches(x, y), rank="auto", validation=val_feats)
-    report = finalize(model[4], _batches(x, y), k="auto", validation=val, progress=False)
+    report = finalize(model[4], _batches(x, y), rank="auto", validation=val, progress=False)
     assert torch.equal(model[4].weight, res.weight.T)
-    assert report["selection"] == res.selection.to_dict()
-    assert report["selection"]["n_val"] == 300 and report["n_val_batches"] == len(val)
+    assert report.to_dict()["selection"] == res.selection.to_dict()
+    assert report.to_dict()["selection"]["n_val"] == 300 and report.context["n_val_batches"] == len(val)
 
 
 def test_finalize_auto_without_validation_uses_core_holdout(model, digits):
     x, y, _, _ = digits
     res = _core_on_captured(model, _batches(x, y), rank="auto")
-    report = finalize(model[4], _batches(x, y), progress=False)  # k="auto" is the default
+    report = finalize(model[4], _batches(x, y), progress=False)  # rank="auto" is the default
     assert torch.equal(model[4].weight, res.weight.T)
-    assert report["selection"]["extra"]["source"].startswith("holdout")
-    assert report["n_fit"] + report["selection"]["n_val"] == x.shape[0]
+    assert report.to_dict()["selection"]["extra"]["source"].startswith("holdout")
+    assert report.n_fit + report.to_dict()["selection"]["n_val"] == x.shape[0]
 
 
 def test_unchunked_stream_equals_core_per_batch_and_chunking_changes_only_rounding(model, digits):
@@ -128,12 +128,12 @@ def test_unchunked_stream_equals_core_per_batch_and_chunking_changes_only_roundi
     per_batch = [(_features(model, xb), yb) for xb, yb in _batches(x, y)]
     res = refine_batches(W0.T, per_batch, rank="auto", bias=b0)
     report = finalize(fc, _batches(x, y), chunk_rows=0, progress=False)
-    assert torch.equal(fc.weight, res.weight.T) and report["selection"] == res.selection.to_dict()
+    assert torch.equal(fc.weight, res.weight.T) and report.to_dict()["selection"] == res.selection.to_dict()
     with torch.no_grad():
         fc.weight.copy_(W0)
     report_chunked = finalize(fc, _batches(x, y), chunk_rows=200, progress=False)
-    assert report_chunked["n_fit"] == report["n_fit"] and report_chunked["k"] == report["k"]
-    assert report_chunked["selection"]["n_val"] == report["selection"]["n_val"]  # same hold-out rows
+    assert report_chunked.n_fit == report.n_fit and report_chunked.k == report.k
+    assert report_chunked.to_dict()["selection"]["n_val"] == report.to_dict()["selection"]["n_val"]  # same hold-out rows
     assert torch.allclose(fc.weight, res.weight.T, rtol=1e-5, atol=1e-6)
 
 
@@ -143,14 +143,14 @@ def test_confidence_option_reaches_the_core(model, digits):
     res = _core_on_captured(model, _batches(x, y), rank="auto", validation=_one_chunk(model, val), confidence=None)
     report = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model[4], confidence=None).finalize(
         _batches(x, y), validation=val, progress=False)
-    assert report["selection"]["extra"]["confidence"] is None
-    assert report["selection"] == res.selection.to_dict() and torch.equal(model[4].weight, res.weight.T)
+    assert report.to_dict()["selection"]["extra"]["confidence"] is None
+    assert report.to_dict()["selection"] == res.selection.to_dict() and torch.equal(model[4].weight, res.weight.T)
 
 
 def test_lip_options_reach_the_core(model, digits):
     x, y, _, _ = digits
     res = _core_on_captured(model, _batches(x, y), rank=3, target_scale="logits", degenerate="keep")
-    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model[4], k=3,
+    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model[4], rank=3,
                        target_scale="logits", degenerate="keep")
     opt.finalize(_batches(x, y), progress=False)
     assert torch.equal(model[4].weight, res.weight.T)
@@ -159,9 +159,9 @@ def test_lip_options_reach_the_core(model, digits):
 def test_finalize_overrides_constructor_settings(model, digits):
     x, y, _, _ = digits
     res = _core_on_captured(model, _batches(x, y), rank=2, target_scale=2.0)
-    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model[4], k=5)
-    report = opt.finalize(_batches(x, y), k=2, target_scale=2.0, progress=False)
-    assert report["k"] == 2 and torch.equal(model[4].weight, res.weight.T)
+    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model[4], rank=5)
+    report = opt.finalize(_batches(x, y), rank=2, target_scale=2.0, progress=False)
+    assert report.k == 2 and torch.equal(model[4].weight, res.weight.T)
 
 
 def test_lip_improves_or_keeps_test_accuracy_with_auto_k(model, digits):
@@ -173,15 +173,15 @@ def test_lip_improves_or_keeps_test_accuracy_with_auto_k(model, digits):
     before = acc()
     report = finalize(model[4], _batches(x[:1000], y[:1000]), validation=_batches(x[1000:], y[1000:]), progress=False)
     after = acc()
-    assert 0 <= report["k"] <= 10
-    assert after >= before - 0.02, (before, after, report["k"])
+    assert 0 <= report.k <= 10
+    assert after >= before - 0.02, (before, after, report.k)
 
 
 # ----------------------------------------------------------------------------- batch formats
 def test_dict_batches_default_and_custom_keys_and_tuples_with_extras(model, digits):
     x, y, _, _ = digits
     ref = copy.deepcopy(model)
-    finalize(ref[4], _batches(x, y), k=3, progress=False)
+    finalize(ref[4], _batches(x, y), rank=3, progress=False)
     for batches, kw in [
         ([{"x": xb, "y": yb} for xb, yb in _batches(x, y)], {}),
         ([{"pixel_values": xb, "labels": yb} for xb, yb in _batches(x, y)], {}),
@@ -191,7 +191,7 @@ def test_dict_batches_default_and_custom_keys_and_tuples_with_extras(model, digi
     ]:
         m = _mlp()
         m.load_state_dict(model.state_dict())
-        finalize(m[4], batches, k=3, progress=False, **kw)
+        finalize(m[4], batches, rank=3, progress=False, **kw)
         assert torch.equal(m[4].weight, ref[4].weight), kw
 
 
@@ -200,17 +200,17 @@ def test_torch_dataloader_and_generator_input(model, digits):
     from torch.utils.data import DataLoader, TensorDataset
 
     ref = copy.deepcopy(model)
-    finalize(ref[4], _batches(x, y), k=3, progress=False)
-    finalize(model[4], DataLoader(TensorDataset(x, y), batch_size=BATCH), k=3, progress=False)
+    finalize(ref[4], _batches(x, y), rank=3, progress=False)
+    finalize(model[4], DataLoader(TensorDataset(x, y), batch_size=BATCH), rank=3, progress=False)
     assert torch.equal(model[4].weight, ref[4].weight)
 
 
 def test_soft_targets_match_one_hot_labels(model, digits):
     x, y, _, _ = digits
     ref = copy.deepcopy(model)
-    finalize(ref[4], _batches(x, y), k=3, progress=False)
+    finalize(ref[4], _batches(x, y), rank=3, progress=False)
     onehot = nn.functional.one_hot(y, 10).float()
-    finalize(model[4], _batches(x, onehot), k=3, progress=False)
+    finalize(model[4], _batches(x, onehot), rank=3, progress=False)
     assert torch.allclose(model[4].weight, ref[4].weight, rtol=1e-5, atol=1e-6)
 
 
@@ -223,7 +223,7 @@ def test_sequence_features_are_flattened_with_their_labels():
     with torch.no_grad():
         feats = model[:2](x).reshape(-1, 8)
     expected = lip_refine(W.T, feats, y.reshape(-1), 1, bias=model[2].bias.detach(), batch_rows=70)
-    finalize(model[2], [(x[i:i + 10], y[i:i + 10]) for i in range(0, 40, 10)], k=1, progress=False)
+    finalize(model[2], [(x[i:i + 10], y[i:i + 10]) for i in range(0, 40, 10)], rank=1, progress=False)
     assert torch.allclose(model[2].weight, expected.T, rtol=1e-5, atol=1e-6)
 
 
@@ -232,17 +232,17 @@ def test_sequence_labels_of_the_wrong_shape_are_rejected():
     model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
     W0 = model[2].weight.detach().clone()
     with pytest.raises(ValueError, match=r"classifier inputs have shape \(4, 7, 8\) but labels have shape \(4,\)"):
-        finalize(model[2], [(torch.randn(4, 7, 5), torch.zeros(4, dtype=torch.long))], k=1, progress=False)
+        finalize(model[2], [(torch.randn(4, 7, 5), torch.zeros(4, dtype=torch.long))], rank=1, progress=False)
     with pytest.raises(ValueError, match=r"must be batched \(n, q\); got shape \(8,\)"):
-        finalize(model[2], [(torch.randn(5), torch.zeros(1, dtype=torch.long))], k=1, progress=False)
+        finalize(model[2], [(torch.randn(5), torch.zeros(1, dtype=torch.long))], rank=1, progress=False)
     assert torch.equal(model[2].weight, W0)
 
 
 def test_progress_bar_on_and_off(model, digits, capsys):
     x, y, _, _ = digits
-    finalize(model[4], _batches(x, y), k=3, progress=False)
+    finalize(model[4], _batches(x, y), rank=3, progress=False)
     assert "LIP fit" not in capsys.readouterr().err
-    finalize(model[4], _batches(x, y), k=3, progress=True)
+    finalize(model[4], _batches(x, y), rank=3, progress=True)
     assert "LIP fit" in capsys.readouterr().err
 
 
@@ -262,7 +262,7 @@ def test_train_eval_modes_restored_per_module_and_bn_stats_untouched():
         feats = torch.cat([model_eval[:4](xb) for xb, _ in data])
     expected = lip_refine(model[4].weight.detach().T, feats, torch.cat([yb for _, yb in data]), 2,
                           bias=model[4].bias.detach())
-    finalize(model[4], data, k=2, progress=False)
+    finalize(model[4], data, rank=2, progress=False)
     assert torch.allclose(model[4].weight, expected.T, rtol=1e-5, atol=1e-6)
     assert [m.training for m in model.modules()] == [True, True, False, True, True, True]
     for key, value in stats.items():
@@ -279,8 +279,8 @@ def test_half_precision_is_refined_in_float32_and_written_back_in_its_dtype(mode
     assert feats.dtype == dtype
     expected = lip_refine(W0.T, feats, y, 4, bias=fc.bias.detach(), batch_rows=BATCH)
     assert expected.dtype == dtype
-    report = finalize(fc, _batches(x.to(dtype), y), k=4, progress=False)
-    assert fc.weight.dtype == dtype and report["dtype"] == str(dtype).replace("torch.", "")
+    report = finalize(fc, _batches(x.to(dtype), y), rank=4, progress=False)
+    assert fc.weight.dtype == dtype and report.context["dtype"] == str(dtype).replace("torch.", "")
     assert torch.equal(fc.weight, expected.T)
     ref32 = lip_refine(W0.float().T, feats.float(), y, 4, bias=fc.bias.detach().float())
     assert torch.allclose(fc.weight.float(), ref32.T, rtol=2e-2, atol=2e-2)
@@ -290,7 +290,7 @@ def test_torch_compiled_model_trains_and_finalizes(digits):
     x, y, _, _ = digits
     model = _mlp(3)
     compiled = torch.compile(model, backend="aot_eager")
-    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[4], k=3)
+    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[4], rank=3)
     for xb, yb in _batches(x, y)[:5]:
         opt.zero_grad()
         nn.functional.cross_entropy(compiled(xb), yb).backward()
@@ -344,7 +344,7 @@ def test_wrapper_trains_bit_identically_to_the_bare_optimizer(digits, setup):
         else:
             base = torch.optim.AdamW(model.parameters(), lr=1e-2)
             kw = dict(autocast=True)
-        opt = LIPOptimizer(base, classifier=model[4], k=3) if wrap else base
+        opt = LIPOptimizer(base, classifier=model[4], rank=3) if wrap else base
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.3 if "sgd" in setup else 1e-2, total_steps=20)
         scaler = None if setup == "adamw_bf16_autocast" else torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
         with warnings.catch_warnings():
@@ -365,7 +365,7 @@ def test_grad_scaler_skips_inf_steps_through_the_wrapper(fused):
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     base = torch.optim.Adam(model.parameters(), lr=0.1, fused=fused)
-    opt = LIPOptimizer(base, classifier=model, k=1, model=model, project_every=1)
+    opt = LIPOptimizer(base, classifier=model, rank=1, model=model, project_every=1)
     assert opt._step_supports_amp_scaling is fused
     scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
     before = copy.deepcopy(model.state_dict())
@@ -383,7 +383,7 @@ def test_step_hooks_and_closure_go_through_the_base(digits):
     x, y, _, _ = digits
     model = _mlp()
     base = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=3)
-    opt = LIPOptimizer(base, classifier=model[4], k=3)
+    opt = LIPOptimizer(base, classifier=model[4], rank=3)
     seen = []
     handle = opt.register_step_post_hook(lambda o, a, k: seen.append(o))
     def closure():
@@ -403,7 +403,7 @@ def test_add_param_group_is_shared():
     model = _mlp()
     extra = nn.Parameter(torch.zeros(3))
     base = torch.optim.SGD(list(model.parameters()), lr=0.1)
-    opt = LIPOptimizer(base, classifier=model[4], k=2)
+    opt = LIPOptimizer(base, classifier=model[4], rank=2)
     opt.add_param_group({"params": [extra], "lr": 0.5})
     assert len(base.param_groups) == 2 and base.param_groups[1]["lr"] == 0.5
 
@@ -412,7 +412,7 @@ def test_add_param_group_is_shared():
 def _make(seed=5, project_every=3):
     model = _mlp(seed)
     opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), classifier=model[4],
-                       k=6, project_every=project_every)
+                       rank=6, project_every=project_every)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
     return model, opt, sched
 
@@ -479,7 +479,7 @@ def test_load_state_dict_rejects_bad_lip_entries_and_keeps_state():
 def test_periodic_projection_applies_project_principal_every_n_steps(digits):
     x, y, _, _ = digits
     model = _mlp(2)
-    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[4], k="auto",
+    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[4], rank="auto",
                        project_every=2, project_rank=3)
     for i, (xb, yb) in enumerate(_batches(x, y)[:4]):
         opt.zero_grad()
@@ -499,7 +499,7 @@ def test_attach_counts_steps_projects_and_removes(digits):
     x, y, _, _ = digits
     model = _mlp(4)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    handle = attach(opt, model[4], k=2, project_every=3)
+    handle = attach(opt, model[4], rank=2, project_every=3)
     assert isinstance(handle, LIPHandle) and handle.attached
     _train(model, opt, _batches(x, y)[:6])
     assert handle.steps == 6 and handle._lip.projections == 2
@@ -512,9 +512,9 @@ def test_attach_counts_steps_projects_and_removes(digits):
     W_expected = lip_refine(model[4].weight.detach().clone().T, _features(model, x), y, 2,
                             bias=model[4].bias.detach(), batch_rows=BATCH)
     report = handle.finalize(_batches(x, y), progress=False)
-    assert report["k"] == 2 and report["steps"] == 6
+    assert report.k == 2 and report.context["steps"] == 6
     assert torch.allclose(model[4].weight, W_expected.T, rtol=1e-5, atol=1e-6)
-    with attach(opt, model[4], k=2) as h2:
+    with attach(opt, model[4], rank=2) as h2:
         _train(model, opt, _batches(x, y)[:1])
         assert h2.steps == 1
     assert not h2.attached and opt._optimizer_step_post_hooks == {}
@@ -530,7 +530,7 @@ def test_classifier_must_be_a_linear_layer_in_the_optimizer():
         attach(opt, nn.LazyLinear(4))
     wn = nn.utils.parametrizations.weight_norm(nn.Linear(4, 3))
     with pytest.raises(TypeError, match="parametrized"):
-        finalize(wn, [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))], model=wn, k=1)
+        finalize(wn, [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))], model=wn, rank=1)
     other = nn.Linear(24, 10)
     with pytest.raises(ValueError, match=r"classifier.weight \(shape \(10, 24\)\) is not among the optimizer's"):
         LIPOptimizer(opt, classifier=other)
@@ -539,7 +539,7 @@ def test_classifier_must_be_a_linear_layer_in_the_optimizer():
     with pytest.raises(TypeError, match="base_optimizer must be a torch.optim.Optimizer; got list"):
         LIPOptimizer([p for p in model.parameters()], classifier=model[4])
     with pytest.raises(TypeError, match="already a LIPOptimizer"):
-        LIPOptimizer(LIPOptimizer(opt, model[4], k=1), model[4], k=1)
+        LIPOptimizer(LIPOptimizer(opt, model[4], rank=1), model[4], rank=1)
     with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer"):
         attach("sgd", model[4])
 
@@ -551,31 +551,33 @@ def test_nan_weights_are_rejected_up_front():
     with pytest.raises(ValueError, match=r"classifier.weight contains 1 NaN/Inf value\(s\) \(shape \(10, 24\)\)"):
         LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[4])
     with pytest.raises(ValueError, match="NaN/Inf"):
-        finalize(model[4], [(torch.randn(2, 64), torch.zeros(2, dtype=torch.long))], k=1)
+        finalize(model[4], [(torch.randn(2, 64), torch.zeros(2, dtype=torch.long))], rank=1)
 
 
 @pytest.mark.parametrize(
     "kwargs, exc, msg",
     [
-        (dict(k="best"), ValueError, "'auto'; got 'best'"),
-        (dict(k=11), ValueError, r"\[0, min\(q, l\)=10\]; got 11"),
-        (dict(k=1.5), ValueError, r"fraction must lie in \(0, 1\]; got 1.5"),
-        (dict(k=True), TypeError, r"k must be an int, an energy fraction in \(0, 1\], or 'auto'; got True \(bool\)"),
-        (dict(k=2, bias="center"), ValueError, "bias must be 'fit'.*'center'"),
-        (dict(k=2, target_scale="logit"), ValueError, "target_scale must be a positive number or 'logits'"),
-        (dict(k=2, degenerate="drop"), ValueError, "degenerate must be 'zero' or 'keep'"),
-        (dict(k=2, holdout=0.9), ValueError, r"holdout must lie in \(0, 0.5\]"),
-        (dict(k=2, min_gain=float("nan")), ValueError, "min_gain must be a finite number"),
-        (dict(k="auto", confidence=95), ValueError, r"confidence must lie in \(0, 1\)"),
-        (dict(k="auto", holdout=0.0), ValueError, r"holdout must lie in \(0, 0.5\]"),
-        (dict(k=2, rank=3), TypeError, "'rank' is set by the PyTorch adapter; pass k="),
-        (dict(k=2, xp=np), TypeError, "'xp' is set by the PyTorch adapter"),
-        (dict(k=2, momentum=0.9), TypeError, "unknown LIP option 'momentum'"),
-        (dict(k="auto", project_every=5), ValueError, "project_every needs project_rank"),
-        (dict(k=2, project_every=0), ValueError, "project_every must be a positive number of steps"),
-        (dict(k=2, project_every=3, project_rank="auto"), ValueError, "project_rank must be an int"),
-        (dict(k=2, project_every=3, project_rank=20), ValueError, "got 20"),
-        (dict(k=2, model="net"), TypeError, "model must be a torch.nn.Module; got str"),
+        (dict(rank="best"), ValueError, "'auto'; got 'best'"),
+        (dict(rank=11), ValueError, r"\[0, min\(q, l\)=10\]; got 11"),
+        (dict(rank=1.5), ValueError, r"fraction must lie in \(0, 1\]; got 1.5"),
+        (dict(rank=True), TypeError, r"rank must be an int, an energy fraction in \(0, 1\], or 'auto'; got True \(bool\)"),
+        (dict(rank=2, bias_mode="center"), ValueError, "bias_mode must be 'fit'.*'center'"),
+        (dict(rank=2, target_scale="logit"), ValueError, "target_scale must be a positive number or 'logits'"),
+        (dict(rank=2, degenerate="drop"), ValueError, "degenerate must be 'zero' or 'keep'"),
+        (dict(rank=2, holdout=0.9), ValueError, r"holdout must lie in \(0, 0.5\]"),
+        (dict(rank=2, min_gain=float("nan")), ValueError, "min_gain must be a finite number"),
+        (dict(rank="auto", confidence=95), ValueError, r"confidence must lie in \(0, 1\)"),
+        (dict(rank="auto", holdout=0.0), ValueError, r"holdout must lie in \(0, 0.5\]"),
+        (dict(rank=2, k=3), ValueError, r"pass rank= only: k= is its deprecated old name; got both"),
+        (dict(rank=2, bias_mode="ignore", bias="fit"), ValueError, r"pass bias_mode= only: bias= is its deprecated"),
+        (dict(rank=2, fit_bias=False), TypeError, r"'fit_bias' is set by the PyTorch adapter; pass bias_mode=\.\.\. instead"),
+        (dict(rank=2, xp=np), TypeError, "'xp' is set by the PyTorch adapter"),
+        (dict(rank=2, momentum=0.9), TypeError, "unknown LIP option 'momentum'"),
+        (dict(rank="auto", project_every=5), ValueError, "project_every needs project_rank"),
+        (dict(rank=2, project_every=0), ValueError, "project_every must be a positive number of steps"),
+        (dict(rank=2, project_every=3, project_rank="auto"), ValueError, "project_rank must be an int"),
+        (dict(rank=2, project_every=3, project_rank=20), ValueError, "got 20"),
+        (dict(rank=2, model="net"), TypeError, "model must be a torch.nn.Module; got str"),
     ],
 )
 def test_bad_settings_fail_at_construction(kwargs, exc, msg):
@@ -590,8 +592,8 @@ def test_bad_settings_fail_at_construction(kwargs, exc, msg):
 def test_bad_options_given_to_finalize_fail_before_any_write(model, digits):
     x, y, _, _ = digits
     W0 = model[4].weight.detach().clone()
-    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model[4], k="auto")
-    for kwargs, msg in [(dict(confidence=2.0), "confidence must lie in"), (dict(k=99), "got 99"),
+    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model[4], rank="auto")
+    for kwargs, msg in [(dict(confidence=2.0), "confidence must lie in"), (dict(rank=99), "got 99"),
                         (dict(tau=1), "unknown LIP option 'tau'"), (dict(chunk_rows=-1), "chunk_rows must be")]:
         with pytest.raises((ValueError, TypeError), match=msg):
             opt.finalize(_batches(x, y), progress=False, **kwargs)
@@ -635,7 +637,7 @@ def _nan_loader(x, y):
         ("empty list", ValueError, "the loader is empty"),
         ("empty generator", ValueError, "batches were empty"),
         ("empty validation", ValueError, "no held-out samples"),
-        ("validation with fixed k", ValueError, "only used to choose k='auto'"),
+        ("validation with fixed k", ValueError, "only used to choose rank='auto'"),
         ("loader raises", RuntimeError, "disk on fire"),
         ("called twice", ValueError, "the classifier ran 2 times in one forward pass"),
         ("foreign model", ValueError, "not a submodule of the given model"),
@@ -644,7 +646,7 @@ def _nan_loader(x, y):
 def test_failures_leave_weights_and_modes_exactly_as_they_were(model, digits, case, exc, msg):
     x, y, _, _ = digits
     base = _batches(x, y)
-    kw: dict = dict(k=3)
+    kw: dict = dict(rank=3)
     fc = model[4]
     if case == "bare tensors":
         loader = [xb for xb, _ in base]
@@ -671,9 +673,9 @@ def test_failures_leave_weights_and_modes_exactly_as_they_were(model, digits, ca
     elif case == "empty generator":
         loader = (b for b in [])
     elif case == "empty validation":
-        loader, kw = base, dict(k="auto", validation=[])
+        loader, kw = base, dict(rank="auto", validation=[])
     elif case == "validation with fixed k":
-        loader, kw = base, dict(k=3, validation=base)
+        loader, kw = base, dict(rank=3, validation=base)
     elif case == "loader raises":
         def gen():
             yield from base[:3]
@@ -684,7 +686,7 @@ def test_failures_leave_weights_and_modes_exactly_as_they_were(model, digits, ca
         fc = model.fc
         loader = base
     else:
-        loader, kw = base, dict(k=3, model=_mlp(1))
+        loader, kw = base, dict(rank=3, model=_mlp(1))
     model.train()
     (model[1] if isinstance(model, nn.Sequential) else model.body).eval()  # modes are restored per module
     modes = [m.training for m in model.modules()]
@@ -699,9 +701,35 @@ def test_failures_leave_weights_and_modes_exactly_as_they_were(model, digits, ca
 def test_model_discovery_errors():
     lone = nn.Linear(4, 3)
     with pytest.raises(ValueError, match="could not find a model that contains the classifier.*pass model="):
-        finalize(lone, [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))], k=1, progress=False)
+        finalize(lone, [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))], rank=1, progress=False)
     a = nn.Sequential(nn.Linear(5, 4), lone)
     b = nn.Sequential(nn.Linear(6, 4), lone)  # noqa: F841  (kept alive: two owners)
     with pytest.raises(ValueError, match="belongs to 2 different models.*pass model="):
-        finalize(lone, [(torch.randn(2, 5), torch.zeros(2, dtype=torch.long))], k=1, progress=False)
-    finalize(lone, [(torch.randn(8, 5), torch.zeros(8, dtype=torch.long))], model=a, k=1, progress=False)
+        finalize(lone, [(torch.randn(2, 5), torch.zeros(2, dtype=torch.long))], rank=1, progress=False)
+    finalize(lone, [(torch.randn(8, 5), torch.zeros(8, dtype=torch.long))], model=a, rank=1, progress=False)
+
+
+def test_the_old_k_and_bias_keywords_and_dict_access_still_work_with_a_future_warning(digits):
+    x, y, _, _ = digits
+    new, old = _mlp(), _mlp()
+    old.load_state_dict(new.state_dict())
+    result = finalize(new[4], _batches(x, y), rank=3, bias_mode="ignore", progress=False)
+    with pytest.warns(FutureWarning, match=r"k= is deprecated; use rank="):
+        with pytest.warns(FutureWarning, match=r"bias= is deprecated; use bias_mode="):
+            legacy = finalize(old[4], _batches(x, y), k=3, bias="ignore", progress=False)
+    assert torch.equal(new[4].weight, old[4].weight) and legacy.k == result.k == 3
+    assert isinstance(result, LIPResult) and result.context["bias_mode"] == "ignore"
+    with pytest.warns(FutureWarning, match=r"result\['k'\] is deprecated: LIPResult is not a dict"):
+        assert legacy["k"] == 3
+    with pytest.warns(FutureWarning):
+        assert legacy["n_fit"] == x.shape[0] and legacy["bias"] == "ignore"
+    with pytest.warns(FutureWarning):
+        assert legacy["selection"] == legacy.to_dict()["selection"]
+    with pytest.raises(KeyError):
+        legacy["no such key"]
+    with pytest.warns(FutureWarning, match="k= is deprecated"):
+        opt = LIPOptimizer(torch.optim.SGD(new.parameters(), lr=0.1), new[4], k=2)
+    assert "rank=2" in repr(opt)
+    with pytest.warns(FutureWarning, match="bias= is deprecated"):
+        res = opt.finalize(_batches(x, y), bias="ignore", progress=False)
+    assert res.k == 2 and res.context["bias_mode"] == "ignore" and res.context["steps"] == 0

@@ -75,17 +75,17 @@ def test_ranks_agree_and_equal_a_single_process_over_the_union(ddp_run, name):
     trained = torch.load(ddp_run / "trained.pt", weights_only=True)
     model.load_state_dict(trained)
     W_trained = model[2].weight.detach().clone()
-    kwargs = {"fixed": dict(k=3), "auto_val": dict(k="auto", validation=w.val_shard(0) + w.val_shard(1)),
-              "auto_holdout": dict(k="auto")}[name]
+    kwargs = {"fixed": dict(rank=3), "auto_val": dict(rank="auto", validation=w.val_shard(0) + w.val_shard(1)),
+              "auto_holdout": dict(rank="auto")}[name]
     report = finalize(model[2], w.shard(0) + w.shard(1), all_reduce=None, progress=False, **kwargs)
-    assert report["world_size"] == 1
-    assert r0["n_fit"] == report["n_fit"] and r0["k"] == report["k"]
+    assert report.context["world_size"] == 1
+    assert r0["n_fit"] == report.n_fit and r0["k"] == report.k
     # the evidence for k (held-out hits per candidate rank) is all-reduced too
-    assert r0["n_val"] == report["selection"]["n_val"] and r0["scores"] == pytest.approx(report["selection"]["scores"])
+    assert r0["n_val"] == report.to_dict()["selection"]["n_val"] and r0["scores"] == pytest.approx(report.to_dict()["selection"]["scores"])
     if name.startswith("auto"):
         assert r0["n_val"] == (sum(w.VAL_ROWS) if name == "auto_val" else sum(w.SHARD_ROWS) // 5)
     assert torch.allclose(r0["weight"], model[2].weight, rtol=1e-5, atol=1e-6)
-    if report["k"] < 6:
+    if report.k < 6:
         assert not torch.allclose(r0["weight"], W_trained)  # LIP did change something
 
 
@@ -95,6 +95,6 @@ def test_a_single_shard_alone_gives_a_different_answer(ddp_run):
     r0 = torch.load(ddp_run / "rank0.pt", weights_only=True)["fixed"]
     model = w.make_model()
     model.load_state_dict(torch.load(ddp_run / "trained.pt", weights_only=True))
-    report = finalize(model[2], w.shard(0), k=3, all_reduce=None, progress=False)
-    assert report["n_fit"] == w.SHARD_ROWS[0]
+    report = finalize(model[2], w.shard(0), rank=3, all_reduce=None, progress=False)
+    assert report.n_fit == w.SHARD_ROWS[0]
     assert not torch.allclose(r0["weight"], model[2].weight, rtol=1e-5, atol=1e-6)

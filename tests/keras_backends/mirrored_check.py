@@ -60,7 +60,7 @@ def main() -> None:
     out = {"replicas": int(strategy.num_replicas_in_sync)}
     for k in (4, "auto"):
         rec = AtTrainEnd()
-        lip = LIPCallback(data=(x, y), k=k, validation_data=(xv, yv))
+        lip = LIPCallback(data=(x, y), rank=k, validation=(xv, yv))
         model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[rec, lip])
         got = model.get_layer("classifier").kernel.numpy()
         W = rec.weights
@@ -68,7 +68,7 @@ def main() -> None:
         direct = lip_refine(W[2], feats(x), y, k, bias=W[3], X_val=feats(xv), Y_val=yv)
         plain = build()
         plain.set_weights(W)
-        res = refine_model(plain, (x, y), k=k, validation_data=(xv, yv))
+        res = refine_model(plain, (x, y), rank=k, validation=(xv, yv))
         out[str(k)] = {
             "k": lip.report["selection"]["k"],
             "k_plain": res.selection.k,
