@@ -26,7 +26,7 @@ from torch import nn
 
 from lip_agnostic.errors import DataError, OptionError, OptionTypeError
 from lip_agnostic.full_tail import chooses_on_validation
-from lip_agnostic.options import parse_rank
+from lip_agnostic.options import face_reserved, parse_rank
 
 from ._torch_data import (
     check_bias_mode,
@@ -44,8 +44,7 @@ __all__ = ["LIPCallback", "find_head", "HEAD_NAMES"]
 #: Last name components tried for the head when ``head`` is not given.
 HEAD_NAMES = ("classifier", "head", "fc", "score", "lm_head", "output", "out")
 #: ``refine_batches`` keywords this face sets itself.
-_RESERVED = {"validation": "validation", "bias": "bias_mode", "fit_bias": "bias_mode", "bias_mode": "bias_mode",
-             "rank": "rank", "all_reduce": "all_reduce", "svd": None, "xp": None}
+_RESERVED = face_reserved(validation="validation", bias_mode="bias_mode", rank="rank", all_reduce="all_reduce")
 
 
 def find_head(module: nn.Module, head: str | nn.Module | None = None) -> tuple[str, nn.Linear]:

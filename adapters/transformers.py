@@ -30,7 +30,7 @@ from torch import nn
 
 from lip_agnostic.errors import DataError, DataTypeError, OptionError, OptionTypeError
 from lip_agnostic.full_tail import chooses_on_validation
-from lip_agnostic.options import parse_rank
+from lip_agnostic.options import face_reserved, parse_rank
 from transformers import TrainerCallback
 
 from ._torch_data import (
@@ -52,8 +52,7 @@ HEAD_NAMES = ("classifier", "score", "lm_head", "cls.predictions.decoder", "head
 #: Label value Transformers' losses ignore (padding, sub-word continuations).
 IGNORE_INDEX = -100
 #: ``refine_batches`` keywords this face sets itself.
-_RESERVED = {"validation": "validation", "bias": "bias_mode", "fit_bias": "bias_mode", "bias_mode": "bias_mode",
-             "rank": "rank", "all_reduce": "all_reduce", "svd": None, "xp": None}
+_RESERVED = face_reserved(validation="validation", bias_mode="bias_mode", rank="rank", all_reduce="all_reduce")
 
 
 def find_head(model: nn.Module, head: str | nn.Module | None = None) -> tuple[str, nn.Linear]:

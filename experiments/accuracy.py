@@ -174,7 +174,12 @@ def corrupt(name: str, y: np.ndarray, n_classes: int, setting: Setting, seed: in
     if setting.kind == "symmetric":
         r = noise.symmetric_noise(y, setting.rate, n_classes, seed=seed)
     elif setting.kind == "asymmetric":
-        r = noise.asymmetric_noise(y, setting.rate, name, seed=seed)
+        if name == "fonts":  # the font map lives with the dataset, not in the core
+            from .fonts import FONT_CLASS_MAP
+
+            r = noise.asymmetric_noise(y, setting.rate, FONT_CLASS_MAP, n_classes=n_classes, seed=seed)
+        else:
+            r = noise.asymmetric_noise(y, setting.rate, name, seed=seed)
     elif setting.kind == "partial":
         q = PARTIAL_Q.get(name, setting.rate)
         p = noise.partial_labels(y, q, n_classes, seed=seed)

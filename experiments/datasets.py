@@ -151,7 +151,7 @@ def load_fonts(
        the font list (paths, sizes), the generator version and the
        arguments; a later call with the same key loads the file.
 
-    Labels follow ``lip_agnostic.noise.FONT_CHARACTERS``
+    Labels follow ``experiments.fonts.FONT_CHARACTERS``
     (``"0123456789ABC...Zabc...z"``). ``info`` holds ``train_fonts``,
     ``test_fonts`` (file names), ``classes`` and ``cache``.
 
@@ -174,7 +174,7 @@ def load_fonts(
         )
     key = font_list_hash(fonts, samples_per_font, seed, float(test_fraction), image_size)
     path = CACHE_DIR / f"fonts-{key}.npz"
-    from lip_agnostic.noise import FONT_CHARACTERS
+    from .fonts import FONT_CHARACTERS
 
     if cache and path.exists():
         z = np.load(path, allow_pickle=False)

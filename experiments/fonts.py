@@ -2,7 +2,7 @@
 
 The Chars74K "Fnt" recipe (de Campos, Babu & Varma, 2009), rebuilt offline:
 every character ``0-9 A-Z a-z`` (class order
-:data:`lip_agnostic.noise.FONT_CHARACTERS`) is rendered from every usable
+:data:`FONT_CHARACTERS`) is rendered from every usable
 font, a few times each with small seeded augmentations, into a grayscale
 ``image_size x image_size`` image. Train and test are split **by font
 family**: no typeface (nor a known metric-compatible clone of it) is on both
@@ -45,16 +45,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from lip_agnostic.noise import FONT_CHARACTERS
-
 __all__ = [
     "CHARACTERS",
+    "FONT_CHARACTERS",
+    "FONT_CLASS_MAP",
     "clone_group",
     "DEFAULT_FONT_DIRS",
     "GENERATOR_VERSION",
@@ -67,7 +68,25 @@ __all__ = [
     "split_by_family",
 ]
 
+#: Class order of the rendered-font dataset: 0-9, A-Z, a-z.
+FONT_CHARACTERS: str = string.digits + string.ascii_uppercase + string.ascii_lowercase
 CHARACTERS: str = FONT_CHARACTERS
+
+
+def _font_map(pairs: str) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for pair in pairs.split():
+        src, dst = pair.split(">")
+        out[FONT_CHARACTERS.index(src)] = FONT_CHARACTERS.index(dst)
+    return out
+
+
+#: Class map of the asymmetric ("class-conditional") label noise on this dataset, for
+#: :func:`lip_agnostic.noise.asymmetric_noise` (``{source: target}``, class order
+#: :data:`FONT_CHARACTERS`): glyphs that look alike in many typefaces, the digit/letter
+#: look-alikes 0 -> O, O -> 0, 1 -> l, l -> 1, I -> l, 5 -> S, 2 -> Z, 8 -> B, 9 -> g; and lower
+#: case letters whose glyph is a scaled capital: c o s u v w x z -> C O S U V W X Z.
+FONT_CLASS_MAP: dict[int, int] = _font_map("0>O O>0 1>l l>1 I>l 5>S 2>Z 8>B 9>g c>C o>O s>S u>U v>V w>W x>X z>Z")
 GENERATOR_VERSION = 1  # bump when the rendering changes (invalidates caches)
 DEFAULT_FONT_DIRS: tuple[Path, ...] = (Path("/usr/share/fonts"), Path("/usr/share/texmf/fonts/opentype"))
 APT_HINT = (

@@ -12,10 +12,18 @@ CuPy, JAX) and imports no deep-learning framework. Faces:
 ``lip-onnx`` command (``lip_agnostic.tools``).
 """
 
-from . import errors, options
+# The method: LIP on arrays and on batch streams, its streaming state, the full-tail variant
+# (beyond the paper), principal-subspace projection and rank choice.
+from .refine import lip_refine
+from .stream import LIPResult, refine_batches
 from .accumulator import LIPAccumulator
 from .full_tail import FullTailAccumulator, FullTailScorer, FullTailSelection, full_tail_refine
-from .errors import DataError, DataTypeError, LIPError, NonFiniteError, OptionError, OptionTypeError, RankOutOfRangeError
+from .principal import SVD, energy_rank, project_principal, reduced_svd
+from .lowrank import TopSVD, top_svd, truncate_top
+from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, candidate_ranks, select_rank, sign_test_p
+
+# What changed: the report, and the subspace metrics.
+from .report import ChangeSummary, summarize_change, summarize_refit
 from .metrics import (
     davis_kahan_bound,
     effective_rank,
@@ -28,8 +36,14 @@ from .metrics import (
     subspace_similarity,
     subspace_similarity_matrix,
 )
+
+# One vocabulary: typed errors and the option parsers every face uses.
+from . import errors, options
+from .errors import DataError, DataTypeError, LIPError, NonFiniteError, OptionError, OptionTypeError, RankOutOfRangeError
+from .options import parse_bias_mode, parse_rank
+
+# Seeded label noise for evaluation (dataset-independent; dataset class maps live with the datasets).
 from . import noise
-from .lowrank import TopSVD, top_svd, truncate_top
 from .noise import (
     ASYMMETRIC_MAPS,
     NoisyLabels,
@@ -40,12 +54,6 @@ from .noise import (
     partial_labels,
     symmetric_noise,
 )
-from .principal import SVD, energy_rank, project_principal, reduced_svd
-from .options import parse_bias_mode, parse_rank
-from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, candidate_ranks, select_rank, sign_test_p
-from .refine import lip_refine
-from .report import ChangeSummary, summarize_change, summarize_refit
-from .stream import LIPResult, refine_batches
 
 __version__ = "0.1.0"
 

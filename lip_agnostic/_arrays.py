@@ -23,6 +23,8 @@ __all__ = [
     "check_product_finite",
     "working_dtype",
     "stats_dtype",
+    "has_float64",
+    "count_true",
     "to_float",
 ]
 
@@ -70,13 +72,57 @@ def working_dtype(xp: Any, *dtypes: Any) -> Any:
     return xp.float32
 
 
+def has_float64(xp: Any, device: Any = None) -> bool:
+    """Whether ``xp`` offers float64 on ``device``, asked without requesting it.
+
+    Steps
+    -----
+    1. The namespace's own inventory, ``xp.__array_namespace_info__().dtypes()``
+       (JAX without x64 lists no float64; asking it does not warn).
+    2. Where it lists float64, a one-element float64 array is made with
+       warnings recorded: a library that would silently hand back another
+       dtype, warn, or raise (Apple MPS) has no usable float64.
+    """
+    import warnings
+
+    if not hasattr(xp, "float64"):
+        return False
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is not None:
+        try:
+            kinds = info().dtypes(device=device, kind="real floating")
+        except Exception:  # an inventory that does not know this device: fall through to the probe
+            kinds = None
+        if kinds is not None and "float64" not in kinds:
+            return False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            probe = xp.zeros((1,), dtype=xp.float64, device=device)
+        except Exception:  # e.g. Apple MPS has no float64
+            return False
+    return not caught and probe.dtype == xp.float64
+
+
+def count_true(xp: Any, mask: Any) -> int:
+    """How many entries of a boolean array are true (summed in the namespace's default integer
+    dtype: int64 where it has it, int32 for JAX without x64; no dtype is requested)."""
+    return int(xp.sum(xp.astype(mask, _index_dtype(xp))))
+
+
+def _index_dtype(xp: Any) -> Any:
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is not None:
+        try:
+            return info().default_dtypes()["indexing"]
+        except Exception:
+            pass
+    return xp.int64
+
+
 def stats_dtype(xp: Any, device: Any) -> Any:
-    """float64 for accumulated sums where the device supports it, else float32."""
-    try:
-        xp.zeros((1,), dtype=xp.float64, device=device)
-    except Exception:  # e.g. Apple MPS has no float64
-        return xp.float32
-    return xp.float64
+    """float64 for accumulated sums where the namespace and device have it (:func:`has_float64`), else float32."""
+    return xp.float64 if has_float64(xp, device) else xp.float32
 
 
 def to_float(xp: Any, a: Any, dtype: Any) -> Any:
@@ -89,7 +135,7 @@ def to_float(xp: Any, a: Any, dtype: Any) -> Any:
 def check_finite(xp: Any, a: Any, name: str) -> None:
     """Raise :class:`~lip_agnostic.errors.NonFiniteError` if ``a`` holds NaN or Inf."""
     if not bool(xp.all(xp.isfinite(a))):
-        n_bad = int(xp.sum(xp.astype(~xp.isfinite(a), xp.int64)))
+        n_bad = count_true(xp, ~xp.isfinite(a))
         raise NonFiniteError(f"{name} contains {n_bad} NaN/Inf value(s) (shape {tuple(a.shape)})")
 
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ._arrays import device_of, namespace, to_float, working_dtype
+from ._arrays import device_of, has_float64, namespace, stats_dtype, to_float, working_dtype
 from .errors import DataError, DataTypeError, NonFiniteError, OptionError
 from .options import parse_rank
 from .principal import SVD, reduced_svd
@@ -99,7 +99,7 @@ def _small_svd(xp: Any, B: Any) -> tuple[Any, Any, Any]:
     are ill-determined that way, so then the plain SVD answers.
     """
     dt = B.dtype
-    B64 = to_float(xp, B, xp.float64) if hasattr(xp, "float64") else B
+    B64 = to_float(xp, B, stats_dtype(xp, device_of(B)))
     w, Ub = xp.linalg.eigh(B64 @ xp.linalg.matrix_transpose(B64))
     w, Ub = xp.flip(w), xp.flip(Ub, axis=1)
     if not float(w[0]) > 0.0 or float(w[-1]) < 1e-12 * float(w[0]):
@@ -206,7 +206,7 @@ def _as_big_weight(xp: Any, W: Any) -> Any:
 
 def _blocked_energy(xp: Any, W: Any, rows: int = 256) -> float:
     """``||W||_F^2`` block by block, summed in float64 (NaN/Inf anywhere make it non-finite)."""
-    wide = getattr(xp, "float64", None)
+    wide = xp.float64 if has_float64(xp, device_of(W)) else None
     total = 0.0
     n = int(W.shape[0])
     for start in range(0, n, rows):

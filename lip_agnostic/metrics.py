@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._arrays import as_weight, device_of, check_finite, namespace, to_float, working_dtype
+from ._arrays import as_weight, count_true, device_of, check_finite, namespace, to_float, working_dtype
 
 __all__ = [
     "orthonormal_basis",
@@ -53,7 +53,7 @@ def orthonormal_basis(A: Any, /, *, rtol: float | None = None, xp: Any = None) -
         return A[:, :0]
     U, s, _ = xp.linalg.svd(A, full_matrices=False)
     tol = (max(A.shape) * float(xp.finfo(A.dtype).eps)) if rtol is None else float(rtol)
-    r = int(xp.sum(xp.astype(s > tol * float(s[0]), xp.int64))) if float(s[0]) > 0 else 0
+    r = count_true(xp, s > tol * float(s[0])) if float(s[0]) > 0 else 0
     return U[:, :r]
 
 

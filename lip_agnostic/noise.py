@@ -31,7 +31,6 @@ True
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 from typing import Mapping, Union
 
@@ -42,7 +41,6 @@ __all__ = [
     "PartialLabels",
     "ASYMMETRIC_MAPS",
     "ASYMMETRIC_MAP_CLASSES",
-    "FONT_CHARACTERS",
     "symmetric_noise",
     "asymmetric_noise",
     "pairflip_noise",
@@ -52,18 +50,6 @@ __all__ = [
 ]
 
 Seed = Union[int, np.random.Generator]
-
-#: Class order of the rendered-font dataset (``experiments/fonts.py``): 0-9, A-Z, a-z.
-FONT_CHARACTERS: str = string.digits + string.ascii_uppercase + string.ascii_lowercase
-
-
-def _font_map(pairs: str) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for pair in pairs.split():
-        src, dst = pair.split(">")
-        out[FONT_CHARACTERS.index(src)] = FONT_CHARACTERS.index(dst)
-    return out
-
 
 #: Class maps for :func:`asymmetric_noise`, ``{source class: target class}``.
 #:
@@ -75,19 +61,17 @@ def _font_map(pairs: str) -> dict[int, int]:
 #: - ``"fashion-mnist"``: this project's choice of visually similar classes in
 #:   the same spirit: T-shirt/top -> Shirt, Pullover <-> Coat,
 #:   Sandal -> Sneaker, Ankle boot -> Sneaker (0 -> 6, 2 <-> 4, 5 -> 7, 9 -> 7).
-#: - ``"fonts"``: glyphs that look alike in many typefaces (class order
-#:   :data:`FONT_CHARACTERS`): digit/letter look-alikes 0 -> O, O -> 0,
-#:   1 -> l, l -> 1, I -> l, 5 -> S, 2 -> Z, 8 -> B, 9 -> g; and lower case
-#:   letters whose glyph is a scaled capital: c o s u v w x z -> C O S U V W X Z.
+#:
+#: Any other dataset passes its own ``{source: target}`` dict (the rendered-font
+#: study's map lives with that dataset, in ``experiments/fonts.py``).
 ASYMMETRIC_MAPS: dict[str, dict[int, int]] = {
     "cifar10": {9: 1, 2: 0, 4: 7, 3: 5, 5: 3},
     "digits": {2: 7, 3: 8, 5: 6, 6: 5, 7: 1},
     "fashion-mnist": {0: 6, 2: 4, 4: 2, 5: 7, 9: 7},
-    "fonts": _font_map("0>O O>0 1>l l>1 I>l 5>S 2>Z 8>B 9>g c>C o>O s>S u>U v>V w>W x>X z>Z"),
 }
 
 #: Number of classes of each dataset in :data:`ASYMMETRIC_MAPS`.
-ASYMMETRIC_MAP_CLASSES: dict[str, int] = {"cifar10": 10, "digits": 10, "fashion-mnist": 10, "fonts": 62}
+ASYMMETRIC_MAP_CLASSES: dict[str, int] = {"cifar10": 10, "digits": 10, "fashion-mnist": 10}
 
 
 @dataclass(frozen=True)
@@ -361,7 +345,7 @@ def asymmetric_noise(
     y : array-like of int, shape (n,)
     rate : float in [0, 1)
     class_map : dict {source: target} or a name in :data:`ASYMMETRIC_MAPS`
-        (``"cifar10"``, ``"digits"``, ``"fashion-mnist"``, ``"fonts"``).
+        (``"cifar10"``, ``"digits"``, ``"fashion-mnist"``).
     n_classes : int, optional
         Defaults to the named map's dataset, or for a dict to
         ``max(labels, map classes) + 1``.

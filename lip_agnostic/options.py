@@ -268,12 +268,13 @@ def bias_mode_from_fit_bias(bias_mode: Any, fit_bias: Any, *, stacklevel: int = 
 
 
 #: :func:`lip_agnostic.refine_batches` keywords that no face passes through from its users, and
-#: what to pass instead (``None``: the face sets it itself: the layer's own bias, the weight's
-#: factors, the array namespace).
+#: what to pass instead (``None``: the face sets it itself: the weight's factors, the array
+#: namespace). A face always hands the core its layer's own bias; ``bias_mode`` says whether it
+#: enters the fit.
 FACE_RESERVED: dict[str, str | None] = {
     "W": None,
     "batches": None,
-    "bias": None,
+    "bias": "bias_mode",
     "fit_bias": "bias_mode",
     "svd": None,
     "xp": None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._arrays import as_weight, check_fraction, device_of, namespace, to_float, working_dtype
+from ._arrays import as_weight, check_fraction, count_true, device_of, namespace, to_float, working_dtype
 from ._gram import gram_dtype, gram_svd
 from .errors import DataError, OptionError, OptionTypeError
 from .options import parse_rank
@@ -179,8 +179,7 @@ def energy_rank(s: Any, fraction: float, /, *, xp: Any = None) -> int:
     if total == 0.0:
         return 0
     cum = xp.cumulative_sum(e) / total
-    reached = xp.astype(cum >= fraction - 1e-6, xp.int64)
-    return int(s.shape[0] - xp.sum(reached)) + 1
+    return int(s.shape[0]) - count_true(xp, cum >= fraction - 1e-6) + 1
 
 
 def resolve_rank(rank: Any, s: Any, /, *, name: str = "k", xp: Any = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal
 
-from ._arrays import device_of, namespace
+from ._arrays import count_true, device_of, namespace
 from .accumulator import LIPAccumulator, TargetScale
 from .errors import DataError, OptionError
 from .full_tail import FullTailAccumulator, FullTailSelection, _check_ridge, check_tail
@@ -269,7 +269,7 @@ def refine_batches(
         return _full_result(xp, acc, W, selection)
     W_new = acc.result(selection.k)
     k0 = acc.tracked[0]
-    n_deg = int(xp.sum(xp.astype(acc.degenerate_mask()[selection.k - k0:], xp.int64))) if selection.k < acc.svd.rank_max else 0
+    n_deg = count_true(xp, acc.degenerate_mask()[selection.k - k0:]) if selection.k < acc.svd.rank_max else 0
     return LIPResult(
         weight=W_new,
         selection=selection,
@@ -291,7 +291,7 @@ def _full_result(xp: Any, acc: FullTailAccumulator, W: Any, selection: RankSelec
     if k < m:
         e = acc._solver(k)[0]
         ref = float(xp.max(e)) if int(e.shape[0]) else 0.0
-        n_deg = int(xp.sum(xp.astype(e <= acc.rtol * ref, xp.int64)))
+        n_deg = count_true(xp, e <= acc.rtol * ref)
     return LIPResult(
         weight=W_new,
         selection=selection,

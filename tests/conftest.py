@@ -44,6 +44,9 @@ class Backend:
         elif name == "cupy":
             import array_api_compat.cupy as xp
         else:
+            # The backend-parametrized tests compare against float64 references, so this backend
+            # runs JAX with x64 on; the core without x64 (float32 only) is checked, warnings as
+            # errors, in a fresh interpreter by tests/test_core_jax.py.
             import jax
             jax.config.update("jax_enable_x64", True)
             import jax.numpy as xp
@@ -77,7 +80,7 @@ class Backend:
 
 @pytest.fixture(params=_backends())
 def backend(request) -> Backend:
-    """One array backend (numpy, array-api-strict, torch; cupy/jax when installed)."""
+    """One array backend (numpy, array-api-strict, torch, jax (a dev dependency); cupy when installed)."""
     return Backend(request.param)
 
 

@@ -20,7 +20,7 @@ from experiments.fonts import (
     render_font,
     split_by_family,
 )
-from lip_agnostic.noise import FONT_CHARACTERS
+from experiments.fonts import FONT_CHARACTERS
 
 
 def _check_dataset(d: Dataset, n_classes: int, side: int) -> None:
@@ -211,3 +211,21 @@ def test_load_fonts_env_override(tmp_path, monkeypatch):
 def test_load_fonts_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         load_fonts(**kwargs)
+
+
+def test_font_class_map_uses_the_font_class_order():
+    import string
+
+    from experiments.fonts import FONT_CHARACTERS, FONT_CLASS_MAP
+    from lip_agnostic.noise import asymmetric_noise
+
+    assert FONT_CHARACTERS == string.digits + string.ascii_uppercase + string.ascii_lowercase
+    m, idx = FONT_CLASS_MAP, FONT_CHARACTERS.index
+    assert m[idx("O")] == idx("0") and m[idx("0")] == idx("O")
+    assert m[idx("l")] == idx("1") and m[idx("o")] == idx("O")
+    assert all(0 <= k < 62 and 0 <= v < 62 and k != v for k, v in m.items())
+    y = np.repeat(np.arange(62), 20)
+    r = asymmetric_noise(y, 0.4, FONT_CLASS_MAP, n_classes=62, seed=0)
+    moved = r.labels != y
+    assert r.transition.shape == (62, 62) and set(np.unique(y[moved])) <= set(FONT_CLASS_MAP)
+    assert all(r.labels[i] == FONT_CLASS_MAP[y[i]] for i in np.nonzero(moved)[0])

@@ -545,7 +545,7 @@ def test_layer_lookup_errors(model, digits):
     ({"project_every": 1, "project_rank": "auto", "rank": 2}, ValueError, r"project_rank must be an int"),
     ({"rank": 3, "k": 2}, ValueError, r"pass rank= only: k= is its deprecated old name; got both"),
     ({"fit_bias": True}, TypeError, r"'fit_bias' is set by the Keras adapter; pass bias_mode=\.\.\. instead"),
-    ({"bias": np.zeros(10)}, TypeError, r"'bias' is set by the Keras adapter; it is chosen for you"),
+    ({"bias": np.zeros(10)}, TypeError, r"'bias' is set by the Keras adapter; pass bias_mode=\.\.\. instead"),
     ({"xp": np}, TypeError, r"'xp' is set by the Keras adapter; it is chosen for you"),
     ({"holdot": 0.1}, TypeError, r"unknown LIP option 'holdot'; refine_batches accepts \[.*'holdout'"),
 ])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import string
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ import pytest
 from lip_agnostic.noise import (
     ASYMMETRIC_MAP_CLASSES,
     ASYMMETRIC_MAPS,
-    FONT_CHARACTERS,
     NoisyLabels,
     PartialLabels,
     asymmetric_noise,
@@ -121,15 +119,6 @@ def test_asymmetric_dict_map_and_inferred_classes():
     # a map that names a class beyond the labels widens the matrix
     assert asymmetric_noise(np.array([0, 1]), 0.5, {1: 5}).transition.shape == (6, 6)
     assert asymmetric_noise(y, 0.3, {0: 3}, n_classes=7).transition.shape == (7, 7)
-
-
-def test_font_map_uses_font_class_order():
-    assert FONT_CHARACTERS == string.digits + string.ascii_uppercase + string.ascii_lowercase
-    m = ASYMMETRIC_MAPS["fonts"]
-    idx = FONT_CHARACTERS.index
-    assert m[idx("O")] == idx("0") and m[idx("0")] == idx("O")
-    assert m[idx("l")] == idx("1") and m[idx("o")] == idx("O")
-    assert all(0 <= k < 62 and 0 <= v < 62 and k != v for k, v in m.items())
 
 
 def test_cifar10_map_is_patrini():
@@ -285,7 +274,7 @@ Y = np.array([0, 1, 2, 1])
         (lambda: symmetric_noise(Y, 0.2, 3, seed=-1), ValueError, r"seed must be non-negative; got -1"),
         (lambda: pairflip_noise(Y, 1.2, 3), ValueError, r"rate must lie in \[0, 1\); got 1.2"),
         (lambda: pairflip_noise(Y, 0.2, 2), ValueError, r"labels must lie in \[0, 1\]"),
-        (lambda: asymmetric_noise(Y, 0.2, "cifar100"), ValueError, r"unknown class map 'cifar100'; known: \['cifar10', 'digits', 'fashion-mnist', 'fonts'\]"),
+        (lambda: asymmetric_noise(Y, 0.2, "cifar100"), ValueError, r"unknown class map 'cifar100'; known: \['cifar10', 'digits', 'fashion-mnist'\]"),
         (lambda: asymmetric_noise(Y, 0.2, [(0, 1)]), TypeError, r"class_map must be a dict \{source: target\} or a name in .*; got list"),
         (lambda: asymmetric_noise(Y, 0.2, {}), ValueError, r"class_map must map at least one class; got an empty mapping"),
         (lambda: asymmetric_noise(Y, 0.2, {1: 1}), ValueError, r"class_map must move each source to another class; got 1: 1"),
@@ -293,7 +282,7 @@ Y = np.array([0, 1, 2, 1])
         (lambda: asymmetric_noise(Y, 0.2, {"a": 1}), TypeError, r"class_map keys and values must be ints; got 'a': 1"),
         (lambda: asymmetric_noise(Y, 0.2, {0: 1.0}), TypeError, r"class_map keys and values must be ints; got 0: 1.0"),
         (lambda: asymmetric_noise(Y, 0.2, {0: 5}, n_classes=3), ValueError, r"class_map refers to class 5, outside \[0, 2\] for n_classes=3"),
-        (lambda: asymmetric_noise(Y, 0.2, "fonts", n_classes=10), ValueError, r"class map 'fonts' is for 62 classes; got n_classes=10"),
+        (lambda: asymmetric_noise(Y, 0.2, "cifar10", n_classes=12), ValueError, r"class map 'cifar10' is for 10 classes; got n_classes=12"),
         (lambda: asymmetric_noise(np.array([0, 12]), 0.2, "digits"), ValueError, r"labels must lie in \[0, 9\] for n_classes=10; got values in \[0, 12\]"),
         (lambda: asymmetric_noise(np.array([-1, 2]), 0.2, {0: 1}), ValueError, r"labels must be non-negative; got values in \[-1, 2\]"),
         (lambda: asymmetric_noise(Y, 1.0, "digits"), ValueError, r"rate must lie in \[0, 1\); got 1.0"),
