@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         fts.save_results(fts.run_study(fplan, cache_dir=cache, log=log, results_path=ft_path), ft_path)
         fulltail = json.loads(ft_path.read_text())
     md = write_evidence(result, rows, docs_dir, analysis_md, a.quick, wall, fulltail)
-    log(f"wrote {md} and {json_path} ({(time.perf_counter() - t0) / 60:.1f} min)")
+    wrote = [str(md)] + ([] if a.only == "full-tail" else [str(json_path)]) + ([str(ft_path)] if fulltail else [])
+    log(f"wrote {', '.join(wrote)} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 
 

@@ -480,17 +480,17 @@ def test_evaluate_snapshot_is_consistent_with_its_candidates():
                               C[:400], C[400:500], y[400:500], y[500:], seed=0)
 
 
-def _row(gain, std, n=3, ds="d", st="sym40"):
+def _ft_row(gain, std, n=3, ds="d", st="sym40"):
     return {"dataset": ds, "setting": st, "learner": "mlp_ce", "snapshot": "late", "n_seeds": n,
             "methods": {"ft_auto": {"gain": (gain, std)}}}
 
 
 def test_decide_applies_the_issues_rule():
-    assert fts.decide([_row(1.5, 0.4), _row(0.0, 0.1)])["ft_auto"]["adopt"]
-    assert not fts.decide([_row(1.5, 0.4), _row(-0.3, 0.1)])["ft_auto"]["adopt"]   # one harm vetoes
-    assert not fts.decide([_row(1.5, 1.6), _row(0.0, 0.1)])["ft_auto"]["adopt"]    # not beyond one std
-    assert not fts.decide([_row(0.9, 0.1)])["ft_auto"]["adopt"]                     # under +1
-    d = fts.decide([_row(2.0, 0.1, n=2), _row(0.2, 0.1)])["ft_auto"]                # two seeds do not count
+    assert fts.decide([_ft_row(1.5, 0.4), _ft_row(0.0, 0.1)])["ft_auto"]["adopt"]
+    assert not fts.decide([_ft_row(1.5, 0.4), _ft_row(-0.3, 0.1)])["ft_auto"]["adopt"]   # one harm vetoes
+    assert not fts.decide([_ft_row(1.5, 1.6), _ft_row(0.0, 0.1)])["ft_auto"]["adopt"]    # not beyond one std
+    assert not fts.decide([_ft_row(0.9, 0.1)])["ft_auto"]["adopt"]                     # under +1
+    d = fts.decide([_ft_row(2.0, 0.1, n=2), _ft_row(0.2, 0.1)])["ft_auto"]                # two seeds do not count
     assert not d["adopt"] and d["rows"] == 1
 
 
