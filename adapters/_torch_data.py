@@ -593,10 +593,7 @@ def with_context(result: Any, context: dict) -> Any:
     """The core's result with a face's facts added to ``result.context``."""
     import dataclasses
 
-    if "context" in {f.name for f in dataclasses.fields(result)}:
-        return dataclasses.replace(result, context={**dict(result.context or {}), **context})
-    object.__setattr__(result, "context", context)  # core without a context field yet
-    return result
+    return dataclasses.replace(result, context={**result.context, **context})
 
 
 def log_entry(result: Any) -> dict:

@@ -21,8 +21,7 @@ Example
 
 from __future__ import annotations
 
-import inspect
-import numbers
+import dataclasses
 from typing import Any, Iterator
 
 import numpy as np
@@ -36,7 +35,7 @@ from sklearn.utils.validation import _num_samples, check_array, check_is_fitted,
 from lip_agnostic import refine_batches
 from lip_agnostic.errors import DataError, NonFiniteError, OptionError, OptionTypeError
 from lip_agnostic.full_tail import chooses_on_validation
-from lip_agnostic.options import parse_bias_mode, parse_rank
+from lip_agnostic.options import check_holdout, check_min_gain, check_option_names, face_reserved, parse_bias_mode, parse_rank
 
 __all__ = ["LIPClassifier"]
 
@@ -217,8 +216,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 raise OptionTypeError(f"validation must be a tuple (X_val, y_val); got {type(validation).__name__}")
         holdout = self.holdout
         if auto and validation is None:
-            if isinstance(holdout, bool) or not isinstance(holdout, numbers.Real) or not 0.0 < holdout <= 0.5:
-                raise OptionError(f"holdout must be a fraction in (0, 0.5]; got {holdout!r}")
+            holdout = check_holdout(holdout)
         if y is None:
             raise DataError("LIPClassifier requires y to be passed, but the target y is None")
         y_arr = np.asarray(y) if not hasattr(y, "to_numpy") else y.to_numpy()
@@ -282,7 +280,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "validation": "given" if validation is not None else ("holdout" if auto else None),
             "bias_in_fit": b is not None and bias_mode == "fit",
         }
-        result = _with_context(result, context)
+        result = dataclasses.replace(result, context={**result.context, **context})
         # Everything above may fail; only now is this object changed.
         old = np.asarray(final.coef_.toarray() if hasattr(final.coef_, "toarray") else final.coef_)
         final.coef_ = new.reshape(old.shape).astype(old.dtype, copy=True)
@@ -301,19 +299,11 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         extra = {} if self.lip_options is None else self.lip_options
         if not isinstance(extra, dict):
             raise OptionTypeError(f"lip_options must be a dict of refine_batches keywords; got {type(extra).__name__}")
-        accepted = {n for n, p in inspect.signature(refine_batches).parameters.items()
-                    if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        own = {"rank", "validation", "holdout", "bias", "fit_bias", "bias_mode", "all_reduce", "svd", "xp",
-               "min_gain", "confidence", "target_scale"}
-        for key in extra:
-            if key in own:
-                raise OptionTypeError(f"lip_options may not set {key!r}: it is a LIPClassifier parameter or set by it")
-            if key not in accepted:
-                raise OptionTypeError(f"unknown LIP option {key!r} in lip_options; refine_batches accepts "
-                                f"{sorted(accepted - own)}")
-        if isinstance(self.min_gain, bool) or not isinstance(self.min_gain, numbers.Real) \
-                or not np.isfinite(self.min_gain):
-            raise OptionError(f"min_gain must be a finite number; got {self.min_gain!r}")
+        reserved = face_reserved(rank="rank", validation="fit(..., validation=)", holdout="holdout",
+                                 bias_mode="bias_mode", all_reduce=None, min_gain="min_gain",
+                                 confidence="confidence", target_scale="target_scale")
+        extra = check_option_names(extra, reserved=reserved, face="LIPClassifier (lip_options)")
+        check_min_gain(self.min_gain)
         options = dict(extra, min_gain=float(self.min_gain), confidence=self.confidence,
                        target_scale=self.target_scale)
         return rank, bias_mode, options
@@ -444,13 +434,3 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_class = True
         tags.classifier_tags.multi_label = False
         return tags
-
-
-def _with_context(result: Any, context: dict) -> Any:
-    """The core's result with the sklearn facts in ``context`` (a new frozen result)."""
-    import dataclasses
-
-    if "context" in {f.name for f in dataclasses.fields(result)}:
-        return dataclasses.replace(result, context={**dict(result.context or {}), **context})
-    object.__setattr__(result, "context", context)  # core without a context field yet
-    return result
