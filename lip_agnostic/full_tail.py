@@ -79,8 +79,10 @@ __all__ = [
     "full_tail_refine",
     "DEFAULT_RIDGE_FACTORS",
     "FULL_TAIL_RANK_LIMIT",
+    "AUTO_TAIL_MEMORY_BYTES",
     "check_tail",
     "chooses_on_validation",
+    "resolve_tail",
 ]
 
 #: ``ridge="auto"`` scores ``lam = f * trace(Xc^T Xc) / q`` for each factor ``f``
@@ -91,6 +93,77 @@ DEFAULT_RIDGE_FACTORS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 #: ``rank="auto"`` scores at most this many ranks (one eigendecomposition of a
 #: ``(q - k) x (q - k)`` matrix each), spread as :func:`lip_agnostic.candidate_ranks` does.
 FULL_TAIL_RANK_LIMIT = 16
+
+#: ``tail="auto"`` runs the full tail's ``rank="auto"`` search only when its candidate
+#: weights and statistics fit in this many bytes (about ``80 q l`` weight copies plus
+#: ``q^2 + 2 q l`` float64 statistics); a larger head gets the paper's diagonal refit.
+AUTO_TAIL_MEMORY_BYTES = 1 << 30
+
+
+def _auto_tail_bytes(q: int, l: int, itemsize: int) -> int:
+    m = min(q, l)
+    n_candidates = min(FULL_TAIL_RANK_LIMIT, m + 1) * len(DEFAULT_RIDGE_FACTORS) + 1
+    return n_candidates * q * l * int(itemsize) + 8 * (q * q + 2 * q * l)
+
+
+def resolve_tail(tail: Any, rank: Any, shape: tuple[int, int], /, *, ridge: Any = None,
+                 degenerate: Any = "zero", itemsize: int = 4) -> tuple[str, str]:
+    """The refit ``tail="auto"`` stands for, and why (the faces' default).
+
+    Steps
+    -----
+    1. ``"diagonal"`` (the paper) and ``"full"`` (beyond the paper) stand for
+       themselves.
+    2. ``"auto"`` with an explicit ``ridge``: ``"full"`` (only it has a ridge);
+       with ``degenerate="keep"``: ``"diagonal"`` (only it has that option).
+    3. ``"auto"`` with a fixed or energy ``rank``: ``"diagonal"`` (in the
+       committed study, docs/EVIDENCE.md, the full tail at a fixed ``k`` lost
+       in every row).
+    4. ``"auto"`` with ``rank="auto"``: ``"full"`` (the guarded choice of
+       ``(k, lam)`` on held-out data met the study's adoption rule; it leaves
+       the layer unchanged when the guard does not pass), unless its search
+       would need more than :data:`AUTO_TAIL_MEMORY_BYTES` for a ``(q, l)``
+       head, then ``"diagonal"``.
+
+    Parameters
+    ----------
+    tail : {"auto", "diagonal", "full"}
+    rank : int, float or "auto" (already parsed)
+    shape : (q, l)
+    ridge : float or "auto", optional
+    degenerate : {"zero", "keep"}
+    itemsize : int
+        Bytes per element of the weight.
+
+    Returns
+    -------
+    (str, str)
+        ``"diagonal"`` or ``"full"``, and a one-line reason.
+
+    Examples
+    --------
+    >>> resolve_tail("auto", "auto", (64, 10))[0]
+    'full'
+    >>> resolve_tail("auto", 5, (64, 10))[0]
+    'diagonal'
+    """
+    if tail in ("diagonal", "full"):
+        return tail, "requested"
+    if tail != "auto":
+        raise OptionError(f"tail must be 'auto', 'diagonal' (the paper) or 'full' (beyond the paper); got {tail!r}")
+    if ridge is not None:
+        return "full", "tail='auto' with a ridge: the full-tail refit (beyond the paper)"
+    if degenerate != "zero":
+        return "diagonal", f"tail='auto' with degenerate={degenerate!r}: the paper's diagonal refit"
+    if not (isinstance(rank, str) and rank == "auto"):
+        return "diagonal", "tail='auto' with a fixed rank: the paper's diagonal refit"
+    q, l = int(shape[0]), int(shape[1])
+    need = _auto_tail_bytes(q, l, itemsize)
+    if need > AUTO_TAIL_MEMORY_BYTES:
+        return "diagonal", (f"tail='auto': the full-tail search for a {q} x {l} head needs ~{need / 2**30:.1f} GiB "
+                            f"(limit {AUTO_TAIL_MEMORY_BYTES / 2**30:.1f} GiB): the paper's diagonal refit")
+    return "full", "tail='auto' with rank='auto': the guarded full-tail choice (beyond the paper)"
+
 
 def _check_ridge(ridge: Any, *, allow_auto: bool = True) -> float | str:
     what = "a number >= 0 or 'auto'" if allow_auto else "a number >= 0"
@@ -140,6 +213,8 @@ def chooses_on_validation(rank: Any, tail: Any = "diagonal", ridge: Any = None) 
     validation data."""
     if isinstance(rank, str) and rank == "auto":
         return True
+    if tail == "auto":  # with a fixed rank: the full tail only when a ridge is given
+        tail = "full" if ridge is not None else "diagonal"
     return tail == "full" and (ridge is None or (isinstance(ridge, str) and ridge == "auto"))
 
 @dataclass(frozen=True)

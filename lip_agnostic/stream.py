@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Literal
 
 from ._arrays import count_true, device_of, namespace
 from .accumulator import LIPAccumulator, TargetScale
 from .errors import DataError, OptionError
-from .full_tail import FullTailAccumulator, FullTailSelection, _check_ridge, check_tail
+from .full_tail import FullTailAccumulator, FullTailSelection, _check_ridge, check_tail, resolve_tail
 from .options import UNSET, BiasMode, bias_mode_from_fit_bias, check_holdout, parse_rank
 from .principal import SVD
 from .rank import DEFAULT_CONFIDENCE, RankScorer, RankSelection, select_rank
@@ -65,6 +65,7 @@ class LIPResult:
     bias: Any = None
     tail: str = "diagonal"
     context: dict = field(default_factory=dict)
+    tail_reason: str = ""
 
     @property
     def k(self) -> int:
@@ -82,6 +83,7 @@ class LIPResult:
             "tail": self.tail,
             "beyond_paper": self.tail != "diagonal",
             "bias_refit": self.bias is not None,
+            **({"tail_reason": self.tail_reason} if self.tail_reason else {}),
             "selection": self.selection.to_dict(),
             "summary": self.summary.to_dict(),
             "n_fit": self.n_fit,
@@ -158,7 +160,7 @@ def refine_batches(
     min_gain: float = 0.0,
     confidence: float | None = DEFAULT_CONFIDENCE,
     all_reduce: AllReduce | None = None,
-    tail: Literal["diagonal", "full"] = "diagonal",
+    tail: Literal["auto", "diagonal", "full"] = "diagonal",
     ridge: float | str | None = None,
     svd: SVD | None = None,
     xp: Any = None,
@@ -197,8 +199,14 @@ def refine_batches(
         As in :func:`lip_agnostic.lip_refine` (``fit_bias=`` is the deprecated
         spelling of ``bias_mode=``).
     all_reduce : callable, optional
-    tail : {"diagonal", "full"}
-        ``"diagonal"``: the paper (default); ``"full"``: the full-tail ridge refit.
+    tail : {"auto", "diagonal", "full"}
+        ``"diagonal"`` (default): the paper; ``"full"``: the full-tail ridge
+        refit (beyond the paper); ``"auto"``: the full tail for ``rank="auto"``
+        (its guarded choice met the adoption rule of the committed study,
+        docs/EVIDENCE.md), the paper's diagonal for a fixed rank (see
+        :func:`lip_agnostic.full_tail.resolve_tail`; the reason is in the
+        report's ``tail_reason``). :func:`lip_agnostic.lip_refine` stays the
+        paper's method.
     ridge : float or "auto", optional
         ``tail="full"`` only (default ``"auto"``, chosen on the held-out data).
     svd : SVD, optional
@@ -220,8 +228,11 @@ def refine_batches(
     """
     xp = namespace(W, bias, xp=xp)
     bias_mode = bias_mode_from_fit_bias(bias_mode, fit_bias)
-    full = check_tail(tail, ridge, degenerate)
     rank = parse_rank(rank, name="rank")
+    requested = tail
+    tail, reason = resolve_tail(tail, rank, _shape_of(W), ridge=ridge, degenerate=degenerate,
+                                itemsize=_itemsize(W))
+    full = check_tail(tail, ridge, degenerate)
     auto_rank = rank == "auto"
     lam = _check_ridge("auto" if ridge is None else ridge) if full else None
     auto = auto_rank or lam == "auto"
@@ -266,7 +277,7 @@ def refine_batches(
     else:
         selection = select_rank(W, rank, svd=acc.svd, xp=xp)
     if full:
-        return _full_result(xp, acc, W, selection)
+        return replace(_full_result(xp, acc, W, selection), tail_reason=_reason(requested, reason))
     W_new = acc.result(selection.k)
     k0 = acc.tracked[0]
     n_deg = count_true(xp, acc.degenerate_mask()[selection.k - k0:]) if selection.k < acc.svd.rank_max else 0
@@ -277,7 +288,25 @@ def refine_batches(
                                 V=acc.svd.V, W_before=W, W_after=W_new, xp=xp),
         n_fit=acc.n_samples,
         n_degenerate=n_deg,
+        tail_reason=_reason(requested, reason),
     )
+
+
+def _reason(requested: Any, reason: str) -> str:
+    """The report's ``tail_reason``: set only when ``tail="auto"`` chose."""
+    return reason if isinstance(requested, str) and requested == "auto" else ""
+
+
+def _shape_of(W: Any) -> tuple[int, int]:
+    shape = tuple(getattr(W, "shape", ()))
+    return (int(shape[0]), int(shape[1])) if len(shape) == 2 else (0, 0)
+
+
+def _itemsize(W: Any) -> int:
+    try:
+        return int(W.dtype.itemsize)
+    except (AttributeError, TypeError):
+        return 4
 
 
 

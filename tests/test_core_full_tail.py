@@ -430,10 +430,10 @@ def test_tail_options_are_checked_with_messages(problem):
     from lip_agnostic import refine_batches
 
     W, X, y, b = problem
-    with pytest.raises(ValueError, match=r"tail must be 'diagonal' \(the paper\) or 'full' \(beyond the paper\); got 'dense'"):
+    with pytest.raises(ValueError, match=r"tail must be 'auto', 'diagonal' \(the paper\) or 'full' \(beyond the paper\); got 'dense'"):
         refine_batches(W, [(X, y)], rank=2, tail="dense")
     with pytest.raises(ValueError, match=r"ridge=1.0 applies to tail='full' only"):
-        refine_batches(W, [(X, y)], rank=2, ridge=1.0)
+        refine_batches(W, [(X, y)], rank=2, tail="diagonal", ridge=1.0)
     with pytest.raises(ValueError, match=r"degenerate='keep' applies to tail='diagonal' only"):
         refine_batches(W, [(X, y)], rank=2, tail="full", degenerate="keep")
     with pytest.raises(ValueError, match=r"ridge must be a finite number >= 0; got -2"):

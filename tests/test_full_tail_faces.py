@@ -52,7 +52,7 @@ def test_torch_finalize_and_lip_optimizer_write_the_full_tail_refit():
 
     sel = FullTailAccumulator(W0.T, 2, bias=b0).update(feats, Y).scores(fv, val[0][1], confidence=None)
     assert (rep.to_dict()["selection"]["k"], rep.to_dict()["selection"]["ridge"]) == (sel.k, sel.ridge)
-    with pytest.raises(ValueError, match=r"tail must be 'diagonal' \(the paper\) or 'full'"):
+    with pytest.raises(ValueError, match=r"tail must be 'auto', 'diagonal' \(the paper\) or 'full'"):
         LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), fc, rank=2, tail="wide")
 
 
@@ -126,10 +126,10 @@ def test_lip_onnx_tail_options_are_checked_with_messages(tmp_path, capsys):
     onnx.save(model, tmp_path / "m.onnx")
     path = str(tmp_path / "m.onnx")
     with pytest.raises(UsageError, match=r"--ridge applies to --tail full only"):
-        api.denoise_file(path, rank=2, ridge=1.0)
+        api.denoise_file(path, rank=2, tail="diagonal", ridge=1.0)
     with pytest.raises(UsageError, match=r"--tail full refits the classifier against labels: it needs --calib"):
         api.denoise_file(path, rank=2, tail="full")
-    with pytest.raises(UsageError, match=r"--tail must be 'diagonal' \(the paper\) or 'full' \(beyond the paper\); got 'wide'"):
+    with pytest.raises(UsageError, match=r"--tail must be 'auto' \(the evidence's choice\), 'diagonal' \(the paper, the default\) or 'full' \(beyond the paper\); got 'wide'"):
         api.denoise_file(path, rank=2, tail="wide")
     with pytest.raises(UsageError, match=r"--ridge must be 'auto' or a number >= 0; got -1.0"):
         api.check_options(rank=2, calib="c.npz", tail="full", ridge=-1.0)

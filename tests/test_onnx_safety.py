@@ -285,7 +285,8 @@ def test_auto_that_keeps_the_model_says_so_and_why(tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     assert cli.main(["demo", "--save-inputs", "."]) == 0
     capsys.readouterr()
-    assert cli.main(["denoise", "model.onnx", "--calib", "calib.npz"]) == 0
+    # the paper's diagonal refit keeps the demo model (the default --tail auto changes it: see the README)
+    assert cli.main(["denoise", "model.onnx", "--calib", "calib.npz", "--tail", "diagonal"]) == 0
     out = capsys.readouterr().out
     assert "(auto: top-1 accuracy against the held-out labels 0.3133 at k=10, 0.3133 unchanged)" in out
     result = [line for line in out.splitlines() if line.startswith("result")][0]
@@ -294,7 +295,7 @@ def test_auto_that_keeps_the_model_says_so_and_why(tmp_path, monkeypatch, capsys
     assert "the held-out split of the calibration data (val_*, 300 samples)" in result
     with np.load("calib.npz") as z:
         np.savez("nosplit.npz", pixels=z["pixels"], labels=z["labels"])
-    assert cli.main(["denoise", "model.onnx", "--calib", "nosplit.npz", "-o", "b.onnx"]) == 0
+    assert cli.main(["denoise", "model.onnx", "--calib", "nosplit.npz", "-o", "b.onnx", "--tail", "diagonal"]) == 0
     out = capsys.readouterr().out
     assert "every 5th calibration sample, held out of the fit (200 samples)" in out
 

@@ -111,7 +111,7 @@ def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFA
         without ``calib``; an energy fraction outside ``(0, 1]``),
         ``batch_size < 1``, ``target_scale`` not positive or ``"logits"``,
         ``min_gain < 0``, ``confidence`` outside ``(0, 1)``, ``bias_mode``
-        not ``"fit"``/``"ignore"``, ``tail`` not ``"diagonal"``/``"full"``
+        not ``"fit"``/``"ignore"``, ``tail`` not ``"auto"``/``"diagonal"``/``"full"``
         (``"full"`` without ``calib``), ``ridge`` not ``"auto"`` or a number
         ``>= 0`` (or given with ``tail="diagonal"``).
     """
@@ -136,10 +136,11 @@ def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFA
                              f"got {confidence}")
     if bias_mode not in ("fit", "ignore"):
         raise UsageError(f"--bias-mode must be 'fit' or 'ignore'; got {bias_mode!r}")
-    if tail not in ("diagonal", "full"):
-        raise UsageError(f"--tail must be 'diagonal' (the paper) or 'full' (beyond the paper); got {tail!r}")
+    if not (isinstance(tail, str) and tail in ("auto", "diagonal", "full")):
+        raise UsageError(f"--tail must be 'auto' (the evidence's choice), 'diagonal' (the paper, the default) or "
+                         f"'full' (beyond the paper); got {tail!r}")
     if ridge is not None:
-        if tail != "full":
+        if tail == "diagonal":
             raise UsageError("--ridge applies to --tail full only (the paper's diagonal refit has no ridge)")
         if not (isinstance(ridge, str) and ridge == "auto"):
             ridge = _finite_number(ridge, "--ridge")

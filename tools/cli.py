@@ -159,10 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bias-mode", choices=("fit", "ignore"), default="fit",
                    help="'fit' (default): the tail is fit against Y - 1 b^T with the layer's bias b; 'ignore': the "
                         "paper's reference fit, bias left out (the bias itself is changed only by --tail full)")
-    d.add_argument("--tail", choices=("diagonal", "full"), default="diagonal",
-                   help="'diagonal' (default, the paper): refit the tail's singular values; 'full' (beyond the "
-                        "paper): ridge-refit the whole complement of the kept components, and the bias with "
-                        "--bias-mode fit (needs --calib)")
+    d.add_argument("--tail", choices=("auto", "diagonal", "full"), default="diagonal",
+                   help="with --calib: 'diagonal' (default, the paper): refit the tail's singular values; 'auto': the "
+                        "full tail for --rank auto, the paper's diagonal for a fixed rank (the committed evidence, "
+                        "docs/EVIDENCE.md); 'full' (beyond the paper): ridge-refit the whole complement of "
+                        "the kept components, and the bias with --bias-mode fit")
     d.add_argument("--ridge", type=_ridge, default=None, metavar="LAM|auto",
                    help="--tail full: the ridge lam (>= 0), or 'auto' (default): chosen with k on the held-out "
                         "data behind the same sign-test guard")

@@ -107,7 +107,7 @@ def run(rank=None, output: str | None = None, force: bool = False, verbose: bool
         "n_calib": report["calibration"]["n"], "n_val": report["calibration"]["n_val"], "n_test": int(len(y_test)),
         "test_accuracy_before": before, "test_accuracy_after": after,
         "top1_agreement": report["validation"]["top1_agreement"], "seconds": time.perf_counter() - t0,
-        "output": output,
+        "output": output, "tail": report.get("tail"),
     }
     if verbose:
         print("lip-onnx demo: MLP 64-64-10 on sklearn digits, trained with 40% noisy labels")
@@ -117,6 +117,11 @@ def run(rank=None, output: str | None = None, force: bool = False, verbose: bool
             how += (f" (auto: held-out top-1 accuracy {sel['best_score']:.3f} vs unchanged {sel['base_score']:.3f}, "
                     f"on the {sel['n_val']} noisy held-out labels)")
         print(f"  LIP on classifier 'fc2' (10 x 64): {how}")
+        if report.get("tail") == "full":
+            ridge = sel.get("ridge")
+            print(f"  refit: the full-tail ridge refit (beyond the paper{'' if ridge is None else f'; ridge {ridge:.4g}'}"
+                  f"{'; k=0 is a ridge head' if sel['k'] == 0 else ''}), the default for --rank auto by the")
+            print("  committed evidence (docs/EVIDENCE.md); 'lip-onnx denoise ... --tail diagonal' runs the paper's LIP")
         print(f"  clean test accuracy ({len(y_test)} samples): before {before:.4f}  after {after:.4f}  "
               f"({after - before:+.4f})")
         if sel.get("strategy") == "auto" and sel["k"] == sel["m"]:
