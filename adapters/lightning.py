@@ -206,7 +206,7 @@ class LIPCallback(pl.Callback):
                          "pass LIPCallback(train=<loader>)")
 
     def _validation(self, trainer: pl.Trainer, rank: Any) -> tuple[Iterable | None, str | None]:
-        if not chooses_on_validation(rank, self.lip_options.get("tail", "diagonal"), self.lip_options.get("ridge")):
+        if not chooses_on_validation(rank, self.lip_options.get("tail", "auto"), self.lip_options.get("ridge")):
             return None, None
         if self.validation is None:
             return None, "holdout"

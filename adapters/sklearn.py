@@ -207,7 +207,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """
         base = self._base()
         rank, bias_mode, options = self._options()
-        auto = chooses_on_validation(rank, options.get("tail", "diagonal"), options.get("ridge"))
+        auto = chooses_on_validation(rank, options.get("tail", "auto"), options.get("ridge"))
         if validation is not None:
             if not auto:
                 raise OptionError(f"validation data is only used to choose rank='auto' (or tail='full' ridge='auto'); "

@@ -299,7 +299,7 @@ class LIPCallback(TrainerCallback):
             state.log_history.append({**logs, "step": int(getattr(state, "global_step", 0))})
 
     def _validation(self, rank: Any, eval_dataloader: Iterable | None) -> tuple[Iterable | None, str | None]:
-        if not chooses_on_validation(rank, self.lip_options.get("tail", "diagonal"), self.lip_options.get("ridge")):
+        if not chooses_on_validation(rank, self.lip_options.get("tail", "auto"), self.lip_options.get("ridge")):
             return None, None
         if self.validation is None:
             return None, "holdout"

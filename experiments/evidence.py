@@ -216,7 +216,8 @@ def verdict(rows: list[dict]) -> str:
     n_harm = sum(harms(r["variants"][PRODUCT_DEFAULT]["auto_gain"]) for r in d)
     n_changed = sum(1 for r in d if r["variants"][PRODUCT_DEFAULT]["auto_changed"] > 0)
     lines.append(
-        f"- **Product default** (`rank=\"auto\"` on a noisy held-out split, the layer's bias, raw targets, scale 1): "
+        f"- **The paper's LIP, automatic** (`tail=\"diagonal\"`, the product default until the full-tail study "
+        f"below; `rank=\"auto\"` on a noisy held-out split, the layer's bias, raw targets, scale 1): "
         f"over {len(d)} rows the worst mean change is {wg:+.2f} points ({worst['dataset']} {worst['setting']} "
         f"{worst['learner']} {worst['snapshot']}); {n_harm} row(s) below −{HARM_POINTS}; it changed the weight in "
         f"{n_changed} row(s) for at least one seed. Target (never worse than −{HARM_POINTS}): "

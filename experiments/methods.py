@@ -9,8 +9,8 @@ For every variant :func:`evaluate_variant` returns
    paper's fixed-``k`` sweep; ``k = m`` is the unchanged model), from one
    :class:`lip_agnostic.LIPAccumulator` pass, and
 2. the automatic choice: ``lip_agnostic.refine_batches(..., rank="auto",
-   validation=...)`` scored on a held-out split with **noisy** labels (the
-   product's mode, with the core's default significance guard), its ``k`` and
+   validation=..., tail="diagonal")`` (the paper's refit) scored on a held-out split with **noisy** labels (the
+   paper's LIP in the automatic mode, with the core's default significance guard), its ``k`` and
    its clean-test accuracy; and the same without the guard
    (``confidence=None``: the best held-out score wins).
 
@@ -164,10 +164,10 @@ def evaluate_variant(snap: HeadSnapshot, variant: Variant, train_cand: np.ndarra
 
     val = [(Xsel, _val_labels(Csel))]
     res = refine_batches(W, [(Xfit, T)], rank="auto", validation=val, bias=b, bias_mode=bias_mode,
-                         target_scale=variant.scale)
+                         target_scale=variant.scale, tail="diagonal")
     # The same choice without the core's significance guard: the best held-out score wins.
     raw = refine_batches(W, [(Xfit, T)], rank="auto", validation=val, bias=b, bias_mode=bias_mode,
-                         target_scale=variant.scale, confidence=None)
+                         target_scale=variant.scale, confidence=None, tail="diagonal")
     return {
         "acc_by_k": by_k,
         "auto_k": int(res.selection.k),

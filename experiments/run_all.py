@@ -153,13 +153,15 @@ def write_evidence(result: dict, rows: list[dict], docs_dir: Path, analysis_md: 
         f"below −{HARM_POINTS:g}.\n")
     L.append("LIP variants (every one through the core: `LIPAccumulator` for the fixed-k sweep, "
              "`refine_batches(W, [(X, T)], rank=\"auto\", validation=[(X_val, y_val_noisy)], bias=..., "
-             "target_scale=...)` with the core's other defaults for the automatic k):\n")
+             "target_scale=..., tail=\"diagonal\")` with the core's other defaults for the automatic k):\n")
     L.append("| variant | targets | bias | target scale | tail fit on |\n|---|---|---|---|---|")
     for v in VARIANTS.values():
         L.append(f"| `{v.name}` | {v.description} | {'yes' if v.bias else 'no'} | {v.scale} | "
                  f"{'training rows' if v.fit_on == 'train' else 'first half of the held-out split (k scored on the second half)'} |")
-    L.append(f"\n`{PRODUCT_DEFAULT}` with `rank=\"auto\"` is what the product runs by default "
-             "(`refine_batches` / the adapters: automatic k on held-out data, the layer's bias, raw targets, scale 1).\n")
+    L.append(f"\n`{PRODUCT_DEFAULT}` with `rank=\"auto\"` is the paper's LIP as the product ran it by default until "
+             "the full-tail study (section \"Beyond the diagonal\"): automatic k on held-out data, the layer's bias, raw "
+             "targets, scale 1. It is `tail=\"diagonal\"` now; the default `tail=\"auto\"` runs the full-tail refit for "
+             "`rank=\"auto\"` and this refit for a fixed rank.\n")
     L.append("## Summary over every row\n")
     L.append("Each row = dataset × setting × learner × snapshot, 3 seeds (1 in quick mode). *oracle fixed k*: the "
              "paper's sweep with k picked on the **test** set — an upper bound on what any k could do, not a method.\n")

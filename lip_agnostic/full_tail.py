@@ -70,7 +70,7 @@ from .accumulator import TargetScale
 from .errors import DataError, DataTypeError, NonFiniteError, OptionError, OptionTypeError
 from .options import parse_bias_mode, parse_rank
 from .principal import SVD, reduced_svd, resolve_rank
-from .rank import DEFAULT_CONFIDENCE, RankSelection, _hits, _p_values, _row_max, _significant, candidate_ranks
+from .rank import DEFAULT_CONFIDENCE, RankSelection, _hits, _onehot_mask, _p_values, _row_max, _significant, candidate_ranks
 
 __all__ = [
     "FullTailAccumulator",
@@ -207,12 +207,14 @@ def check_tail(tail: Any, ridge: Any, degenerate: Any) -> bool:
     return False
 
 
-def chooses_on_validation(rank: Any, tail: Any = "diagonal", ridge: Any = None) -> bool:
+def chooses_on_validation(rank: Any, tail: Any = "auto", ridge: Any = None) -> bool:
     """Whether these options choose something on held-out data: ``rank="auto"``, or
     ``tail="full"`` with ``ridge="auto"`` (its default). Faces use it to accept or refuse
-    validation data."""
+    validation data; ``tail=None`` stands for the default, ``"auto"``."""
     if isinstance(rank, str) and rank == "auto":
         return True
+    if tail is None:
+        tail = "auto"
     if tail == "auto":  # with a fixed rank: the full tail only when a ridge is given
         tail = "full" if ridge is not None else "diagonal"
     return tail == "full" and (ridge is None or (isinstance(ridge, str) and ridge == "auto"))
@@ -654,7 +656,24 @@ class FullTailScorer:
         self.ks = tuple(ks)
         self.ridges = tuple(lams)
         self.candidates: tuple[tuple[int, float], ...] = tuple((k, lam) for k in ks if k < m for lam in lams)
+        # Candidates are scored in groups: one (q, g l) matmul per group and batch instead of g small
+        # ones (the per-call overhead dominated on small heads); g l <= SCORE_GROUP_COLUMNS bounds the
+        # (n_b, g l) logits of a batch. Each group is stacked as it is built (no second full copy).
+        l = int(acc.shape[1])
+        group = max(1, SCORE_GROUP_COLUMNS // max(l, 1))
+        self._groups: list[tuple[Any, Any, int]] = []
         Ws, bs = [], []
+
+        def flush() -> None:
+            if Ws:
+                Wg = xp.concat(Ws, axis=1)
+                Bg = None
+                if acc.bias is not None:
+                    Bg = xp.stack(bs, axis=0) if acc.fits_bias else xp.stack([to_float(xp, acc.bias, acc._wdt)] * len(Ws))
+                self._groups.append((Wg, Bg, len(Ws)))
+                Ws.clear()
+                bs.clear()
+
         for k in ks[:-1]:
             e, Q, QtR = acc._solver(k)
             for lam in lams:
@@ -662,8 +681,9 @@ class FullTailScorer:
                 Ws.append(to_float(xp, W_new, acc._wdt))
                 if b_new is not None:
                     bs.append(to_float(xp, b_new, acc._wdt))
-        self._Ws = Ws
-        self._bs = bs
+                if len(Ws) == group:
+                    flush()
+        flush()
         self._W = to_float(xp, acc._W, acc._wdt)
         self._J = len(self.candidates) + 1  # + the unchanged layer, last
         # Layout: hits (J) | wins (J) | losses (J) | n
@@ -702,19 +722,41 @@ class FullTailScorer:
         if acc.bias is not None:
             Z = Z + acc.bias
         base = _hits(xp, Z, Y, is_labels, rowmax, sdt)
-        per: list[Any] = []
-        for j, Wj in enumerate(self._Ws):
-            Zj = X @ Wj
-            if acc.bias is not None:
-                Zj = Zj + (self._bs[j] if acc.fits_bias else acc.bias)
-            per.append(_hits(xp, Zj, Y, is_labels, rowmax, sdt))
-        per.append(base)
-        hits = [xp.reshape(xp.sum(h), (1,)) for h in per]
-        wins = [xp.reshape(xp.sum(xp.astype(h > base, sdt)), (1,)) for h in per]
-        losses = [xp.reshape(xp.sum(xp.astype(h < base, sdt)), (1,)) for h in per]
-        count = xp.asarray([float(X.shape[0])], dtype=sdt, device=acc._device)
-        self._sums = self._sums + xp.concat(hits + wins + losses + [count])
+        n_b = int(X.shape[0])
+        # Wins and losses compare what the hit is made of (the label match; for a target matrix the
+        # picked entry ``Y[i, pred]``, exact), not the quotient by the row maximum, whose rounding a
+        # fused kernel (XLA) may compute differently for the stacked candidates and the base.
+        ref = base if is_labels else xp.astype(xp.sum(xp.where(
+            _onehot_mask(xp, xp.argmax(Z, axis=1), l, device_of(Y)), Y, xp.zeros_like(Y)), axis=1), sdt)
+        hits, wins, losses = [], [], []
+        classes = xp.arange(l, device=acc._device)
+        for Wg, Bg, g in self._groups:
+            Zg = xp.reshape(X @ Wg, (n_b, g, l))
+            if Bg is not None:
+                Zg = Zg + Bg[None, :, :]
+            pred = xp.argmax(Zg, axis=2)  # (n_b, g), the platform's index dtype
+            if is_labels:
+                h = xp.astype(pred == xp.astype(Y, pred.dtype)[:, None], sdt)
+                cmp = h
+            else:
+                mask = pred[:, :, None] == xp.astype(classes, pred.dtype)[None, None, :]
+                picked = xp.sum(xp.where(mask, Y[:, None, :], xp.zeros_like(Y[:, None, :])), axis=2)
+                h = xp.astype(picked / rowmax[:, None], sdt)
+                cmp = xp.astype(picked, sdt)
+            hits.append(xp.sum(h, axis=0))
+            wins.append(xp.sum(xp.astype(cmp > ref[:, None], sdt), axis=0))
+            losses.append(xp.sum(xp.astype(cmp < ref[:, None], sdt), axis=0))
+        zero = xp.zeros((1,), dtype=sdt, device=acc._device)
+        count = xp.asarray([float(n_b)], dtype=sdt, device=acc._device)
+        self._sums = self._sums + xp.concat(
+            hits + [xp.reshape(xp.sum(base), (1,))] + wins + [zero] + losses + [zero] + [count])
         return self
+
+    @property
+    def _Ws(self) -> list[Any]:
+        """The candidate weights ``W*(k, lam)`` (order of :attr:`candidates`), as views of the groups."""
+        l = int(self._acc.shape[1])
+        return [Wg[:, i * l:(i + 1) * l] for Wg, _, g in self._groups for i in range(g)]
 
     def _block(self, j: int) -> tuple[float, ...]:
         J = self._J
@@ -750,6 +792,11 @@ class FullTailScorer:
                    "p_values": list(pvals[:-1]), "wins": list(wins[:-1]), "losses": list(losses[:-1])},
             ridge=lam, ridges=self.ridges, table=table,
         )
+
+
+#: Columns of the stacked candidate logits a :class:`FullTailScorer` computes per matmul (``g l``
+#: for a group of ``g`` candidates of an ``l``-class head).
+SCORE_GROUP_COLUMNS = 8192
 
 
 def _inverse(xp: Any, e: Any, lam: float, rtol: float) -> Any:

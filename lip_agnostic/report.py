@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._arrays import as_weight, namespace, to_float, working_dtype
-from .metrics import effective_rank, principal_subspace_angle, singular_spectrum, stable_rank
+from .metrics import effective_rank, principal_angles, stable_rank
+from .principal import check_factors
 
 __all__ = ["ChangeSummary", "summarize_change", "summarize_refit", "KEPT_TOLERANCE"]
 
@@ -98,16 +99,19 @@ def _tolerance(xp: Any, dt: Any, shape: tuple[int, int]) -> float:
     return KEPT_TOLERANCE * math.sqrt(max(shape)) * float(xp.finfo(dt).eps)
 
 
-def summarize_change(W_before: Any, W_after: Any, /, k: int, *, xp: Any = None) -> ChangeSummary:
+def summarize_change(W_before: Any, W_after: Any, /, k: int, *, svd: Any = None, xp: Any = None) -> ChangeSummary:
     """Summarize how ``W_after`` differs from ``W_before`` (both ``(q, l)``).
 
     Steps
     -----
-    1. Spectra, effective and stable ranks of both.
+    1. Spectra, effective and stable ranks of both: ``W_before``'s from
+       ``svd`` when given (:func:`lip_agnostic.reduced_svd`, no new
+       factorization), ``W_after``'s from its one SVD.
     2. ``V_k``: the top-``k`` right singular vectors of ``W_before``;
        ``kept_relative_change = ||(W_after - W_before) V_k||_F / ||W_before V_k||_F``.
-    3. ``top_k_angle``: largest principal angle between the top-``k`` right
-       subspaces of the two (0 when they are equal).
+    3. ``top_k_angle``: largest principal angle between ``V_k`` and the
+       top-``k`` right singular vectors of ``W_after`` (the same SVD as step
+       1; 0 when the two weights are equal).
     4. ``relative_change = ||W_after - W_before||_F / ||W_before||_F``.
 
     Examples
@@ -129,19 +133,25 @@ def summarize_change(W_before: Any, W_after: Any, /, k: int, *, xp: Any = None) 
     dt = working_dtype(xp, W0.dtype, W1.dtype)
     tol = _tolerance(xp, dt, shape)
     W0, W1 = to_float(xp, W0, dt), to_float(xp, W1, dt)
-    _, s0, Vh0 = xp.linalg.svd(W0, full_matrices=False)
-    s1 = singular_spectrum(W1, xp=xp)
+    if svd is None:
+        _, s0, Vh0 = xp.linalg.svd(W0, full_matrices=False)
+        V0 = xp.linalg.matrix_transpose(Vh0)
+    else:
+        f = check_factors(svd, shape)
+        s0, V0 = to_float(xp, f.s, dt), to_float(xp, f.V, dt)
     norm0 = float(xp.linalg.vector_norm(W0))
     D = W1 - W0
     diff = float(xp.linalg.vector_norm(D))
-    if k == 0 or diff == 0.0:
-        kept = 0.0
-    else:
-        Vk = xp.linalg.matrix_transpose(Vh0[:k, :])
+    if diff == 0.0:
+        # Unchanged: the same spectrum, angle 0 exactly (two SVDs of one matrix can differ by rounding).
+        return _summary(xp, shape, k, s0, s0, 0.0, True, 0.0, 0.0)
+    _, s1, Vh1 = xp.linalg.svd(W1, full_matrices=False)
+    kept, angle = 0.0, 0.0
+    if k > 0:
+        V0k = V0[:, :k]
         base = float(xp.linalg.vector_norm(s0[:k]))
-        kept = float(xp.linalg.vector_norm(D @ Vk)) / base if base > 0 else 0.0
-    # An unchanged weight has angle 0 exactly (two SVDs of one matrix can differ by rounding).
-    angle = 0.0 if diff == 0.0 else float(principal_subspace_angle(W0, W1, k, xp=xp))
+        kept = float(xp.linalg.vector_norm(D @ V0k)) / base if base > 0 else 0.0
+        angle = float(xp.max(principal_angles(V0k, xp.linalg.matrix_transpose(Vh1[:k, :]), xp=xp)))
     return _summary(xp, shape, k, s0, s1, kept, kept <= tol, angle, diff / norm0 if norm0 > 0 else 0.0)
 
 

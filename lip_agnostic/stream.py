@@ -160,7 +160,7 @@ def refine_batches(
     min_gain: float = 0.0,
     confidence: float | None = DEFAULT_CONFIDENCE,
     all_reduce: AllReduce | None = None,
-    tail: Literal["auto", "diagonal", "full"] = "diagonal",
+    tail: Literal["auto", "diagonal", "full"] = "auto",
     ridge: float | str | None = None,
     svd: SVD | None = None,
     xp: Any = None,
@@ -200,13 +200,13 @@ def refine_batches(
         spelling of ``bias_mode=``).
     all_reduce : callable, optional
     tail : {"auto", "diagonal", "full"}
-        ``"diagonal"`` (default): the paper; ``"full"``: the full-tail ridge
-        refit (beyond the paper); ``"auto"``: the full tail for ``rank="auto"``
-        (its guarded choice met the adoption rule of the committed study,
-        docs/EVIDENCE.md), the paper's diagonal for a fixed rank (see
+        ``"auto"`` (default): the full tail for ``rank="auto"`` (its guarded
+        choice met the adoption rule of the committed study, docs/EVIDENCE.md),
+        the paper's diagonal for a fixed or energy rank (see
         :func:`lip_agnostic.full_tail.resolve_tail`; the reason is in the
-        report's ``tail_reason``). :func:`lip_agnostic.lip_refine` stays the
-        paper's method.
+        report's ``tail_reason``); ``"diagonal"``: the paper, always;
+        ``"full"``: the full-tail ridge refit (beyond the paper), always.
+        :func:`lip_agnostic.lip_refine` stays the paper's method.
     ridge : float or "auto", optional
         ``tail="full"`` only (default ``"auto"``, chosen on the held-out data).
     svd : SVD, optional
@@ -324,7 +324,7 @@ def _full_result(xp: Any, acc: FullTailAccumulator, W: Any, selection: RankSelec
     return LIPResult(
         weight=W_new,
         selection=selection,
-        summary=summarize_change(W, W_new, k, xp=xp),
+        summary=summarize_change(W, W_new, k, svd=acc.svd, xp=xp),
         n_fit=acc.n_samples,
         n_degenerate=n_deg,
         bias=None if k == m else b_new,

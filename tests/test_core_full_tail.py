@@ -253,6 +253,43 @@ def test_held_out_scores_equal_brute_force_accuracies(backend, problem, rng):
         assert sel.k == 5 and sel.ridge is None
 
 
+@pytest.mark.parametrize("targets", ["labels", "matrix"])
+@pytest.mark.parametrize("columns", [5, 10, 15, 10 ** 6])   # groups of 1, 2 (and a remainder), 3, all
+def test_grouped_scoring_equals_one_candidate_at_a_time(backend, problem, rng, monkeypatch, targets, columns):
+    """The scorer stacks candidates into groups of g (g l <= SCORE_GROUP_COLUMNS); every grouping
+    gives the same sums, and they equal a per-candidate brute force (hits, wins, losses)."""
+    import lip_agnostic.full_tail as ft
+
+    W, X, y, b = problem
+    xb = backend.asarray
+    Xv, yv = rng.normal(size=(90, 9)) + 0.5, rng.integers(0, 5, 90)
+    Yv = rng.random((90, 5)) * (rng.random((90, 5)) < 0.6)   # a target matrix, some rows all zero
+    Yv_in = yv if targets == "labels" else Yv
+    monkeypatch.setattr(ft, "SCORE_GROUP_COLUMNS", columns)
+    acc = FullTailAccumulator(xb(W), bias=xb(b)).update(xb(X), xb(y))
+    scorer = acc.scorer(ranks=[0, 2, 3], ridges=[0.0, 1.0, 10.0]).update(xb(Xv[:40]), xb(Yv_in[:40]))
+    scorer.update(xb(Xv[40:]), xb(Yv_in[40:]))
+    g = max(1, columns // 5)
+    assert [n for *_, n in scorer._groups] == [min(g, 9 - i) for i in range(0, 9, g)]
+
+    def hit(Z):
+        pred = np.argmax(Z, 1)
+        if targets == "labels":
+            return (pred == yv).astype(float)
+        rowmax = np.where(Yv.max(1) > 0, Yv.max(1), 1.0)
+        return Yv[np.arange(len(pred)), pred] / rowmax
+
+    base = hit(Xv @ W + b)
+    sums = backend.to_numpy(scorer.partial_sums)
+    J = len(scorer.candidates) + 1
+    for j, (k, lam) in enumerate(scorer.candidates):
+        Ws, bs = full_tail_refine(W, X, y, k, bias=b, ridge=lam)
+        h = hit(Xv @ Ws + bs)
+        assert sums[j] == pytest.approx(h.sum(), abs=1e-9)
+        assert (sums[J + j], sums[2 * J + j]) == ((h > base).sum(), (h < base).sum())
+    assert sums[J - 1] == pytest.approx(base.sum()) and sums[2 * J - 1] == sums[3 * J - 1] == 0 and sums[-1] == 90
+
+
 def test_auto_choice_helps_when_the_tail_is_wrong_and_is_guarded_on_noise(rng):
     q, l = 10, 4
     W_true = rng.normal(size=(q, l)) * 3

@@ -183,7 +183,7 @@ def test_refine_batches_matches_lip_refine_and_reports(backend, problem):
 
 def test_refine_batches_auto_holds_out_every_fifth_sample(problem):
     W, X, y, _, _ = problem
-    res = refine_batches(W, iter([(X[:123], y[:123]), (X[123:], y[123:])]), rank="auto")
+    res = refine_batches(W, iter([(X[:123], y[:123]), (X[123:], y[123:])]), rank="auto", tail="diagonal")
     assert res.n_fit == 320 and res.selection.n_val == 80
     held = np.arange(400) % 5 == 4
     acc = LIPAccumulator(W).update(X[~held], y[~held])

@@ -75,10 +75,26 @@ def test_chooses_on_validation_with_auto_tail():
     assert not chooses_on_validation(3, "auto", 0.5)
 
 
-def test_the_default_stays_the_paper():
+def test_the_default_follows_the_evidence():
     W, X, y = _data(3)
     res = refine_batches(W, [(X, y)], rank="auto")
-    assert res.tail == "diagonal" and "tail_reason" not in res.to_dict()
+    assert res.tail == "full" and "rank='auto'" in res.to_dict()["tail_reason"]
+    fixed = refine_batches(W, [(X, y)], rank=2)
+    assert fixed.tail == "diagonal" and fixed.to_dict()["beyond_paper"] is False
+    paper = refine_batches(W, [(X, y)], rank="auto", tail="diagonal")
+    assert paper.tail == "diagonal" and "tail_reason" not in paper.to_dict()
+
+
+def test_lip_refine_stays_the_paper_by_default():
+    import inspect
+
+    from lip_agnostic import lip_refine
+
+    assert inspect.signature(lip_refine).parameters["tail"].default == "diagonal"
+
+
+def test_chooses_on_validation_reads_none_as_the_default():
+    assert chooses_on_validation(3, None, "auto") and not chooses_on_validation(3, None)
 
 
 def test_lip_onnx_tail_auto_on_the_demo(tmp_path, monkeypatch, capsys):
@@ -90,3 +106,51 @@ def test_lip_onnx_tail_auto_on_the_demo(tmp_path, monkeypatch, capsys):
     assert cli.main(["denoise", "model.onnx", "--calib", "calib.npz", "--tail", "auto", "-o", "a.onnx"]) == 0
     out = capsys.readouterr().out
     assert "full-tail ridge refit (beyond the paper" in out
+    assert "k=0: no component kept, the whole layer refit" in out and "changed: a ridge head (k=0" in out
+    # The default is "auto": the same model bit for bit.
+    assert cli.main(["denoise", "model.onnx", "--calib", "calib.npz", "-o", "d.onnx"]) == 0
+    assert open("a.onnx", "rb").read() == open("d.onnx", "rb").read()
+
+
+def test_lip_onnx_demo_tail_settings(capsys):
+    pytest.importorskip("onnxruntime")
+    from lip_agnostic.tools import demo
+
+    auto = demo.run(verbose=True)
+    out = capsys.readouterr().out
+    assert auto["tail"] == "full" and auto["tail_setting"] == "auto"
+    assert "the default for --rank auto by the" in out and "committed evidence" in out
+    paper = demo.run(tail="diagonal")
+    out = capsys.readouterr().out
+    assert paper["tail"] == "diagonal" and "refit: the paper's LIP (diagonal tail refit)" in out
+    # Every printed number is the returned one: accuracy before is the same model either way.
+    assert paper["test_accuracy_before"] == auto["test_accuracy_before"]
+    if paper["k"] == paper["m"]:
+        assert paper["test_accuracy_after"] == paper["test_accuracy_before"]
+        assert "no rank beat the unchanged model's held-out top-1 accuracy significantly" in out
+    full = demo.run(tail="full")
+    assert "as requested (--tail full)" in capsys.readouterr().out
+    assert full["k"] == auto["k"] and full["test_accuracy_after"] == auto["test_accuracy_after"]
+    fixed = demo.run(rank=9)
+    assert fixed["tail"] == "diagonal" and "what --tail auto runs for a fixed rank" in capsys.readouterr().out
+
+
+def test_lip_onnx_demo_tail_is_checked(capsys):
+    pytest.importorskip("onnxruntime")
+    from lip_agnostic.tools import cli
+
+    assert cli.main(["demo", "--save-inputs", "x", "--tail", "full"]) == 2
+    assert "--save-inputs only copies the demo's files; run the demo without it to use --rank/--tail/-o" in (
+        capsys.readouterr().err)
+    assert cli.main(["demo", "--tail", "wide"]) == 2
+    assert "argument --tail: invalid choice: 'wide'" in capsys.readouterr().err
+
+
+def test_ridge_without_calibration_is_refused_before_any_file_is_read(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from lip_agnostic.tools import api
+    from lip_agnostic.tools.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--ridge sets the full-tail refit, .*it needs --calib DATA.npz"):
+        api.denoise_file(str(tmp_path / "missing.onnx"), rank=3, ridge=0.5)
+    assert list(tmp_path.iterdir()) == []

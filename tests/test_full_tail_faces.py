@@ -129,7 +129,7 @@ def test_lip_onnx_tail_options_are_checked_with_messages(tmp_path, capsys):
         api.denoise_file(path, rank=2, tail="diagonal", ridge=1.0)
     with pytest.raises(UsageError, match=r"--tail full refits the classifier against labels: it needs --calib"):
         api.denoise_file(path, rank=2, tail="full")
-    with pytest.raises(UsageError, match=r"--tail must be 'auto' \(the evidence's choice\), 'diagonal' \(the paper, the default\) or 'full' \(beyond the paper\); got 'wide'"):
+    with pytest.raises(UsageError, match=r"--tail must be 'auto' \(the default: the evidence's choice\), 'diagonal' \(the paper\) or 'full' \(beyond the paper\); got 'wide'"):
         api.denoise_file(path, rank=2, tail="wide")
     with pytest.raises(UsageError, match=r"--ridge must be 'auto' or a number >= 0; got -1.0"):
         api.check_options(rank=2, calib="c.npz", tail="full", ridge=-1.0)

@@ -15,7 +15,7 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("sklearn")
 
 from experiments.datasets import load_digits  # noqa: E402
-from lip_agnostic import lip_refine, project_principal, summarize_change  # noqa: E402
+from lip_agnostic import lip_refine, project_principal, refine_batches, summarize_change  # noqa: E402
 from lip_agnostic.adapters.keras import LIPCallback, LIP_OPTIONS, refine_model  # noqa: E402
 
 # Keras' own TF code converts variables with np.array(...) (NumPy 2 copy= deprecation): not ours.
@@ -154,14 +154,22 @@ def test_callback_kernel_equals_core_on_direct_features(kind, digits, trained):
     assert hist.history["lip_n_fit"] == [x.shape[0]]
 
 
-def test_auto_k_with_validation_equals_core(model, digits):
+@pytest.mark.parametrize("tail", [None, "diagonal"])   # the default ("auto": the full tail here) and the paper
+def test_auto_k_with_validation_equals_core(model, digits, tail):
     x, y, xv, yv = digits
-    lip = LIPCallback(data=(x, y), rank="auto", validation=(xv, yv))
+    options = {} if tail is None else {"tail": tail}
+    lip = LIPCallback(data=(x, y), rank="auto", validation=(xv, yv), **options)
     rec, hist = _fit_with(model, digits, lip)
     W, b = rec.at_end[2], rec.at_end[3]
     F, Fv = _features(rec.at_end, x), _features(rec.at_end, xv)
-    expected = lip_refine(W, F, y, "auto", bias=b, validation=(Fv, yv))
+    if tail == "diagonal":
+        expected, expected_b = lip_refine(W, F, y, "auto", bias=b, validation=(Fv, yv)), b
+    else:
+        ref = refine_batches(W, [(F, y)], rank="auto", validation=[(Fv, yv)], bias=b)
+        expected, expected_b = ref.weight, (b if ref.bias is None else ref.bias)
+        assert lip.report["tail"] == "full"
     _close(_kernel(model), expected)
+    _close(np.asarray(_layer(model, "classifier").bias.numpy()), expected_b)
     sel = lip.report["selection"]
     assert sel["strategy"] == "auto" and sel["n_val"] == xv.shape[0]
     assert sel["extra"]["source"] == "validation"
@@ -468,13 +476,25 @@ def test_bad_stream_labels_leave_kernel_untouched(model, digits):
     np.testing.assert_array_equal(_kernel(model), rec.at_end[2])
 
 
+def _linear_hidden():
+    """A hidden layer without an activation: a NaN input reaches the classifier's features on every
+    CPU (oneDNN's ReLU can map NaN to 0, so with ``relu`` whether it does depends on the machine)."""
+    inp = keras.Input((64,), name="pixels")
+    h = keras.layers.Dense(HIDDEN, name="hidden")(inp)
+    return keras.Model(inp, keras.layers.Dense(N_CLASSES, name="classifier")(h), name="mlp_linear")
+
+
+@pytest.mark.parametrize("tail", ["diagonal", "full"])
 @pytest.mark.parametrize("where", ["data", "validation"])
-def test_nan_features_leave_kernel_untouched(where, model, digits, trained):
+def test_nan_features_leave_kernel_untouched(where, tail, digits):
     x, y, xv, yv = digits
+    keras.utils.set_random_seed(0)
+    model = _linear_hidden()
+    before = _kernel(model).copy()
     x_bad = x.copy()
     x_bad[10, 3] = np.nan
     kwargs = {"data": (x_bad, y)} if where == "data" else {"data": (x, y), "validation": (x_bad, y)}
-    _untouched_after(lambda: refine_model(model, rank="auto", **kwargs), model, trained[2],
+    _untouched_after(lambda: refine_model(model, rank="auto", tail=tail, **kwargs), model, before,
                      ValueError, r"LIP on layer 'classifier': .*NaN/Inf.*left unchanged")
 
 

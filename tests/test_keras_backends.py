@@ -73,7 +73,8 @@ def test_mirrored_strategy_matches_single_device():
     assert report["replicas"] == 2
     fixed = report["4"]
     assert fixed["k"] == 4 and fixed["changed"], report
+    assert fixed["tail"] == "diagonal" and report["auto"]["tail"] == "full", report   # tail="auto"'s choices
     for case in ("4", "auto"):
         got = report[case]
         assert got["k"] == got["k_plain"], report
-        assert got["vs_direct"] < 1e-4 and got["vs_plain"] < 1e-4, report
+        assert got["vs_direct"] < 1e-4 and got["vs_plain"] < 1e-4 and got["bias_vs_direct"] < 1e-4, report

@@ -43,7 +43,8 @@ def _argv(command: str) -> list[str]:
 
 def test_readme_lip_onnx_examples_print_what_the_readme_shows(tmp_path):
     runs = _sessions()
-    assert len(runs) >= 9 and runs[0][0] == "lip-onnx demo" and runs[1][0] == "lip-onnx demo --save-inputs ."
+    assert len(runs) >= 9 and runs[0][0] == "lip-onnx demo"
+    assert "lip-onnx demo --save-inputs ." in [c for c, _ in runs[:3]]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for command, shown in runs:
         r = subprocess.run(_argv(command), capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)

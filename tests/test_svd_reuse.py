@@ -51,7 +51,8 @@ def test_refine_batches_factorizes_the_weight_once(factorizations, dtype, rank):
     W, X, y, b = _problem(dtype)
     batches = [(X[i:i + 100], y[i:i + 100]) for i in range(0, 400, 100)]
     validation = [(X[400:], y[400:])] if rank == "auto" else None
-    res = lip.refine_batches(W, batches, rank=rank, validation=validation, bias=b, confidence=None)
+    res = lip.refine_batches(W, batches, rank=rank, validation=validation, bias=b, confidence=None,
+                             tail="diagonal")
     assert res.weight.shape == W.shape
     assert len(factorizations) == 1, factorizations
     name, shape = factorizations[0]
@@ -59,6 +60,28 @@ def test_refine_batches_factorizes_the_weight_once(factorizations, dtype, rank):
         assert name == "numpy.eigh" and shape == (100, 100)   # the Gram matrix of the small side
     else:
         assert name == "numpy.svd" and shape == (128, 100)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_full_tail_factorizes_the_weight_once_and_each_gram_block_once(factorizations, dtype):
+    """rank="auto" with the default tail (the full tail, beyond the paper): one factorization of
+    ``W``, then one ``eigh`` of the feature Gram block ``G[k:, k:]`` per candidate ``k < m`` (it
+    serves every ridge of the grid), one more for the chosen ``k``'s refit, and the report's one SVD
+    of ``W*`` (spectrum and top-k angle; the angle's own factorizations are of ``(l, k)`` bases)."""
+    W, X, y, b = _problem(dtype)
+    batches = [(X[i:i + 100], y[i:i + 100]) for i in range(0, 400, 100)]
+    res = lip.refine_batches(W, batches, rank="auto", validation=[(X[400:], y[400:])], bias=b, confidence=None)
+    assert res.tail == "full"
+    first, rest = factorizations[0], factorizations[1:]
+    assert first in ((("numpy.eigh", (100, 100))) if dtype == "float32" else (("numpy.svd", (128, 100))),)
+    q, m = W.shape[0], min(W.shape)
+    k = res.selection.k
+    assert res.selection.changed and 0 < k < m   # the case that exercises every step
+    expected = [("numpy.eigh", (q - j, q - j)) for j in res.selection.ks if j < m] + [("numpy.eigh", (q - k, q - k))]
+    assert rest[:len(expected)] == expected, rest
+    report = rest[len(expected):]
+    assert report[0] == ("numpy.svd", W.shape), report
+    assert all(shape in ((W.shape[1], k), (k, k)) for _, shape in report[1:]), report
 
 
 def test_lip_refine_auto_factorizes_the_weight_once(factorizations):
@@ -101,7 +124,13 @@ def test_torch_face_construction_runs_no_factorization(factorizations, k):
     opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[2], rank=k,
                        target_scale="logits", degenerate="keep", holdout=0.25, project_rank=4)
     handle = attach(torch.optim.SGD(model.parameters(), lr=0.1), model[2], rank=k, min_gain=0.01)
-    assert factorizations == [], factorizations
+    # The core's dry run refines a <= 3 x 3 stand-in: the paper's refit factorizes nothing (its SVD
+    # is handed over); the full tail (rank="auto"'s default) eigendecomposes the stand-in's own
+    # <= 3 x 3 statistics. Nothing of the real (50, 64) weight is factorized.
+    assert all(max(shape) <= 3 for _, shape in factorizations), factorizations
+    if k != "auto":
+        assert factorizations == [], factorizations
+    factorizations.clear()
     # The options were still checked by the core's dry run: a bad one fails at construction.
     with pytest.raises(ValueError, match="degenerate must be 'zero' or 'keep'"):
         LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), classifier=model[2], rank=k, degenerate="drop")

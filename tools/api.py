@@ -98,7 +98,7 @@ def _finite_number(value: Any, option: str) -> float:
 
 def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFAULT_BATCH, target_scale: Any = 1.0,
                   min_gain: Any = 0.0, confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: Any = "fit",
-                  tail: Any = "diagonal", ridge: Any = None) -> dict:
+                  tail: Any = "auto", ridge: Any = None) -> dict:
     """Check every option that needs no file; return them normalized.
 
     Called first by :func:`denoise` and :func:`denoise_file` (and the CLI), so
@@ -137,7 +137,7 @@ def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFA
     if bias_mode not in ("fit", "ignore"):
         raise UsageError(f"--bias-mode must be 'fit' or 'ignore'; got {bias_mode!r}")
     if not (isinstance(tail, str) and tail in ("auto", "diagonal", "full")):
-        raise UsageError(f"--tail must be 'auto' (the evidence's choice), 'diagonal' (the paper, the default) or "
+        raise UsageError(f"--tail must be 'auto' (the default: the evidence's choice), 'diagonal' (the paper) or "
                          f"'full' (beyond the paper); got {tail!r}")
     if ridge is not None:
         if tail == "diagonal":
@@ -148,6 +148,9 @@ def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFA
                 raise UsageError(f"--ridge must be 'auto' or a number >= 0; got {ridge}")
     if tail == "full" and calib is None:
         raise UsageError("--tail full refits the classifier against labels: it needs --calib DATA.npz")
+    if ridge is not None and calib is None:
+        raise UsageError("--ridge sets the full-tail refit, which fits the classifier against labels: "
+                         "it needs --calib DATA.npz")
     return {"rank": rank, "batch_size": int(batch_size), "target_scale": target_scale, "min_gain": min_gain,
             "confidence": confidence, "bias_mode": bias_mode, "tail": tail, "ridge": ridge}
 
@@ -172,7 +175,7 @@ def _prepare(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None) -
 
 
 def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationData | None, batch_size: int,
-            target_scale: Any, min_gain: float, confidence: Any, bias_mode: str, tail: str = "diagonal",
+            target_scale: Any, min_gain: float, confidence: Any, bias_mode: str, tail: str = "auto",
             ridge: Any = None, progress: bool) -> tuple[dict, dict]:
     """Run PSP or LIP through the core on classifier ``c``; return ``{tensor index: new stored value}``
     (the weight; with ``tail="full"`` and the bias in the fit, the refit bias too) and the report."""
@@ -315,6 +318,9 @@ def _outcome(report: dict) -> str:
                 "so the weights are the input's; --rank K forces a change")
     if not rk.get("changed", rk["k"] < rk["m"]):
         return f"unchanged: k={rk['k']} keeps all {rk['m']} components"
+    if report["mode"] == "lip" and report.get("tail") == "full" and rk["k"] == 0:
+        return (f"changed: a ridge head (k=0: no component kept, the whole layer ridge-refit against the labels; "
+                f"ridge {rk.get('ridge'):.4g}; tail=full, beyond the paper)")
     if report["mode"] == "lip" and report.get("tail") == "full":
         return (f"changed: the top {rk['k']} components kept, the whole complement ridge-refit against the labels "
                 f"(ridge {rk.get('ridge'):.4g}; tail=full, beyond the paper)")
@@ -355,7 +361,7 @@ def _stamp(model: onnx.ModelProto, report: dict) -> None:
 def denoise(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, rank: Any = None,
             calib: "str | os.PathLike | Mapping[str, np.ndarray] | None" = None, layer: str | None = None,
             batch_size: int = DEFAULT_BATCH, target_scale: Any = 1.0, min_gain: float = 0.0,
-            confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: str = "fit", tail: str = "diagonal",
+            confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: str = "fit", tail: str = "auto",
             ridge: Any = None, validate: bool = True, progress: bool = False, return_report: bool = False) -> Any:
     """Refine a model's classifier; return the new model in memory (the input is untouched).
 
@@ -370,9 +376,12 @@ def denoise(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, rank: An
        :func:`lip_agnostic.refine_batches`; ``rank="auto"`` by default,
        ``bias_mode="fit"`` (the tail fit against ``Y - 1 b^T``; ``"ignore"``:
        the paper's fit without the bias), ``confidence`` the sign-test guard
-       of ``"auto"`` (``None``: off); ``tail="full"`` (beyond the paper) with
-       ``ridge`` (``"auto"`` by default): the full-tail ridge refit, which also
-       rewrites the bias when it is in the fit.
+       of ``"auto"`` (``None``: off); ``tail="auto"`` (default, the committed
+       evidence): the full-tail ridge refit for ``rank="auto"`` and the paper's
+       diagonal for a fixed rank; ``tail="diagonal"``: the paper, always;
+       ``tail="full"`` (beyond the paper) with ``ridge`` (``"auto"`` by
+       default): the full-tail ridge refit, which also rewrites the bias when
+       it is in the fit.
     4. Write ``W*`` back in the weight's original dtype and layout; stamp
        ``metadata_props["lip_agnostic"]``; optionally validate (checker +
        onnxruntime on the calibration inputs or random ones).
@@ -421,7 +430,7 @@ def denoise_file(model_path: "str | os.PathLike", output: "str | os.PathLike | N
                  rank: Any = None, calib: Any = None, layer: str | None = None, force: bool = False,
                  report: "str | os.PathLike | None" = None,
                  batch_size: int = DEFAULT_BATCH, target_scale: Any = 1.0, min_gain: float = 0.0,
-                 confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: str = "fit", tail: str = "diagonal",
+                 confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: str = "fit", tail: str = "auto",
                  ridge: Any = None, validate: bool = True, progress: bool = False) -> dict:
     """File to file: what ``lip-onnx denoise`` runs. Returns the report.
 

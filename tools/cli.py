@@ -159,10 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bias-mode", choices=("fit", "ignore"), default="fit",
                    help="'fit' (default): the tail is fit against Y - 1 b^T with the layer's bias b; 'ignore': the "
                         "paper's reference fit, bias left out (the bias itself is changed only by --tail full)")
-    d.add_argument("--tail", choices=("auto", "diagonal", "full"), default="diagonal",
-                   help="with --calib: 'diagonal' (default, the paper): refit the tail's singular values; 'auto': the "
-                        "full tail for --rank auto, the paper's diagonal for a fixed rank (the committed evidence, "
-                        "docs/EVIDENCE.md); 'full' (beyond the paper): ridge-refit the whole complement of "
+    d.add_argument("--tail", choices=("auto", "diagonal", "full"), default="auto",
+                   help="with --calib: 'auto' (default, the committed evidence, docs/EVIDENCE.md): the full tail for "
+                        "--rank auto, the paper's diagonal for a fixed rank; 'diagonal' (the paper): refit the tail's "
+                        "singular values; 'full' (beyond the paper): ridge-refit the whole complement of "
                         "the kept components, and the bias with --bias-mode fit")
     d.add_argument("--ridge", type=_ridge, default=None, metavar="LAM|auto",
                    help="--tail full: the ridge lam (>= 0), or 'auto' (default): chosen with k on the held-out "
@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="denoise the embedded noisy-label digits classifier; accuracy before/after",
                        description=_DEMO, epilog=_EPILOG, formatter_class=_FORMATTER)
     m.add_argument("--rank", type=_rank, default=None, metavar="K|auto", help="k or 'auto' (default: the demo's setting, auto)")
+    m.add_argument("--tail", choices=("auto", "diagonal", "full"), default="auto",
+                   help="as for denoise: 'auto' (default, the committed evidence), 'diagonal' (the paper's LIP), "
+                        "'full' (beyond the paper)")
     m.add_argument("-o", "--output", help="also save the denoised demo model here")
     m.add_argument("--save-inputs", metavar="DIR", help="write DIR/model.onnx and DIR/calib.npz (created if missing; "
                    "existing files are refused without --force) and exit")
@@ -236,6 +239,8 @@ def _print_denoise(r: dict) -> None:
         print(f"spectrum  top {_fmt_spectrum(sm['spectrum_before_top'])}, energy kept {sm['energy_kept']:.4f}")
     if sm.get("kept_unchanged") is None:
         kept = "kept components not measured (large weight)"
+    elif rk["k"] == 0:
+        kept = "k=0: no component kept, the whole layer refit"
     else:
         kept = (f"kept {rk['k']} components {'unchanged' if sm['kept_unchanged'] else 'CHANGED'} "
                 f"(relative change {sm['kept_relative_change']:.1e}), top-{rk['k']} subspace angle "
@@ -369,8 +374,9 @@ def _cmd_compare(a) -> int:
 def _cmd_demo(a) -> int:
     from . import demo
     if a.save_inputs is not None:
-        if a.rank is not None or a.output is not None:
-            raise UsageError("--save-inputs only copies the demo's files; run the demo without it to use --rank/-o")
+        if a.rank is not None or a.output is not None or a.tail != "auto":
+            raise UsageError("--save-inputs only copies the demo's files; run the demo without it to use "
+                             "--rank/--tail/-o")
         written = demo.save_inputs(a.save_inputs, force=a.force)
         if a.json:
             print(json.dumps(written, indent=2))
@@ -379,7 +385,7 @@ def _cmd_demo(a) -> int:
             print(f"wrote {written['calib']} (pixels + noisy labels, and a noisy held-out split val_pixels + val_labels)")
             print(f"next: lip-onnx denoise {written['model']} --calib {written['calib']}")
         return 0
-    result = demo.run(rank=a.rank, output=a.output, force=a.force, verbose=not a.json)
+    result = demo.run(rank=a.rank, tail=a.tail, output=a.output, force=a.force, verbose=not a.json)
     if a.json:
         print(json.dumps(result, indent=2))
     return 0

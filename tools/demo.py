@@ -85,17 +85,21 @@ def save_inputs(folder: "str | os.PathLike", force: bool = False) -> dict:
     return targets
 
 
-def run(rank=None, output: str | None = None, force: bool = False, verbose: bool = True) -> dict:
-    """Denoise the embedded model; return (and print) accuracy before/after on clean labels."""
+def run(rank=None, output: str | None = None, force: bool = False, verbose: bool = True, tail: str = "auto") -> dict:
+    """Denoise the embedded model; return (and print) accuracy before/after on clean labels.
+
+    ``tail`` as for :func:`lip_agnostic.tools.api.denoise` (``"auto"``, the
+    default, follows the committed evidence; ``"diagonal"`` is the paper's LIP).
+    """
     t0 = time.perf_counter()
     rank = DEMO_RANK if rank is None else rank
-    check_options(rank=rank, calib=calib_path())
+    check_options(rank=rank, calib=calib_path(), tail=tail)
     if output is not None:
         check_outputs([("output", output)], _packaged(), force)
     with np.load(test_path()) as z:
         x_test, y_test = z["pixels"], z["labels"]
     before_model = load_model(model_path())
-    new, report = denoise(before_model.model, rank=rank, calib=calib_path(), return_report=True)
+    new, report = denoise(before_model.model, rank=rank, calib=calib_path(), tail=tail, return_report=True)
     before = accuracy(before_model, x_test, y_test)
     after = accuracy(new, x_test, y_test)
     if output is not None:
@@ -107,7 +111,7 @@ def run(rank=None, output: str | None = None, force: bool = False, verbose: bool
         "n_calib": report["calibration"]["n"], "n_val": report["calibration"]["n_val"], "n_test": int(len(y_test)),
         "test_accuracy_before": before, "test_accuracy_after": after,
         "top1_agreement": report["validation"]["top1_agreement"], "seconds": time.perf_counter() - t0,
-        "output": output, "tail": report.get("tail"),
+        "output": output, "tail_setting": tail, "tail": report.get("tail"),
     }
     if verbose:
         print("lip-onnx demo: MLP 64-64-10 on sklearn digits, trained with 40% noisy labels")
@@ -120,14 +124,21 @@ def run(rank=None, output: str | None = None, force: bool = False, verbose: bool
         if report.get("tail") == "full":
             ridge = sel.get("ridge")
             print(f"  refit: the full-tail ridge refit (beyond the paper{'' if ridge is None else f'; ridge {ridge:.4g}'}"
-                  f"{'; k=0 is a ridge head' if sel['k'] == 0 else ''}), the default for --rank auto by the")
-            print("  committed evidence (docs/EVIDENCE.md); 'lip-onnx denoise ... --tail diagonal' runs the paper's LIP")
+                  f"{'; k=0 is a ridge head' if sel['k'] == 0 else ''}), "
+                  + ("the default for --rank auto by the" if tail == "auto" else "as requested (--tail full);"))
+            print(("  committed evidence (docs/EVIDENCE.md); " if tail == "auto" else "  ")
+                  + "'lip-onnx demo --tail diagonal' runs the paper's LIP")
+        elif report.get("mode") == "lip":
+            print("  refit: the paper's LIP (diagonal tail refit)"
+                  + (", what --tail auto runs for a fixed rank" if tail == "auto" else ""))
         print(f"  clean test accuracy ({len(y_test)} samples): before {before:.4f}  after {after:.4f}  "
               f"({after - before:+.4f})")
         if sel.get("strategy") == "auto" and sel["k"] == sel["m"]:
-            print("  no rank beat the unchanged model's held-out top-1 accuracy significantly (sign test), so the")
-            print("  weights were left as they are (on cross-entropy heads LIP did not help in our study:")
-            print("  docs/EVIDENCE.md); 'lip-onnx demo --rank K' forces a change")
+            print("  no (rank, ridge) beat the unchanged model's held-out top-1 accuracy significantly (sign test),"
+                  if report.get("tail") == "full" else
+                  "  no rank beat the unchanged model's held-out top-1 accuracy significantly (sign test),")
+            print("  so the weights were left as they are (docs/EVIDENCE.md says where LIP helps);")
+            print("  'lip-onnx demo --rank K' forces a change")
         if output:
             print(f"  wrote {output}")
         print(f"  done in {result['seconds']:.2f} s")

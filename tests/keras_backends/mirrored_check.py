@@ -2,8 +2,9 @@
 
 TensorFlow's logical devices must be configured before TF initializes, hence a
 separate process. Prints one JSON line: how far the strategy run's kernel is
-from (a) ``lip_refine`` on features computed directly and (b) the same
-refinement done without a strategy.
+from (a) the core's ``refine_batches`` (the faces' defaults: ``tail="auto"``) on
+features computed directly and (b) the same refinement done without a strategy;
+the bias too (the full tail, ``rank="auto"``'s default, refits it).
 
 Usage: ``KERAS_BACKEND=tensorflow python tests/keras_backends/mirrored_check.py``
 """
@@ -29,7 +30,7 @@ import keras  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from experiments.datasets import load_digits  # noqa: E402
-from lip_agnostic import lip_refine  # noqa: E402
+from lip_agnostic import refine_batches  # noqa: E402
 from lip_agnostic.adapters.keras import LIPCallback, refine_model  # noqa: E402
 
 
@@ -65,7 +66,9 @@ def main() -> None:
         got = model.get_layer("classifier").kernel.numpy()
         W = rec.weights
         feats = lambda a: np.maximum(a @ W[0] + W[1], 0.0).astype(np.float32)  # noqa: E731
-        direct = lip_refine(W[2], feats(x), y, k, bias=W[3], X_val=feats(xv), Y_val=yv)
+        ref = refine_batches(W[2], [(feats(x), y)], rank=k, validation=[(feats(xv), yv)], bias=W[3])
+        direct = ref.weight
+        direct_b = W[3] if ref.bias is None else ref.bias
         plain = build()
         plain.set_weights(W)
         res = refine_model(plain, (x, y), rank=k, validation=(xv, yv))
@@ -73,7 +76,9 @@ def main() -> None:
             "k": lip.report["selection"]["k"],
             "k_plain": res.selection.k,
             "changed": bool(np.abs(got - W[2]).max() > 1e-4),
+            "tail": lip.report["tail"],
             "vs_direct": float(np.abs(got - direct).max()),
+            "bias_vs_direct": float(np.abs(model.get_layer("classifier").bias.numpy() - direct_b).max()),
             "vs_plain": float(np.abs(got - plain.get_layer("classifier").kernel.numpy()).max()),
         }
     print(json.dumps(out))
