@@ -392,3 +392,18 @@ def check_confidence(value: Any) -> float | None:
     if not 0.0 < f < 1.0:
         raise OptionError(f"confidence must lie in (0, 1) or be None; got {f}")
     return f
+
+
+def validation_pair(validation: Any, X_val: Any, Y_val: Any) -> tuple[Any, Any]:
+    """``(X_val, Y_val)`` from ``validation=`` or the deprecated ``X_val=, Y_val=`` (``UNSET``
+    when not given; a ``FutureWarning`` when used). The one parser of both spellings."""
+    if X_val is not UNSET or Y_val is not UNSET:
+        if validation is not None:
+            raise OptionError("pass validation=(X_val, Y_val) only: X_val=/Y_val= are its deprecated old spelling; got both")
+        warnings.warn("X_val=/Y_val= are deprecated; pass validation=(X_val, Y_val)", FutureWarning, stacklevel=3)
+        return (None if X_val is UNSET else X_val), (None if Y_val is UNSET else Y_val)
+    if validation is None:
+        return None, None
+    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+        raise OptionTypeError(f"validation must be a pair (X_val, Y_val); got {type(validation).__name__}")
+    return validation[0], validation[1]

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from ._arrays import as_features, as_targets, check_product_finite, device_of, namespace, to_float
 from .accumulator import LIPAccumulator
 from .errors import DataError, OptionError, OptionTypeError
-from .options import check_confidence, check_min_gain, parse_rank
+from .options import UNSET, check_confidence, check_min_gain, parse_rank, validation_pair
 from .principal import SVD, check_factors, reduced_svd, resolve_rank
 
 __all__ = ["RankSelection", "RankScorer", "select_rank", "candidate_ranks", "sign_test_p", "DEFAULT_CONFIDENCE"]
@@ -334,13 +334,14 @@ def select_rank(
     rank: int | float | str = "auto",
     *,
     accumulator: LIPAccumulator | None = None,
-    X_val: Any = None,
-    Y_val: Any = None,
+    validation: tuple[Any, Any] | None = None,
     min_gain: float = 0.0,
     confidence: float | None = DEFAULT_CONFIDENCE,
     ks: Sequence[int] | None = None,
     svd: SVD | None = None,
     xp: Any = None,
+    X_val: Any = UNSET,
+    Y_val: Any = UNSET,
 ) -> RankSelection:
     """Choose how many principal components LIP keeps.
 
@@ -350,7 +351,9 @@ def select_rank(
     2. ``rank`` a float in ``(0, 1]``: the smallest ``k`` whose components hold
        that fraction of ``||W||_F^2`` (:func:`lip_agnostic.energy_rank`).
     3. ``rank="auto"`` (the product's default): every candidate ``k`` is
-       scored on held-out data ``(X_val, Y_val)`` — noisy labels are fine —
+       scored on held-out data ``validation=(X_val, Y_val)`` — noisy labels
+       are fine (``X_val=, Y_val=``, the old spelling, still work with a
+       ``FutureWarning``) —
        with the tail refit taken from a fitted ``accumulator`` (built with
        ``k=None``); among the ranks that beat the unchanged model by more
        than ``min_gain`` **and** pass a one-sided sign test at
@@ -378,6 +381,7 @@ def select_rank(
     1
     """
     xp = namespace(W, xp=xp)
+    X_val, Y_val = validation_pair(validation, X_val, Y_val)
     rank = parse_rank(rank, name="rank")
     if rank == "auto":
         if accumulator is None:
@@ -385,7 +389,7 @@ def select_rank(
         if accumulator.shape != tuple(W.shape):
             raise DataError(f"accumulator was built for a weight of shape {accumulator.shape}; W has shape {tuple(W.shape)}")
         if X_val is None or Y_val is None:
-            raise OptionError("rank='auto' needs held-out data: pass X_val and Y_val")
+            raise OptionError("rank='auto' needs held-out data: pass validation=(X_val, Y_val)")
         return RankScorer(accumulator, ks=ks).update(X_val, Y_val).best(min_gain, confidence)
     m = min(int(W.shape[0]), int(W.shape[1]))
     if isinstance(rank, float):

@@ -8,7 +8,7 @@ from ._arrays import namespace
 from .accumulator import LIPAccumulator, TargetScale
 from .errors import DataError, OptionError, OptionTypeError
 from .full_tail import check_tail, full_tail_refine
-from .options import UNSET, BiasMode, bias_mode_from_fit_bias, parse_rank
+from .options import UNSET, BiasMode, bias_mode_from_fit_bias, parse_rank, validation_pair
 from .rank import DEFAULT_CONFIDENCE, select_rank
 
 __all__ = ["lip_refine", "DEFAULT_BATCH_ROWS"]
@@ -130,7 +130,7 @@ def lip_refine(
     """
     xp = namespace(W, X, Y, bias, xp=xp)
     bias_mode = bias_mode_from_fit_bias(bias_mode, fit_bias)
-    X_val, Y_val = _validation_pair(validation, X_val, Y_val)
+    X_val, Y_val = validation_pair(validation, X_val, Y_val)
     if check_tail(tail, ridge, degenerate):
         validation = None if X_val is None and Y_val is None else (X_val, Y_val)
         return full_tail_refine(W, X, Y, rank, bias=bias, bias_mode=bias_mode,
@@ -154,22 +154,6 @@ def lip_refine(
         acc.update(X[start:stop, ...], Y[start:stop, ...])
     if not auto:
         return acc.result()
-    sel = select_rank(W, "auto", accumulator=acc, X_val=X_val, Y_val=Y_val, min_gain=min_gain,
+    sel = select_rank(W, "auto", accumulator=acc, validation=(X_val, Y_val), min_gain=min_gain,
                       confidence=confidence, xp=xp)
     return acc.result(sel.k)
-
-
-def _validation_pair(validation: Any, X_val: Any, Y_val: Any) -> tuple[Any, Any]:
-    """``(X_val, Y_val)`` from ``validation=`` or the deprecated ``X_val=, Y_val=``."""
-    import warnings
-
-    if X_val is not UNSET or Y_val is not UNSET:
-        if validation is not None:
-            raise OptionError("pass validation=(X_val, Y_val) only: X_val=/Y_val= are its deprecated old spelling; got both")
-        warnings.warn("X_val=/Y_val= are deprecated; pass validation=(X_val, Y_val)", FutureWarning, stacklevel=3)
-        return (None if X_val is UNSET else X_val), (None if Y_val is UNSET else Y_val)
-    if validation is None:
-        return None, None
-    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-        raise OptionTypeError(f"validation must be a pair (X_val, Y_val); got {type(validation).__name__}")
-    return validation[0], validation[1]

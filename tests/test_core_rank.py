@@ -16,6 +16,7 @@ from lip_agnostic import (
     select_rank,
     sign_test_p,
 )
+from lip_agnostic.errors import OptionError
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ def test_wins_and_losses_are_paired_counts_against_the_unchanged_model(problem):
 
 def test_auto_on_pure_noise_changes_nothing(problem):
     W, X, y, Xv, yv = problem  # labels independent of features: no rank can really help
-    sel = select_rank(W, "auto", accumulator=LIPAccumulator(W).update(X, y), X_val=Xv, Y_val=yv)
+    sel = select_rank(W, "auto", accumulator=LIPAccumulator(W).update(X, y), validation=(Xv, yv))
     assert sel.k == sel.m and not sel.changed
     assert sel.strategy == "auto" and len(sel.scores) == len(sel.ks) == 7
 
@@ -83,7 +84,7 @@ def test_auto_finds_a_real_gain_and_it_is_significant(rng):
     Xv = rng.normal(size=(n, q))
     yv = np.argmax(Xv @ teacher + rng.gumbel(size=(n, l)), axis=1)
     acc = LIPAccumulator(W).update(X, y)
-    sel = select_rank(W, "auto", accumulator=acc, X_val=Xv, Y_val=yv)
+    sel = select_rank(W, "auto", accumulator=acc, validation=(Xv, yv))
     assert sel.changed and sel.k <= 3
     assert sel.best_score > sel.base_score
     assert sel.extra["p_values"][sel.ks.index(sel.k)] < 0.05 / (len(sel.ks) - 1)
@@ -166,8 +167,17 @@ def test_auto_lip_refine_uses_the_validation_data(problem):
     with pytest.warns(FutureWarning, match=r"X_val=/Y_val= are deprecated; pass validation=\(X_val, Y_val\)"):
         old = lip_refine(W, X, y, "auto", X_val=Xv, Y_val=yv)
     np.testing.assert_array_equal(old, out)
-    sel = select_rank(W, "auto", accumulator=LIPAccumulator(W).update(X, y), X_val=Xv, Y_val=yv)
+    acc = LIPAccumulator(W).update(X, y)
+    sel = select_rank(W, "auto", accumulator=acc, validation=(Xv, yv))
     np.testing.assert_allclose(out, lip_refine(W, X, y, sel.k))
+    with pytest.warns(FutureWarning, match=r"X_val=/Y_val= are deprecated; pass validation=\(X_val, Y_val\)"):
+        assert select_rank(W, "auto", accumulator=acc, X_val=Xv, Y_val=yv) == sel
+    with pytest.raises(OptionError, match=r"pass validation=\(X_val, Y_val\) only: .* got both"):
+        select_rank(W, "auto", accumulator=acc, validation=(Xv, yv), X_val=Xv)
+    with pytest.raises(OptionError, match=r"rank='auto' needs held-out data: pass validation=\(X_val, Y_val\)"):
+        select_rank(W, "auto", accumulator=acc)
+    with pytest.raises(TypeError, match="validation must be a pair"):
+        select_rank(W, "auto", accumulator=acc, validation=Xv)
 
 
 # ------------------------------------------------------------- refine_batches

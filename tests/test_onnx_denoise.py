@@ -244,7 +244,7 @@ def test_rank_auto_uses_the_held_out_split(small, tmp_path):
     assert report["calibration"]["rank_source"] == "validation"
     feat = _features(None, p, data["x"])
     acc = lip.LIPAccumulator(p["W"], None, bias=p["b"]).update(feat, data["labels"])
-    sel = lip.select_rank(p["W"], "auto", accumulator=acc, X_val=_features(None, p, data["val_x"]), Y_val=data["val_labels"])
+    sel = lip.select_rank(p["W"], "auto", accumulator=acc, validation=(_features(None, p, data["val_x"]), data["val_labels"]))
     assert report["rank"]["k"] == sel.k
     # without a held-out split the core holds out every 5th sample
     del data["val_x"], data["val_labels"]
