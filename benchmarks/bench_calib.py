@@ -24,7 +24,7 @@ streaming part ``seconds_refine - svd`` / ``plain`` inference loop (throughput p
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_calib.py [--n 8192] [--models cnn head]
+    OMP_NUM_THREADS=1 python benchmarks/bench_calib.py [--n 8192] [--models cnn head] [--tail auto]
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--models", nargs="+", default=["cnn", "head"], choices=["cnn", "head"])
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--tail", default="diagonal", choices=["auto", "diagonal", "full"],
+                    help="lip-onnx --tail (default 'diagonal': the paper's refit, what docs/BENCHMARKS.md's first "
+                         "table measured; 'auto' is lip-onnx's own default)")
     a = ap.parse_args()
     sys.path.insert(0, ROOT)
     from lip_agnostic.tools.testing import write_big_mlp
@@ -153,7 +156,7 @@ def main() -> None:
             out_model = os.path.join(WORK, f"{name}.lip.onnx")
             wall_d, rss_d, out = _measure([sys.executable, "-c", _DENOISE, ROOT, "denoise", path, "--calib", calib,
                                            "--rank", "auto", "-o", out_model, "--force", "-q", "--report", report,
-                                           "--batch-size", str(a.batch)])
+                                           "--batch-size", str(a.batch), "--tail", a.tail])
             den = _json(out)
             with open(report) as fh:
                 rj = json.load(fh)
@@ -163,14 +166,14 @@ def main() -> None:
                  "plain_peak_rss": rss_p, "denoise_wall_s": wall_d, "denoise_peak_rss": rss_d,
                  "seconds_refine": rj["seconds_refine"], "seconds_write": rj.get("seconds_write"),
                  "seconds_validate": rj.get("seconds_validate"), "svd": den["svd"], "svd_s": svd_s,
-                 "stream_s": stream_s, "k": rj["rank"]["k"], "m": rj["rank"]["m"],
+                 "stream_s": stream_s, "k": rj["rank"]["k"], "m": rj["rank"]["m"], "tail": rj.get("tail"),
                  "end_to_end_ratio": wall_d / wall_p, "stream_vs_inference": stream_s / plain["loop_s"],
                  "model_bytes": sum(os.path.getsize(os.path.join(WORK, f)) for f in os.listdir(WORK)
                                     if f.startswith(name + ".onnx"))}
             results[name] = r
             print(f"{name}: plain {wall_p:.1f} s (loop {plain['loop_s']:.1f} s), denoise {wall_d:.1f} s "
                   f"(refine {rj['seconds_refine']:.1f} s, svd {svd_s:.1f} s): end to end {r['end_to_end_ratio']:.2f}x, "
-                  f"streaming {r['stream_vs_inference']:.2f}x", flush=True)
+                  f"streaming {r['stream_vs_inference']:.2f}x, tail {r['tail']}, k={r['k']} of {r['m']}", flush=True)
     finally:
         if not a.keep:
             shutil.rmtree(WORK, ignore_errors=True)
