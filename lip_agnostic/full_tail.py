@@ -721,13 +721,16 @@ class FullTailScorer:
         check_product_finite(xp, Z, X, "X_val")
         if acc.bias is not None:
             Z = Z + acc.bias
-        base = _hits(xp, Z, Y, is_labels, rowmax, sdt)
         n_b = int(X.shape[0])
         # Wins and losses compare what the hit is made of (the label match; for a target matrix the
         # picked entry ``Y[i, pred]``, exact), not the quotient by the row maximum, whose rounding a
         # fused kernel (XLA) may compute differently for the stacked candidates and the base.
-        ref = base if is_labels else xp.astype(xp.sum(xp.where(
-            _onehot_mask(xp, xp.argmax(Z, axis=1), l, device_of(Y)), Y, xp.zeros_like(Y)), axis=1), sdt)
+        if is_labels:
+            base = ref = _hits(xp, Z, Y, is_labels, rowmax, sdt)
+        else:
+            picked0 = xp.sum(xp.where(_onehot_mask(xp, xp.argmax(Z, axis=1), l, device_of(Y)), Y,
+                                      xp.zeros_like(Y)), axis=1)
+            base, ref = xp.astype(picked0 / rowmax, sdt), xp.astype(picked0, sdt)
         hits, wins, losses = [], [], []
         classes = xp.arange(l, device=acc._device)
         for Wg, Bg, g in self._groups:

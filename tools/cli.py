@@ -15,6 +15,9 @@ from typing import Sequence
 
 from .errors import EXIT_CODES, LipOnnxError, UsageError
 
+#: ``--tail`` values of ``denoise`` and ``demo`` (the core's ``tail=``).
+_TAILS = ("auto", "diagonal", "full")
+
 __all__ = ["main", "build_parser"]
 
 _EPILOG = "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
@@ -159,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bias-mode", choices=("fit", "ignore"), default="fit",
                    help="'fit' (default): the tail is fit against Y - 1 b^T with the layer's bias b; 'ignore': the "
                         "paper's reference fit, bias left out (the bias itself is changed only by --tail full)")
-    d.add_argument("--tail", choices=("auto", "diagonal", "full"), default="auto",
+    d.add_argument("--tail", choices=_TAILS, default="auto",
                    help="with --calib: 'auto' (default, the committed evidence, docs/EVIDENCE.md): the full tail for "
                         "--rank auto, the paper's diagonal for a fixed rank; 'diagonal' (the paper): refit the tail's "
                         "singular values; 'full' (beyond the paper): ridge-refit the whole complement of "
@@ -197,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="denoise the embedded noisy-label digits classifier; accuracy before/after",
                        description=_DEMO, epilog=_EPILOG, formatter_class=_FORMATTER)
     m.add_argument("--rank", type=_rank, default=None, metavar="K|auto", help="k or 'auto' (default: the demo's setting, auto)")
-    m.add_argument("--tail", choices=("auto", "diagonal", "full"), default="auto",
+    m.add_argument("--tail", choices=_TAILS, default="auto",
                    help="as for denoise: 'auto' (default, the committed evidence), 'diagonal' (the paper's LIP), "
                         "'full' (beyond the paper)")
     m.add_argument("-o", "--output", help="also save the denoised demo model here")
