@@ -62,7 +62,7 @@ print("JSON" + json.dumps({"loop_s": time.perf_counter() - t, "start_s": t_start
 _DENOISE = r"""
 import sys, time, json
 sys.path.insert(0, sys.argv[1])
-import lip_agnostic.accumulator as A
+import lip_agnostic.repairs.base as A  # where the repairs factorize the weight
 from lip_agnostic.tools.cli import main
 orig, log = A.reduced_svd, []
 def timed(W, **kw):

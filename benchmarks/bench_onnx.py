@@ -50,7 +50,7 @@ import sys, time, numpy as np, onnx
 sys.path.insert(0, sys.argv[2])
 from lip_agnostic.tools.model_io import load_model
 from lip_agnostic.tools.graph import select_classifier, read_weight
-from lip_agnostic.lowrank import top_svd
+from lip_agnostic.svd import top_svd
 from lip_agnostic import reduced_svd
 L = load_model(sys.argv[1]); c = select_classifier(L)
 W = np.ascontiguousarray(read_weight(L, c), dtype=np.float32)

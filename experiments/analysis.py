@@ -58,6 +58,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 import lip_agnostic as lip
+import lip_agnostic.metrics as lip_metrics
 from lip_agnostic.noise import symmetric_noise
 
 __all__ = [
@@ -157,7 +158,7 @@ def _right_vectors(W: np.ndarray) -> np.ndarray:
 
 
 def _angle_deg(W1: np.ndarray, W2: np.ndarray, k: int) -> float:
-    return math.degrees(float(lip.principal_subspace_angle(np.asarray(W1, np.float64), np.asarray(W2, np.float64), k)))
+    return math.degrees(float(lip_metrics.principal_subspace_angle(np.asarray(W1, np.float64), np.asarray(W2, np.float64), k)))
 
 
 def ridge_fit(X: np.ndarray, Y: np.ndarray, lam: float) -> np.ndarray:
@@ -232,13 +233,13 @@ def ridge_angles(X: "np.ndarray | _RidgeSolver", y: np.ndarray, n_classes: int, 
     """
     solver = X if isinstance(X, _RidgeSolver) else _RidgeSolver(X)
     Wc = solver.fit(y, n_classes, lam)
-    s = np.asarray(lip.singular_spectrum(Wc))
+    s = np.asarray(lip_metrics.singular_spectrum(Wc))
     out = {"angles": {k: [] for k in ks}, "bound": {k: [] for k in ks}, "measured_ratio": {k: [] for k in ks},
            "gap": {}, "spectrum": s, "p_actual": [], "W_clean": Wc, "W_noisy": {}}
     for k in ks:
         out["gap"][k] = float(s[k - 1] - s[k])
     # the bound is proportional to sqrt(p) / gap: one core call (one SVD of X) gives its constant
-    unit = lip.davis_kahan_bound(solver.X, 1.0, n_classes=n_classes, gap=1.0, ridge=lam)
+    unit = lip_metrics.davis_kahan_bound(solver.X, 1.0, n_classes=n_classes, gap=1.0, ridge=lam)
     for rate in rates:
         per_k = {k: [] for k in ks}
         p_actual, norms = [], []
@@ -313,14 +314,14 @@ def analyse_dataset(cfg: AnalysisConfig, log: Callable[[str], None] = lambda s: 
         actual_rates=[0.0 if nz is None else nz.rate_actual for nz, _ in runs],
         test_acc=[acc(s["late"], "test", yte) for _, s in runs],
         train_acc_noisy=[acc(s["late"], "train", lab) for (_, s), lab in zip(runs, noisy_sets)],
-        spectra=[np.asarray(lip.singular_spectrum(s["late"].W)) for _, s in runs],
-        spectrum_control=np.asarray(lip.singular_spectrum(control.W)),
-        effective_rank=[float(lip.effective_rank(s["late"].W)) for _, s in runs],
+        spectra=[np.asarray(lip_metrics.singular_spectrum(s["late"].W)) for _, s in runs],
+        spectrum_control=np.asarray(lip_metrics.singular_spectrum(control.W)),
+        effective_rank=[float(lip_metrics.effective_rank(s["late"].W)) for _, s in runs],
         angles={k: [_angle_deg(Wc, s["late"].W, k) for _, s in runs] for k in ks},
         angles_early={k: [_angle_deg(Wc_early, s["early"].W, k) for _, s in runs] for k in ks},
         angles_control={k: _angle_deg(Wc, control.W, k) for k in ks},
-        phi={r: np.asarray(lip.subspace_similarity_matrix(Vc, _right_vectors(s["late"].W))) for r, (_, s) in zip(cfg.rates, runs)},
-        phi_control=np.asarray(lip.subspace_similarity_matrix(Vc, _right_vectors(control.W))),
+        phi={r: np.asarray(lip_metrics.subspace_similarity_matrix(Vc, _right_vectors(s["late"].W))) for r, (_, s) in zip(cfg.rates, runs)},
+        phi_control=np.asarray(lip_metrics.subspace_similarity_matrix(Vc, _right_vectors(control.W))),
         ridge={}, energy_ridge={}, nsr_ridge={}, energy_head={}, nsr_head={}, head_test_acc=[],
     )
 
@@ -505,7 +506,7 @@ def _markdown(res: DatasetAnalysis, files: dict[str, Path], md_dir: Path) -> tup
             + " | ".join(f"{res.angles[k][i]:.0f}° / {_phikk(res.phi[r], k):.2f} ({res.angles_early[k][i]:.0f}°)" for k in ks) + " |"
         )
     L.append(f"| clean, other init seed | – | – | – | {res.spectrum_control[0]:.2f} | {res.spectrum_control[-1]:.3f} | "
-             f"{float(lip.effective_rank(res.spectrum_control)):.2f} | "
+             f"{float(lip_metrics.effective_rank(res.spectrum_control)):.2f} | "
              + " | ".join(f"{res.angles_control[k]:.0f}° / {_phikk(res.phi_control, k):.2f}" for k in ks) + " |")
     L.append("")
     if "samples" in files:

@@ -54,7 +54,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lip_agnostic.rank import sign_test_p
+from lip_agnostic.selection import sign_test_p
 
 __all__ = ["FullTailStats", "Choice", "choose", "hits", "predictions", "default_ks", "RHOS", "SCALES"]
 

@@ -203,13 +203,14 @@ def evaluate_snapshot(snap: HeadSnapshot, C_fit: np.ndarray, C_val: np.ndarray, 
     """Every method of the module docstring on one trained head; accuracies in percent on the clean test set.
 
     Needs features ``"train"`` (the fit rows), ``"val"``, ``"test"``. The full
-    tail runs through the core (``lip_agnostic.full_tail.FullTailAccumulator``
+    tail runs through the core (``lip_agnostic.FullTailAccumulator``
     and its scorer: the rank grid and ``ridge="auto"``'s grid are the core's
     defaults), once with the core's default target scale 1 and once with
     logit-matched targets (``target_scale="logits"``).
     """
     from lip_agnostic import refine_batches
-    from lip_agnostic.full_tail import DEFAULT_RIDGE_FACTORS, FullTailAccumulator
+    from lip_agnostic import FullTailAccumulator
+    from lip_agnostic.options import DEFAULT_RIDGE_FACTORS
 
     for s in ("train", "val", "test"):
         if s not in snap.features:
@@ -428,7 +429,7 @@ def run_study(plan: Plan, cache_dir: Path | None = CACHE_DIR, log: Callable[[str
 
 
 def _ridge_factors() -> tuple[float, ...]:
-    from lip_agnostic.full_tail import DEFAULT_RIDGE_FACTORS
+    from lip_agnostic.options import DEFAULT_RIDGE_FACTORS
 
     return DEFAULT_RIDGE_FACTORS
 
@@ -749,7 +750,7 @@ def decision_text(rows: list[dict]) -> str:
     lines.append(f"- **Decision by the rule: {'ADOPT ' + ', '.join(f'`{a}`' for a in ad) if ad else 'KEEP the paper-faithful default'}.**"
                  + (" Shipped as `tail=\"auto\"`, the default of `refine_batches`, every face and `lip-onnx`: the guarded "
                     "full tail for `rank=\"auto\"`, the paper's refit for a fixed rank "
-                    "(`lip_agnostic.full_tail.resolve_tail`)." if ad else ""))
+                    "(`lip_agnostic.options.LIPOptions.plan`)." if ad else ""))
     return "\n".join(lines)
 
 
@@ -798,7 +799,7 @@ def report_markdown(result: dict, fig_dir: Path, discussion: str | None = None, 
         f"q = {result['partial_q']} (per dataset). Actual rates in every table. Seeds {plan['seeds']} "
         "(noise draw, split, initialisation); mean ± std over seeds (ddof=1); every gain is **paired** (method minus "
         "the unchanged model, same seed), in points of clean-test accuracy.\n"
-        f"- Full tail through the core (`lip_agnostic.full_tail.FullTailAccumulator` and its scorer, bias_mode "
+        f"- Full tail through the core (`lip_agnostic.FullTailAccumulator` and its scorer, bias_mode "
         f"\"fit\": centred X and T, refit bias): the core's rank grid (every k when m ≤ 15, else 15 ranks dense near "
         f"the top) × `ridge=\"auto\"`'s grid ρ ∈ {result['rhos']} (λ = ρ · tr(S)/q, S the centred Gram); targets the "
         "labels as given (scale 1, the core's default: `ft_auto`) or logit-matched (`target_scale=\"logits\"`: "

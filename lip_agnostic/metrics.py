@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from ._arrays import as_weight, count_true, device_of, check_finite, namespace, to_float, working_dtype
+from .errors import DataError, DataTypeError, OptionError
 
 __all__ = [
     "orthonormal_basis",
@@ -23,9 +24,9 @@ __all__ = [
 
 def _as_matrix(xp: Any, A: Any, name: str) -> Any:
     if getattr(A, "ndim", None) != 2:
-        raise ValueError(f"{name} must be 2-D (ambient dimension, columns); got shape {tuple(getattr(A, 'shape', ()))}")
+        raise DataError(f"{name} must be 2-D (ambient dimension, columns); got shape {tuple(getattr(A, 'shape', ()))}")
     if not xp.isdtype(A.dtype, "real floating"):
-        raise TypeError(f"{name} must have a real floating dtype; got {A.dtype}")
+        raise DataTypeError(f"{name} must have a real floating dtype; got {A.dtype}")
     check_finite(xp, A, name)
     return A
 
@@ -85,7 +86,7 @@ def principal_angles(A: Any, B: Any, /, *, xp: Any = None) -> Any:
     A = _as_matrix(xp, A, "A")
     B = _as_matrix(xp, B, "B")
     if A.shape[0] != B.shape[0]:
-        raise ValueError(f"A and B must live in the same space (same number of rows); got {tuple(A.shape)} and {tuple(B.shape)}")
+        raise DataError(f"A and B must live in the same space (same number of rows); got {tuple(A.shape)} and {tuple(B.shape)}")
     dt = working_dtype(xp, A.dtype, B.dtype)
     Qa = orthonormal_basis(to_float(xp, A, dt), xp=xp)
     Qb = orthonormal_basis(to_float(xp, B, dt), xp=xp)
@@ -120,12 +121,12 @@ def principal_subspace_angle(W1: Any, W2: Any, /, k: int, *, side: str = "right"
     xp = namespace(W1, W2, xp=xp)
     W1, W2 = as_weight(xp, W1, "W1"), as_weight(xp, W2, "W2")
     if tuple(W1.shape) != tuple(W2.shape):
-        raise ValueError(f"W1 and W2 must have the same shape; got {tuple(W1.shape)} and {tuple(W2.shape)}")
+        raise DataError(f"W1 and W2 must have the same shape; got {tuple(W1.shape)} and {tuple(W2.shape)}")
     if side not in ("left", "right"):
-        raise ValueError(f"side must be 'left' or 'right'; got {side!r}")
+        raise OptionError(f"side must be 'left' or 'right'; got {side!r}")
     m = min(W1.shape)
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= m:
-        raise ValueError(f"k must be an integer in [0, {m}]; got {k!r}")
+        raise OptionError(f"k must be an integer in [0, {m}]; got {k!r}")
     dt = working_dtype(xp, W1.dtype, W2.dtype)
     if k == 0:
         return xp.asarray(0.0, dtype=dt, device=device_of(W1))
@@ -156,10 +157,10 @@ def subspace_similarity(V1: Any, V2: Any, /, i: int, j: int, *, xp: Any = None) 
     xp = namespace(V1, V2, xp=xp)
     V1, V2 = _as_matrix(xp, V1, "V1"), _as_matrix(xp, V2, "V2")
     if V1.shape[0] != V2.shape[0]:
-        raise ValueError(f"V1 and V2 must have the same number of rows; got {tuple(V1.shape)} and {tuple(V2.shape)}")
+        raise DataError(f"V1 and V2 must have the same number of rows; got {tuple(V1.shape)} and {tuple(V2.shape)}")
     for name, val, lim in (("i", i, V1.shape[1]), ("j", j, V2.shape[1])):
         if isinstance(val, bool) or not isinstance(val, int) or not 1 <= val <= lim:
-            raise ValueError(f"{name} must be an integer in [1, {lim}]; got {val!r}")
+            raise OptionError(f"{name} must be an integer in [1, {lim}]; got {val!r}")
     dt = working_dtype(xp, V1.dtype, V2.dtype)
     C = xp.linalg.matrix_transpose(to_float(xp, V1[:, :i], dt)) @ to_float(xp, V2[:, :j], dt)
     return xp.sum(C * C) / min(i, j)
@@ -174,7 +175,7 @@ def subspace_similarity_matrix(V1: Any, V2: Any, /, *, xp: Any = None) -> Any:
     xp = namespace(V1, V2, xp=xp)
     V1, V2 = _as_matrix(xp, V1, "V1"), _as_matrix(xp, V2, "V2")
     if V1.shape[0] != V2.shape[0]:
-        raise ValueError(f"V1 and V2 must have the same number of rows; got {tuple(V1.shape)} and {tuple(V2.shape)}")
+        raise DataError(f"V1 and V2 must have the same number of rows; got {tuple(V1.shape)} and {tuple(V2.shape)}")
     dt = working_dtype(xp, V1.dtype, V2.dtype)
     C = xp.linalg.matrix_transpose(to_float(xp, V1, dt)) @ to_float(xp, V2, dt)
     S = xp.cumulative_sum(xp.cumulative_sum(C * C, axis=0), axis=1)
@@ -216,10 +217,10 @@ def singular_spectrum(W: Any, /, *, xp: Any = None) -> Any:
 def _spectrum_of(xp: Any, W: Any) -> Any:
     if getattr(W, "ndim", None) == 1:
         if not xp.isdtype(W.dtype, "real floating"):
-            raise TypeError(f"a spectrum must have a real floating dtype; got {W.dtype}")
+            raise DataTypeError(f"a spectrum must have a real floating dtype; got {W.dtype}")
         check_finite(xp, W, "spectrum")
         if bool(xp.any(W < 0)):
-            raise ValueError("a spectrum (1-D input) must be non-negative singular values")
+            raise DataError("a spectrum (1-D input) must be non-negative singular values")
         return W
     return singular_spectrum(W, xp=xp)
 
@@ -311,20 +312,20 @@ def davis_kahan_bound(
     X = _as_matrix(xp, X, "X")
     p = float(noise_rate)
     if not 0.0 <= p <= 1.0 or math.isnan(p):
-        raise ValueError(f"noise_rate must lie in [0, 1]; got {noise_rate}")
+        raise OptionError(f"noise_rate must lie in [0, 1]; got {noise_rate}")
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
-        raise ValueError(f"n_classes must be a positive integer; got {n_classes!r}")
+        raise OptionError(f"n_classes must be a positive integer; got {n_classes!r}")
     if not float(gap) > 0.0:
-        raise ValueError(f"gap (delta) must be positive; got {gap}")
+        raise OptionError(f"gap (delta) must be positive; got {gap}")
     if not float(ridge) >= 0.0:
-        raise ValueError(f"ridge (lambda) must be non-negative; got {ridge}")
+        raise OptionError(f"ridge (lambda) must be non-negative; got {ridge}")
     n, q = int(X.shape[0]), int(X.shape[1])
     if singular_values is None:
         s = xp.linalg.svdvals(to_float(xp, X, working_dtype(xp, X.dtype)))
     else:
         s = singular_values
         if getattr(s, "shape", None) != (min(n, q),):
-            raise ValueError(f"singular_values must have shape ({min(n, q)},) for X of shape {(n, q)}; "
+            raise DataError(f"singular_values must have shape ({min(n, q)},) for X of shape {(n, q)}; "
                              f"got {tuple(getattr(s, 'shape', ()))}")
     lam_min = float(s[-1]) ** 2 if n >= q else 0.0
     denom = float(gap) * (lam_min + float(ridge))

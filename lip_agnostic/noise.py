@@ -20,6 +20,8 @@ the same seed always gives the same labels.
 Examples
 --------
 >>> import numpy as np
+
+from .errors import DataError, DataTypeError, OptionError, OptionTypeError
 >>> from lip_agnostic.noise import symmetric_noise
 >>> y = np.repeat(np.arange(10), 100)
 >>> noisy = symmetric_noise(y, 0.4, 10, include_true=True, seed=0)
@@ -35,6 +37,8 @@ from dataclasses import dataclass
 from typing import Mapping, Union
 
 import numpy as np
+
+from .errors import DataError, DataTypeError, OptionError, OptionTypeError
 
 __all__ = [
     "NoisyLabels",
@@ -163,44 +167,44 @@ def _rng(seed: Seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int or a numpy.random.Generator; got {type(seed).__name__}")
+        raise OptionTypeError(f"seed must be an int or a numpy.random.Generator; got {type(seed).__name__}")
     if seed < 0:
-        raise ValueError(f"seed must be non-negative; got {seed}")
+        raise OptionError(f"seed must be non-negative; got {seed}")
     return np.random.default_rng(int(seed))
 
 
 def _n_classes(n_classes: object, minimum: int = 2) -> int:
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
-        raise TypeError(f"n_classes must be an int; got {type(n_classes).__name__}")
+        raise OptionTypeError(f"n_classes must be an int; got {type(n_classes).__name__}")
     if n_classes < minimum:
-        raise ValueError(f"n_classes must be at least {minimum}; got {n_classes}")
+        raise OptionError(f"n_classes must be at least {minimum}; got {n_classes}")
     return int(n_classes)
 
 
 def _labels(y: object, n_classes: int | None) -> np.ndarray:
     a = np.asarray(y)
     if a.ndim != 1:
-        raise ValueError(f"y must be 1-D (n,) integer labels; got shape {a.shape}")
+        raise DataError(f"y must be 1-D (n,) integer labels; got shape {a.shape}")
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"y must hold integer labels; got dtype {a.dtype}")
+        raise DataTypeError(f"y must hold integer labels; got dtype {a.dtype}")
     if a.shape[0] == 0:
-        raise ValueError("y must hold at least one label; got an empty array")
+        raise DataError("y must hold at least one label; got an empty array")
     lo, hi = int(a.min()), int(a.max())
     if n_classes is None:
         if lo < 0:
-            raise ValueError(f"labels must be non-negative; got values in [{lo}, {hi}]")
+            raise DataError(f"labels must be non-negative; got values in [{lo}, {hi}]")
     elif lo < 0 or hi >= n_classes:
-        raise ValueError(f"labels must lie in [0, {n_classes - 1}] for n_classes={n_classes}; got values in [{lo}, {hi}]")
+        raise DataError(f"labels must lie in [0, {n_classes - 1}] for n_classes={n_classes}; got values in [{lo}, {hi}]")
     return a.astype(np.int64, copy=True)
 
 
 def _rate(rate: object, name: str = "rate", closed: bool = False) -> float:
     if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number; got {type(rate).__name__}")
+        raise OptionTypeError(f"{name} must be a real number; got {type(rate).__name__}")
     r = float(rate)
     ok = 0.0 <= r <= 1.0 if closed else 0.0 <= r < 1.0
     if not ok:
-        raise ValueError(f"{name} must lie in [0, 1{']' if closed else ')'}; got {rate}")
+        raise OptionError(f"{name} must lie in [0, 1{']' if closed else ')'}; got {rate}")
     return r
 
 
@@ -223,7 +227,7 @@ def transition_matrix(clean: np.ndarray, noisy: np.ndarray, n_classes: int) -> n
     c = _labels(clean, l)
     y = _labels(noisy, l)
     if c.shape != y.shape:
-        raise ValueError(f"clean and noisy must have the same shape; got {c.shape} and {y.shape}")
+        raise DataError(f"clean and noisy must have the same shape; got {c.shape} and {y.shape}")
     counts = np.zeros((l, l), dtype=np.float64)
     np.add.at(counts, (c, y), 1.0)
     totals = counts.sum(axis=1, keepdims=True)
@@ -294,32 +298,32 @@ def symmetric_noise(y: object, rate: float, n_classes: int, *, include_true: boo
 def _class_map(class_map: object, n_classes: int | None) -> tuple[dict[int, int], int]:
     if isinstance(class_map, str):
         if class_map not in ASYMMETRIC_MAPS:
-            raise ValueError(f"unknown class map {class_map!r}; known: {sorted(ASYMMETRIC_MAPS)}")
+            raise OptionError(f"unknown class map {class_map!r}; known: {sorted(ASYMMETRIC_MAPS)}")
         default_l = ASYMMETRIC_MAP_CLASSES[class_map]
         l = default_l if n_classes is None else _n_classes(n_classes)
         if l != default_l:
-            raise ValueError(f"class map {class_map!r} is for {default_l} classes; got n_classes={l}")
+            raise OptionError(f"class map {class_map!r} is for {default_l} classes; got n_classes={l}")
         return dict(ASYMMETRIC_MAPS[class_map]), l
     if not isinstance(class_map, Mapping):
-        raise TypeError(f"class_map must be a dict {{source: target}} or a name in {sorted(ASYMMETRIC_MAPS)}; got {type(class_map).__name__}")
+        raise OptionTypeError(f"class_map must be a dict {{source: target}} or a name in {sorted(ASYMMETRIC_MAPS)}; got {type(class_map).__name__}")
     if len(class_map) == 0:
-        raise ValueError("class_map must map at least one class; got an empty mapping")
+        raise OptionError("class_map must map at least one class; got an empty mapping")
     out: dict[int, int] = {}
     for src, dst in class_map.items():
         for v in (src, dst):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"class_map keys and values must be ints; got {src!r}: {dst!r}")
+                raise OptionTypeError(f"class_map keys and values must be ints; got {src!r}: {dst!r}")
         if src == dst:
-            raise ValueError(f"class_map must move each source to another class; got {src}: {dst}")
+            raise OptionError(f"class_map must move each source to another class; got {src}: {dst}")
         if src < 0 or dst < 0:
-            raise ValueError(f"class_map classes must be non-negative; got {src}: {dst}")
+            raise OptionError(f"class_map classes must be non-negative; got {src}: {dst}")
         out[int(src)] = int(dst)
     top = max(max(out), max(out.values()))
     if n_classes is None:
         return out, top + 1
     l = _n_classes(n_classes)
     if top >= l:
-        raise ValueError(f"class_map refers to class {top}, outside [0, {l - 1}] for n_classes={l}")
+        raise OptionError(f"class_map refers to class {top}, outside [0, {l - 1}] for n_classes={l}")
     return out, l
 
 
@@ -461,14 +465,14 @@ def instance_dependent_noise(
     rate = _rate(rate)
     x = np.asarray(features)
     if x.ndim != 2:
-        raise ValueError(f"features must be 2-D (n, d); got shape {x.shape}")
+        raise DataError(f"features must be 2-D (n, d); got shape {x.shape}")
     if x.shape[0] != clean.shape[0]:
-        raise ValueError(f"features must have one row per label: got {x.shape[0]} rows for {clean.shape[0]} labels")
+        raise DataError(f"features must have one row per label: got {x.shape[0]} rows for {clean.shape[0]} labels")
     if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise TypeError(f"features must be real numbers; got dtype {x.dtype}")
+        raise DataTypeError(f"features must be real numbers; got dtype {x.dtype}")
     x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
-        raise ValueError("features must be finite; got NaN or infinity")
+        raise DataError("features must be finite; got NaN or infinity")
     rng = _rng(seed)
     n, d = x.shape
     flip_rate = np.zeros(n) if rate == 0.0 else _truncated_normal(rng, rate, 0.1, n)

@@ -1,68 +1,83 @@
-"""One parser per option, shared by the core and every face.
+"""Every option of the method, parsed once: :class:`LIPOptions`, its constraint table, and the
+policy that picks which repair runs (:meth:`LIPOptions.plan`).
 
-Every entry point (``lip_refine``, ``refine_batches``, the PyTorch and Keras
-faces, ``lip-onnx``) reads its options through these functions, so a value
-means the same thing, and a bad value fails with the same typed error
-(:mod:`lip_agnostic.errors`), wherever it is passed.
+Every entry point (``refine_batches``, ``lip_refine``, the faces, ``lip-onnx``)
+builds one :class:`LIPOptions`; nothing downstream re-validates. Each field has
+one parser in :data:`CONSTRAINTS` (in the spirit of scikit-learn's
+``_parameter_constraints``), so a value means the same thing, and a bad value
+fails with the same typed error (:mod:`lip_agnostic.errors`), wherever it is
+passed.
 
 Examples
 --------
 >>> import numpy as np
->>> from lip_agnostic.options import parse_rank, parse_bias_mode
+>>> from lip_agnostic.options import LIPOptions, parse_rank, parse_bias_mode
 >>> parse_rank(np.int64(2), 5), parse_rank(np.float32(0.5)), parse_rank("auto")
 (2, 0.5, 'auto')
 >>> parse_bias_mode("ignore")
 'ignore'
+>>> LIPOptions(rank=3).plan((64, 10)).repair
+'diagonal'
+>>> LIPOptions().plan((64, 10)).repair
+'full'
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import warnings
-from typing import Any, Literal
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, Literal
 
 from .errors import OptionError, OptionTypeError, RankOutOfRangeError
 
 __all__ = [
+    "LIPOptions",
+    "Plan",
+    "CONSTRAINTS",
+    "OPTION_NAMES",
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_HOLDOUT",
+    "DEFAULT_RIDGE_FACTORS",
+    "FULL_TAIL_RANK_LIMIT",
+    "AUTO_TAIL_MEMORY_BYTES",
     "Rank",
     "BiasMode",
-    "UNSET",
+    "TargetScale",
     "parse_rank",
     "parse_bias_mode",
-    "renamed_option",
-    "bias_mode_from_fit_bias",
-    "FACE_RESERVED",
-    "face_reserved",
-    "check_option_names",
+    "check_ridge",
+    "check_target_scale",
     "check_min_gain",
     "check_holdout",
     "check_confidence",
+    "check_rtol",
+    "face_reserved",
+    "check_option_names",
 ]
 
 Rank = int | float | Literal["auto"]
 BiasMode = Literal["fit", "ignore"]
+TargetScale = float | Literal["logits"]
 
+#: Default confidence of the sign test that guards ``rank="auto"``.
+DEFAULT_CONFIDENCE = 0.95
 
-class _Unset:
-    """Marks a keyword the caller did not pass (distinct from ``None``)."""
+#: Fraction of the fit stream held out to score candidates when nothing else is given.
+DEFAULT_HOLDOUT = 0.2
 
-    _instance = None
+#: ``ridge="auto"`` scores ``lam = f * trace(Xc^T Xc) / q`` for each factor ``f``
+#: (the mean eigenvalue of the centred Gram sets the scale, so the grid means
+#: the same for any feature scale or sample count).
+DEFAULT_RIDGE_FACTORS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
-    def __new__(cls):  # one instance, so ``is UNSET`` works after copying
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+#: The full tail's ``rank="auto"`` scores at most this many ranks (one eigendecomposition each).
+FULL_TAIL_RANK_LIMIT = 16
 
-    def __repr__(self) -> str:
-        return "<unset>"
-
-    def __reduce__(self):
-        return (_Unset, ())
-
-
-#: Default of a deprecated keyword: "not passed".
-UNSET: Any = _Unset()
+#: ``tail="auto"`` runs the full tail's ``rank="auto"`` search only when its candidate
+#: weights and statistics fit in this many bytes (about ``80 q l`` weight copies plus
+#: ``q^2 + 2 q l`` float64 statistics); a larger head gets the paper's diagonal refit.
+AUTO_TAIL_MEMORY_BYTES = 1 << 30
 
 
 def _scalar(value: Any) -> Any:
@@ -179,8 +194,7 @@ def parse_bias_mode(value: Any, *, name: str = "bias_mode") -> BiasMode:
     ``"fit"``: the tail refit targets ``Y - 1 b^T`` (the logits the layer
     really produces include its bias ``b``). ``"ignore"``: the paper's
     reference fit, targets ``Y`` (the bias still counts when held-out data
-    are scored). The Keras face's old spelling ``"subtract"`` means
-    ``"fit"`` and is accepted with a ``FutureWarning`` for one release.
+    are scored).
 
     Examples
     --------
@@ -194,159 +208,10 @@ def parse_bias_mode(value: Any, *, name: str = "bias_mode") -> BiasMode:
     if isinstance(value, str):
         if value in ("fit", "ignore"):
             return value  # type: ignore[return-value]
-        if value == "subtract":
-            warnings.warn(f"{name}='subtract' is deprecated; use {name}='fit' (same meaning)",
-                          FutureWarning, stacklevel=3)
-            return "fit"
         raise OptionError(
             f"{name} must be 'fit' (targets Y - 1 b^T) or 'ignore' (the paper's fit, targets Y); got {value!r}")
     raise OptionTypeError(
         f"{name} must be 'fit' (targets Y - 1 b^T) or 'ignore' (the paper's fit, targets Y); got {_describe(value)}")
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return a is b or (type(a) is type(b) and bool(a == b))
-    except Exception:
-        return False
-
-
-def renamed_option(new: Any, old: Any, *, new_name: str, old_name: str, default: Any = UNSET,
-                   stacklevel: int = 3) -> Any:
-    """The value of an option that has a deprecated old keyword.
-
-    ``old`` is the value passed under the old name (``UNSET`` when not
-    passed): it is used with a ``FutureWarning``. Passing the new name too
-    (with anything but its ``default``) is an
-    :class:`~lip_agnostic.errors.OptionError`. When the old name was not
-    passed the result is ``new`` (``default`` when ``new`` is ``UNSET``).
-
-    Examples
-    --------
-    >>> import warnings
-    >>> with warnings.catch_warnings(record=True) as w:
-    ...     warnings.simplefilter("always")
-    ...     renamed_option("auto", 3, new_name="rank", old_name="k", default="auto")
-    3
-    >>> str(w[0].message)
-    'k= is deprecated; use rank= (k= will be removed in the next release)'
-    """
-    if old is UNSET:
-        return default if new is UNSET else new
-    if new is not UNSET and not _same(new, default):
-        raise OptionError(f"pass {new_name}= only: {old_name}= is its deprecated old name; got both")
-    warnings.warn(f"{old_name}= is deprecated; use {new_name}= ({old_name}= will be removed in the next release)",
-                  FutureWarning, stacklevel=stacklevel)
-    return old
-
-
-def bias_mode_from_fit_bias(bias_mode: Any, fit_bias: Any, *, stacklevel: int = 3) -> BiasMode:
-    """``bias_mode`` for a core call that may use the deprecated ``fit_bias=`` (True/False).
-
-    ``fit_bias`` is ``UNSET`` when not passed; ``True`` maps to ``"fit"`` and
-    ``False`` to ``"ignore"``, with a ``FutureWarning``. Passing it together
-    with ``bias_mode="ignore"`` is an :class:`~lip_agnostic.errors.OptionError`
-    (``bias_mode="fit"`` is the default, so it yields to ``fit_bias``).
-
-    Examples
-    --------
-    >>> import warnings
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")
-    ...     bias_mode_from_fit_bias("fit", False)
-    'ignore'
-    """
-    if fit_bias is UNSET:
-        return parse_bias_mode("fit" if bias_mode is UNSET else bias_mode)
-    if bias_mode is not UNSET and parse_bias_mode(bias_mode) != "fit":
-        raise OptionError("pass bias_mode= only: fit_bias= is its deprecated old spelling; got both")
-    if not isinstance(fit_bias, bool):
-        raise OptionTypeError(f"fit_bias must be True or False; got {fit_bias!r}")
-    warnings.warn("fit_bias= is deprecated; use bias_mode='fit' (fit_bias=True) or bias_mode='ignore' "
-                  "(fit_bias=False)", FutureWarning, stacklevel=stacklevel)
-    return "fit" if fit_bias else "ignore"
-
-
-#: :func:`lip_agnostic.refine_batches` keywords that no face passes through from its users, and
-#: what to pass instead (``None``: the face sets it itself: the weight's factors, the array
-#: namespace). A face always hands the core its layer's own bias; ``bias_mode`` says whether it
-#: enters the fit.
-FACE_RESERVED: dict[str, str | None] = {
-    "W": None,
-    "batches": None,
-    "bias": "bias_mode",
-    "fit_bias": "bias_mode",
-    "svd": None,
-    "xp": None,
-}
-
-
-def face_reserved(**own: str | None) -> dict[str, str | None]:
-    """The reserved option names of a face: :data:`FACE_RESERVED` plus the
-    ``refine_batches`` keywords the face sets from its own arguments
-    (name -> that argument, or ``None``).
-
-    Examples
-    --------
-    >>> sorted(face_reserved(all_reduce=None))
-    ['W', 'all_reduce', 'batches', 'bias', 'fit_bias', 'svd', 'xp']
-    """
-    return {**FACE_RESERVED, **own}
-
-
-def _passable() -> set[str]:
-    import inspect
-
-    from .stream import refine_batches  # late: stream imports this module
-
-    return {n for n, p in inspect.signature(refine_batches).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY}
-
-
-def check_option_names(options: dict, *, reserved: dict, face: str, own: tuple[str, ...] = ()) -> dict:
-    """Check the names of the LIP options a face passes through (``**lip_options``).
-
-    Every name must be a keyword-only parameter of
-    :func:`lip_agnostic.refine_batches` that the face does not set itself
-    (``reserved``: name -> the face's own argument to use instead, or
-    ``None``; build it with :func:`face_reserved`). ``own`` names the face's
-    own arguments, which may not be passed as options either. The values of
-    ``min_gain``, ``holdout`` and ``confidence`` are checked too (by
-    :func:`check_min_gain`, :func:`check_holdout`, :func:`check_confidence`).
-
-    Raises
-    ------
-    OptionTypeError
-        An unknown or reserved name (a ``TypeError``, as Python raises for an
-        unexpected keyword).
-    OptionError
-        A bad value.
-
-    Examples
-    --------
-    >>> check_option_names({"min_gain": 0.01}, reserved=face_reserved(), face="my face")
-    {'min_gain': 0.01}
-    >>> check_option_names({"xp": None}, reserved=face_reserved(), face="my face")
-    Traceback (most recent call last):
-    ...
-    lip_agnostic.errors.OptionTypeError: 'xp' is set by the my face; it is chosen for you
-    """
-    accepted = _passable()
-    for key in options:
-        if key in reserved or key in own:
-            alt = reserved.get(key, key)
-            hint = f"pass {alt}=... instead" if alt else "it is chosen for you"
-            raise OptionTypeError(f"{key!r} is set by the {face}; {hint}")
-        if key not in accepted:
-            allowed = sorted(accepted - set(reserved) - set(own))
-            raise OptionTypeError(f"unknown LIP option {key!r}; refine_batches accepts {allowed}")
-    if "min_gain" in options:
-        check_min_gain(options["min_gain"])
-    if "holdout" in options:
-        check_holdout(options["holdout"])
-    if "confidence" in options:
-        check_confidence(options["confidence"])
-    return dict(options)
 
 
 def _real(value: Any, name: str) -> float:
@@ -394,16 +259,328 @@ def check_confidence(value: Any) -> float | None:
     return f
 
 
-def validation_pair(validation: Any, X_val: Any, Y_val: Any) -> tuple[Any, Any]:
-    """``(X_val, Y_val)`` from ``validation=`` or the deprecated ``X_val=, Y_val=`` (``UNSET``
-    when not given; a ``FutureWarning`` when used). The one parser of both spellings."""
-    if X_val is not UNSET or Y_val is not UNSET:
-        if validation is not None:
-            raise OptionError("pass validation=(X_val, Y_val) only: X_val=/Y_val= are its deprecated old spelling; got both")
-        warnings.warn("X_val=/Y_val= are deprecated; pass validation=(X_val, Y_val)", FutureWarning, stacklevel=3)
-        return (None if X_val is UNSET else X_val), (None if Y_val is UNSET else Y_val)
-    if validation is None:
-        return None, None
-    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-        raise OptionTypeError(f"validation must be a pair (X_val, Y_val); got {type(validation).__name__}")
-    return validation[0], validation[1]
+
+
+def check_ridge(value: Any, *, allow_auto: bool = True, name: str = "ridge") -> float | str:
+    """``ridge``: the full tail's ridge ``lam``, a finite number ``>= 0`` (or ``"auto"``).
+
+    >>> check_ridge(0.5), check_ridge("auto")
+    (0.5, 'auto')
+    """
+    what = "a number >= 0 or 'auto'" if allow_auto else "a number >= 0"
+    v = _scalar(value)
+    if isinstance(v, str):
+        if allow_auto and v == "auto":
+            return "auto"
+        raise OptionError(f"{name} must be {what}; got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise OptionTypeError(f"{name} must be {what}; got {_describe(value)}")
+    lam = float(v)
+    if not (lam >= 0.0 and math.isfinite(lam)):
+        raise OptionError(f"{name} must be a finite number >= 0; got {value!r}")
+    return lam
+
+
+def check_target_scale(value: Any) -> TargetScale:
+    """``target_scale``: a finite number ``> 0`` (fit ``c Y``) or ``"logits"``.
+
+    >>> check_target_scale(2), check_target_scale("logits")
+    (2.0, 'logits')
+    """
+    v = _scalar(value)
+    what = "a positive number or 'logits'"
+    if isinstance(v, str):
+        if v != "logits":
+            raise OptionError(f"target_scale must be {what}; got {v!r}")
+        return "logits"
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise OptionTypeError(f"target_scale must be {what}; got {_describe(value)}")
+    c = float(v)
+    if not (c > 0.0 and math.isfinite(c)):
+        raise OptionError(f"target_scale must be {what}; got {value!r}")
+    return c
+
+
+def check_rtol(value: Any) -> float | None:
+    """``rtol``: the degeneracy threshold, a finite number ``>= 0``, or None (the default).
+
+    >>> check_rtol(None), check_rtol(1e-6)
+    (None, 1e-06)
+    """
+    if value is None:
+        return None
+    f = _real(value, "rtol")
+    if not (f >= 0.0 and math.isfinite(f)):
+        raise OptionError(f"rtol must be a finite number >= 0 or None; got {f}")
+    return f
+
+
+def _choice(name: str, allowed: dict[str, str]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if isinstance(value, str) and value in allowed:
+            return value
+        said = [f"{k!r} ({v})" if v else repr(k) for k, v in allowed.items()]
+        said = ", ".join(said[:-1]) + " or " + said[-1]
+        cls = OptionError if isinstance(value, str) else OptionTypeError
+        raise cls(f"{name} must be {said}; got {_describe(value) if cls is OptionTypeError else repr(value)}")
+    return parse
+
+
+def _optional_ridge(value: Any) -> float | str | None:
+    return None if value is None else check_ridge(value)
+
+
+#: One parser per option (the declarative table every entry point goes through).
+CONSTRAINTS: dict[str, Callable[[Any], Any]] = {
+    "rank": parse_rank,
+    "tail": _choice("tail", {"auto": "", "diagonal": "the paper", "full": "beyond the paper"}),
+    "ridge": _optional_ridge,
+    "bias_mode": parse_bias_mode,
+    "target_scale": check_target_scale,
+    "degenerate": _choice("degenerate", {"zero": "", "keep": ""}),
+    "rtol": check_rtol,
+    "min_gain": check_min_gain,
+    "confidence": check_confidence,
+    "holdout": check_holdout,
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :meth:`LIPOptions.plan` decided for one head.
+
+    Attributes
+    ----------
+    repair : {"diagonal", "full"}
+        ``"diagonal"`` is the paper's refit; ``"full"`` is beyond the paper.
+    reason : str
+        Why (one line; what ``tail="auto"`` chose and why, or ``"requested"``).
+    choose_rank : bool
+        ``rank="auto"``: the rank is chosen on held-out data behind the guard.
+    choose_ridge : bool
+        The full tail's ``ridge="auto"``: the ridge is chosen on held-out data.
+    """
+
+    repair: str
+    reason: str
+    choose_rank: bool
+    choose_ridge: bool
+
+    @property
+    def uses_validation(self) -> bool:
+        """Whether anything is chosen on held-out data."""
+        return self.choose_rank or self.choose_ridge
+
+    @property
+    def beyond_paper(self) -> bool:
+        """Whether the repair is not the paper's."""
+        return self.repair != "diagonal"
+
+
+def _auto_tail_bytes(q: int, l: int, itemsize: int) -> int:
+    m = min(q, l)
+    n_candidates = min(FULL_TAIL_RANK_LIMIT, m + 1) * len(DEFAULT_RIDGE_FACTORS) + 1
+    return n_candidates * q * l * int(itemsize) + 8 * (q * q + 2 * q * l)
+
+
+@dataclass(frozen=True)
+class LIPOptions:
+    """The options of one refinement, each parsed once by its entry in :data:`CONSTRAINTS`.
+
+    Parameters
+    ----------
+    rank : int, float in (0, 1], or "auto"
+        Components kept untouched: ``k``, an energy fraction, or ``"auto"``
+        (every candidate scored on held-out data behind the guard).
+    tail : {"auto", "diagonal", "full"}
+        ``"diagonal"``: the paper's refit of the tail's singular values.
+        ``"full"``: beyond the paper, a ridge refit of the whole complement.
+        ``"auto"``: what the committed evidence supports (:meth:`plan`).
+    ridge : float >= 0, "auto" or None
+        The full tail's ridge (None: ``"auto"`` when the full tail runs).
+    bias_mode : {"fit", "ignore"}
+        ``"fit"``: targets ``Y - 1 b^T`` (the full tail refits the bias);
+        ``"ignore"``: the paper's fit, targets ``Y``.
+    target_scale : float > 0 or "logits"
+    degenerate : {"zero", "keep"}
+        The paper's refit only: what a tail component the data never excite gets.
+    rtol : float >= 0 or None
+        Degeneracy threshold (None: machine epsilon of the working dtype).
+    min_gain : float
+        ``rank="auto"``: the held-out gain a change must exceed.
+    confidence : float in (0, 1) or None
+        ``rank="auto"``: the sign test's level (None: no test).
+    holdout : float in (0, 0.5]
+        Fraction of the fit stream held out when no validation data are given
+        and something is chosen on held-out data.
+
+    Rules across options (checked at construction, one message each):
+    ``ridge`` needs the full tail; ``degenerate="keep"`` needs the paper's
+    tail; ``min_gain`` and ``confidence`` act only for ``rank="auto"`` (a fixed
+    rank forces the change), so other values are refused there.
+
+    Examples
+    --------
+    >>> from lip_agnostic.options import LIPOptions
+    >>> LIPOptions(rank=2, tail="diagonal").rank
+    2
+    >>> LIPOptions(rank=2, confidence=0.9)
+    Traceback (most recent call last):
+    ...
+    lip_agnostic.errors.OptionError: confidence=0.9 has no effect with rank=2: the significance guard runs only for rank='auto' (a fixed rank forces the change)
+    """
+
+    rank: Rank = "auto"
+    tail: str = "auto"
+    ridge: float | str | None = None
+    bias_mode: BiasMode = "fit"
+    target_scale: TargetScale = 1.0
+    degenerate: str = "zero"
+    rtol: float | None = None
+    min_gain: float = 0.0
+    confidence: float | None = DEFAULT_CONFIDENCE
+    holdout: float = DEFAULT_HOLDOUT
+
+    def __post_init__(self) -> None:
+        for name, parse in CONSTRAINTS.items():
+            object.__setattr__(self, name, parse(getattr(self, name)))
+        if self.tail == "diagonal" and self.ridge is not None:
+            raise OptionError(f"ridge={self.ridge!r} applies to tail='full' only "
+                              "(the paper's diagonal refit has no ridge)")
+        if self.tail == "full" and self.degenerate != "zero":
+            raise OptionError(f"degenerate={self.degenerate!r} applies to tail='diagonal' only")
+        if self.rank != "auto":
+            for name, default in (("confidence", DEFAULT_CONFIDENCE), ("min_gain", 0.0)):
+                value = getattr(self, name)
+                if value != default:
+                    raise OptionError(
+                        f"{name}={value!r} has no effect with rank={self.rank!r}: the significance guard runs "
+                        "only for rank='auto' (a fixed rank forces the change)")
+
+    @classmethod
+    def from_kwargs(cls, options: dict, /, *, where: str = "refine_batches") -> "LIPOptions":
+        """``LIPOptions(**options)`` with an unknown name refused as an :class:`OptionTypeError`."""
+        unknown = sorted(set(options) - set(OPTION_NAMES))
+        if unknown:
+            raise OptionTypeError(f"unknown LIP option {unknown[0]!r} for {where}; the options are {list(OPTION_NAMES)}")
+        return cls(**options)
+
+    def replace(self, **changes: Any) -> "LIPOptions":
+        """A copy with some options changed (parsed again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The options as a JSON-friendly dict."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def uses_validation(self) -> bool:
+        """Whether these options choose something on held-out data, whatever the head
+        (``rank="auto"``, or the full tail with its ridge left to ``"auto"``)."""
+        return self.plan((1, 1)).uses_validation
+
+    def plan(self, shape: tuple[int, int], /, *, itemsize: int = 4) -> Plan:
+        """Which repair runs for a ``(q, l)`` head, and what is chosen on held-out data.
+
+        Steps
+        -----
+        1. ``tail="diagonal"`` (the paper) and ``"full"`` (beyond the paper)
+           stand for themselves.
+        2. ``tail="auto"`` with an explicit ``ridge``: ``"full"`` (only it has a
+           ridge); with ``degenerate="keep"``: ``"diagonal"`` (only it has that).
+        3. ``tail="auto"`` with a fixed or energy ``rank``: ``"diagonal"`` (in
+           the committed study, docs/EVIDENCE.md, the full tail at a fixed
+           ``k`` lost in every row).
+        4. ``tail="auto"`` with ``rank="auto"``: ``"full"`` (its guarded choice
+           met the study's adoption rule), unless its search would need more
+           than :data:`AUTO_TAIL_MEMORY_BYTES`, then ``"diagonal"``.
+        5. The rank is chosen on held-out data for ``rank="auto"``; the full
+           tail's ridge for ``ridge`` None or ``"auto"``.
+
+        Examples
+        --------
+        >>> LIPOptions(rank=3).plan((64, 10)).reason
+        "tail='auto' with a fixed rank: the paper's diagonal refit"
+        """
+        q, l = int(shape[0]), int(shape[1])
+        auto_rank = self.rank == "auto"
+        if self.tail != "auto":
+            repair, reason = self.tail, "requested"
+        elif self.ridge is not None:
+            repair, reason = "full", "tail='auto' with a ridge: the full-tail refit (beyond the paper)"
+        elif self.degenerate != "zero":
+            repair, reason = "diagonal", f"tail='auto' with degenerate={self.degenerate!r}: the paper's diagonal refit"
+        elif not auto_rank:
+            repair, reason = "diagonal", "tail='auto' with a fixed rank: the paper's diagonal refit"
+        else:
+            need = _auto_tail_bytes(q, l, itemsize)
+            if need > AUTO_TAIL_MEMORY_BYTES:
+                repair, reason = "diagonal", (
+                    f"tail='auto': the full-tail search for a {q} x {l} head needs ~{need / 2**30:.1f} GiB "
+                    f"(limit {AUTO_TAIL_MEMORY_BYTES / 2**30:.1f} GiB): the paper's diagonal refit")
+            else:
+                repair, reason = "full", "tail='auto' with rank='auto': the guarded full-tail choice (beyond the paper)"
+        choose_ridge = repair == "full" and (self.ridge is None or self.ridge == "auto")
+        return Plan(repair=repair, reason=reason, choose_rank=auto_rank, choose_ridge=choose_ridge)
+
+
+#: The option names, in :class:`LIPOptions`' order.
+OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(LIPOptions))
+
+#: :func:`lip_agnostic.refine_batches` inputs that are not options (a face may pass some through).
+DRIVER_INPUTS: tuple[str, ...] = ("validation", "bias", "all_reduce", "svd", "xp")
+
+#: Inputs no face passes through from its users, and what to pass instead (``None``: the face sets
+#: it itself). A face always hands the core its layer's own bias; ``bias_mode`` says whether it
+#: enters the fit.
+FACE_RESERVED: dict[str, str | None] = {"W": None, "batches": None, "bias": "bias_mode", "svd": None, "xp": None}
+
+
+def face_reserved(**own: str | None) -> dict[str, str | None]:
+    """The reserved names of a face: :data:`FACE_RESERVED` plus the inputs the face sets
+    from its own arguments (name -> that argument, or ``None``).
+
+    >>> sorted(face_reserved(all_reduce=None))
+    ['W', 'all_reduce', 'batches', 'bias', 'svd', 'xp']
+    """
+    return {**FACE_RESERVED, **own}
+
+
+def check_option_names(options: dict, *, reserved: dict, face: str, own: tuple[str, ...] = ()) -> dict:
+    """Check the names and values of the options a face passes through (``**lip_options``).
+
+    Every name must be an option (:data:`OPTION_NAMES`) or a driver input
+    (:data:`DRIVER_INPUTS`) that the face does not set itself (``reserved``,
+    from :func:`face_reserved`; ``own``: the face's own arguments). The values
+    of the options are parsed by :data:`CONSTRAINTS`.
+
+    Raises
+    ------
+    OptionTypeError
+        An unknown or reserved name (a ``TypeError``, as Python raises for an
+        unexpected keyword).
+    OptionError
+        A bad value.
+
+    Examples
+    --------
+    >>> check_option_names({"min_gain": 0.01}, reserved=face_reserved(), face="my face")
+    {'min_gain': 0.01}
+    >>> check_option_names({"xp": None}, reserved=face_reserved(), face="my face")
+    Traceback (most recent call last):
+    ...
+    lip_agnostic.errors.OptionTypeError: 'xp' is set by the my face; it is chosen for you
+    """
+    accepted = set(OPTION_NAMES) | set(DRIVER_INPUTS)
+    for key in options:
+        if key in reserved or key in own:
+            alt = reserved.get(key, key)
+            hint = f"pass {alt}=... instead" if alt else "it is chosen for you"
+            raise OptionTypeError(f"{key!r} is set by the {face}; {hint}")
+        if key not in accepted:
+            allowed = sorted(accepted - set(reserved) - set(own))
+            raise OptionTypeError(f"unknown LIP option {key!r}; the {face} accepts {allowed}")
+    for key, value in options.items():
+        if key in CONSTRAINTS:
+            CONSTRAINTS[key](value)
+    return dict(options)

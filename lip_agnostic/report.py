@@ -17,13 +17,13 @@ Two different questions get two different numbers:
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._arrays import as_weight, namespace, to_float, working_dtype
 from .metrics import effective_rank, principal_angles, stable_rank
-from .principal import check_factors
+from .svd import check_factors
+from .errors import DataError, OptionError
 
 __all__ = ["ChangeSummary", "summarize_change", "summarize_refit", "KEPT_TOLERANCE"]
 
@@ -61,9 +61,6 @@ class ChangeSummary:
         unchanged: see ``kept_unchanged``).
     relative_change : float
         ``||W_after - W_before||_F / ||W_before||_F``.
-
-    ``principal_angle`` is a deprecated read-only alias of ``top_k_angle``
-    (kept for one release; :meth:`to_dict` still carries the key).
     """
 
     shape: tuple[int, int]
@@ -79,19 +76,10 @@ class ChangeSummary:
     top_k_angle: float
     relative_change: float
 
-    @property
-    def principal_angle(self) -> float:
-        """Deprecated alias of :attr:`top_k_angle`."""
-        warnings.warn("ChangeSummary.principal_angle is deprecated: use top_k_angle (how far the top-k subspace "
-                      "moved) or kept_unchanged / kept_relative_change (whether the kept components changed)",
-                      FutureWarning, stacklevel=2)
-        return self.top_k_angle
-
     def to_dict(self) -> dict:
-        """JSON-friendly view (with ``principal_angle`` = ``top_k_angle``, deprecated, for one release)."""
+        """JSON-friendly view."""
         d = asdict(self)
         d["shape"] = list(self.shape)
-        d["principal_angle"] = self.top_k_angle
         return d
 
 
@@ -125,11 +113,11 @@ def summarize_change(W_before: Any, W_after: Any, /, k: int, *, svd: Any = None,
     xp = namespace(W_before, W_after, xp=xp)
     W0, W1 = as_weight(xp, W_before, "W_before"), as_weight(xp, W_after, "W_after")
     if tuple(W0.shape) != tuple(W1.shape):
-        raise ValueError(f"W_before and W_after must have the same shape; got {tuple(W0.shape)} and {tuple(W1.shape)}")
+        raise DataError(f"W_before and W_after must have the same shape; got {tuple(W0.shape)} and {tuple(W1.shape)}")
     shape = (int(W0.shape[0]), int(W0.shape[1]))
     m = min(shape)
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= m:
-        raise ValueError(f"k must be an integer in [0, {m}]; got {k!r}")
+        raise OptionError(f"k must be an integer in [0, {m}]; got {k!r}")
     dt = working_dtype(xp, W0.dtype, W1.dtype)
     tol = _tolerance(xp, dt, shape)
     W0, W1 = to_float(xp, W0, dt), to_float(xp, W1, dt)

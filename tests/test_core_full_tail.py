@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lip_agnostic import FullTailAccumulator, FullTailScorer, FullTailSelection, full_tail_refine, lip_refine
+from lip_agnostic import full_tail_refine, FullTailAccumulator, lip_refine, Selection
 from lip_agnostic.errors import DataError, NonFiniteError, OptionError, OptionTypeError, RankOutOfRangeError
 
 
@@ -73,9 +73,9 @@ def test_refit_equals_lstsq_without_a_bias_and_with_bias_mode_ignore(backend, pr
     W, X, y, b = problem
     xb = backend.asarray
     ref_W, _ = explicit_solution(W, X, 3.0 * onehot(y, 5), k, 1.5, intercept=False)
-    got = full_tail_refine(xb(W), xb(X), xb(y), k, ridge=1.5, target_scale=3.0)
+    got, _ = full_tail_refine(xb(W), xb(X), xb(y), k, ridge=1.5, target_scale=3.0)
     np.testing.assert_allclose(backend.to_numpy(got), ref_W, rtol=1e-9, atol=1e-11)
-    ignored = full_tail_refine(xb(W), xb(X), xb(y), k, bias=xb(b), bias_mode="ignore", ridge=1.5, target_scale=3.0)
+    ignored, _ = full_tail_refine(xb(W), xb(X), xb(y), k, bias=xb(b), bias_mode="ignore", ridge=1.5, target_scale=3.0)
     np.testing.assert_allclose(backend.to_numpy(ignored), ref_W, rtol=1e-9, atol=1e-11)
 
 
@@ -104,8 +104,8 @@ def test_gradient_of_the_objective_is_zero_at_the_refit(problem):
 def test_soft_targets_one_hot_and_labels_agree_and_logit_scale_is_least_squares(backend, problem):
     W, X, y, b = problem
     xb = backend.asarray
-    a = full_tail_refine(xb(W), xb(X), xb(y), 2, ridge=0.5)
-    o = full_tail_refine(xb(W), xb(X), xb(onehot(y, 5)), 2, ridge=0.5)
+    a, _ = full_tail_refine(xb(W), xb(X), xb(y), 2, ridge=0.5)
+    o, _ = full_tail_refine(xb(W), xb(X), xb(onehot(y, 5)), 2, ridge=0.5)
     np.testing.assert_allclose(backend.to_numpy(a), backend.to_numpy(o), rtol=1e-12, atol=1e-12)
     acc = FullTailAccumulator(W, 2, bias=b, target_scale="logits").update(X, y)
     Z, Y = X @ W + b, onehot(y, 5)
@@ -123,8 +123,8 @@ def test_full_rank_returns_the_layer_unchanged(backend, problem):
     xb = backend.asarray
     Ws, bs = full_tail_refine(xb(W), xb(X), xb(y), 5, bias=xb(b), ridge=3.0)
     np.testing.assert_array_equal(backend.to_numpy(Ws), W)
-    np.testing.assert_array_equal(backend.to_numpy(bs), b)
-    tall = full_tail_refine(xb(W.T), xb(X[:, :5]), xb(y % 5), 5, ridge=0.0)  # q < l: U_perp is empty at k = m
+    assert bs is None  # the layer is unchanged: there is no refit bias to write
+    tall, _ = full_tail_refine(xb(W.T), xb(X[:, :5]), xb(y % 5), 5, ridge=0.0)  # q < l: U_perp is empty at k = m
     np.testing.assert_array_equal(backend.to_numpy(tall), W.T)
 
 
@@ -157,7 +157,7 @@ def test_rank_zero_is_a_ridge_head(backend, problem):
     Ws, bs = full_tail_refine(xb(W), xb(X), xb(y), 0, bias=xb(b), ridge=lam, target_scale=2.0)
     np.testing.assert_allclose(backend.to_numpy(Ws), W_r, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(backend.to_numpy(bs), b_r, rtol=1e-9, atol=1e-12)
-    no_bias = full_tail_refine(xb(W), xb(X), xb(y), 0, ridge=lam, target_scale=2.0)
+    no_bias, _ = full_tail_refine(xb(W), xb(X), xb(y), 0, ridge=lam, target_scale=2.0)
     np.testing.assert_allclose(backend.to_numpy(no_bias), np.linalg.solve(X.T @ X + lam * np.eye(9), X.T @ T),
                                rtol=1e-9, atol=1e-12)
 
@@ -166,7 +166,7 @@ def test_ridge_zero_on_rank_deficient_features_is_the_minimum_norm_solution(prob
     W, X, y, _ = problem
     X = X.copy()
     X[:, 8] = X[:, 0] + X[:, 1]  # G is singular
-    got = full_tail_refine(W, X, y, 1, ridge=0.0)
+    got, _ = full_tail_refine(W, X, y, 1, ridge=0.0)
     ref, _ = explicit_solution(W, X, onehot(y, 5), 1, 0.0, intercept=False)  # lstsq: minimum norm
     np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-9)
 
@@ -215,7 +215,7 @@ def test_ridge_grid_from_one_eigendecomposition_equals_direct_solves(backend, pr
     assert len(lams) == 5 and all(lo < hi for lo, hi in zip(lams, lams[1:]))
     Xc = X - X.mean(0)
     assert lams[3] == pytest.approx(0.1 * np.trace(Xc.T @ Xc) / 9, rel=1e-10)
-    scorer = FullTailScorer(acc, ranks=[0, 2, 4], ridges=lams)
+    scorer = acc.scorer(ranks=[0, 2, 4], ridges=lams)
     T = onehot(y, 5)
     j = 0
     for k in (0, 2, 4):
@@ -225,7 +225,7 @@ def test_ridge_grid_from_one_eigendecomposition_equals_direct_solves(backend, pr
         for lam in lams:
             C = np.linalg.solve(G + lam * np.eye(G.shape[0]), R)  # a direct solve per (k, lam)
             ref = (Uk * sk) @ Vk.T + Up @ C @ Vp.T
-            np.testing.assert_allclose(backend.to_numpy(scorer._Ws[j]), ref, rtol=1e-9, atol=1e-11)
+            np.testing.assert_allclose(backend.to_numpy(scorer.weights[j]), ref, rtol=1e-9, atol=1e-11)
             np.testing.assert_allclose(backend.to_numpy(acc.result(k, lam)[0]), ref, rtol=1e-9, atol=1e-11)
             j += 1
     assert j == len(scorer.candidates)
@@ -237,7 +237,7 @@ def test_held_out_scores_equal_brute_force_accuracies(backend, problem, rng):
     Xv, yv = rng.normal(size=(150, 9)) + 0.5, rng.integers(0, 5, 150)
     acc = FullTailAccumulator(xb(W), bias=xb(b)).update(xb(X), xb(y))
     sel = acc.scores(xb(Xv), xb(yv), ranks=[0, 3], ridges=[0.0, 10.0], confidence=None)
-    assert isinstance(sel, FullTailSelection) and sel.ks == (0, 3, 5) and sel.ridges == (0.0, 10.0)
+    assert isinstance(sel, Selection) and sel.ks == (0, 3, 5) and sel.ridges == (0.0, 10.0)
     base = float(np.mean(np.argmax(Xv @ W + b, 1) == yv))
     assert sel.base_score == pytest.approx(base)
     for i, k in enumerate((0, 3)):
@@ -258,7 +258,7 @@ def test_held_out_scores_equal_brute_force_accuracies(backend, problem, rng):
 def test_grouped_scoring_equals_one_candidate_at_a_time(backend, problem, rng, monkeypatch, targets, columns):
     """The scorer stacks candidates into groups of g (g l <= SCORE_GROUP_COLUMNS); every grouping
     gives the same sums, and they equal a per-candidate brute force (hits, wins, losses)."""
-    import lip_agnostic.full_tail as ft
+    import lip_agnostic.selection as ft
 
     W, X, y, b = problem
     xb = backend.asarray
@@ -301,13 +301,13 @@ def test_auto_choice_helps_when_the_tail_is_wrong_and_is_guarded_on_noise(rng):
     W = W_true.copy()
     U, s, Vh = np.linalg.svd(W, full_matrices=False)
     W = W - 2.0 * s[3] * np.outer(U[:, 3], Vh[3]) + 1.5 * np.outer(np.ones(q), Vh[2])  # a damaged tail
-    Ws = full_tail_refine(W, X, y, "auto", ridge="auto", validation=(Xv, yv))
+    Ws, _ = full_tail_refine(W, X, y, "auto", ridge="auto", validation=(Xv, yv))
     acc_before = np.mean(np.argmax(Xv @ W, 1) == yv)
     acc_after = np.mean(np.argmax(Xv @ Ws, 1) == yv)
     assert acc_after > acc_before + 0.02
     # random held-out labels: nothing passes the sign test, the layer is returned unchanged
     noise = rng.integers(0, l, 800)
-    same = full_tail_refine(W, X, rng.integers(0, l, 2000), "auto", validation=(Xv, noise))
+    same, _ = full_tail_refine(W, X, rng.integers(0, l, 2000), "auto", validation=(Xv, noise))
     np.testing.assert_array_equal(same, W)
     sel = FullTailAccumulator(W).update(X, rng.integers(0, l, 2000)).scores(Xv, noise)
     assert sel.k == sel.m and sel.ridge is None and not sel.changed
@@ -330,10 +330,12 @@ def test_lip_refine_dispatches_the_full_tail_and_stays_the_paper_by_default(back
     W, X, y, b = problem
     xb = backend.asarray
     paper = lip_refine(xb(W), xb(X), xb(y), 2)
-    assert not np.allclose(backend.to_numpy(paper), backend.to_numpy(full_tail_refine(xb(W), xb(X), xb(y), 2, ridge=0.0)))
-    got = lip_refine(xb(W), xb(X), xb(y), 2, tail="full", ridge=0.5, bias=xb(b))
+    assert not np.allclose(backend.to_numpy(paper), backend.to_numpy(full_tail_refine(xb(W), xb(X), xb(y), 2, ridge=0.0)[0]))
+    from lip_agnostic import refine_batches
+
+    res = refine_batches(xb(W), [(xb(X), xb(y))], rank=2, tail="full", ridge=0.5, bias=xb(b))
     ref = full_tail_refine(xb(W), xb(X), xb(y), 2, ridge=0.5, bias=xb(b))
-    for g, r in zip(got, ref):
+    for g, r in zip((res.weight, res.bias), ref):
         np.testing.assert_array_equal(backend.to_numpy(g), backend.to_numpy(r))
 
 
@@ -355,9 +357,7 @@ def test_bad_options_are_refused_with_messages(problem):
     with pytest.raises(RankOutOfRangeError, match=r"got 6") as info:
         full_tail_refine(W, X, y, 6, ridge=1.0)
     assert (info.value.rank, info.value.m) == (6, 5)
-    with pytest.raises(ValueError, match=r"choose on held-out data: pass validation=\(X_val, Y_val\)"):
-        full_tail_refine(W, X, y, 2)
-    with pytest.raises(ValueError, match=r"validation must be a tuple \(X_val, Y_val\)"):
+    with pytest.raises(ValueError, match=r"validation must be a pair \(X_val, Y_val\) of arrays; got ndarray"):
         full_tail_refine(W, X, y, 2, validation=X)
     with pytest.raises(ValueError, match=r"batch_rows must be a positive integer; got 0"):
         full_tail_refine(W, X, y, 2, ridge=1.0, batch_rows=0)
@@ -406,21 +406,19 @@ def test_accumulator_misuse_is_refused_with_messages(problem):
         acc.result(ridge="auto")
     with pytest.raises(ValueError, match=r"partial sums must have shape \(142,\); got \(5,\)"):
         acc.load_partial_sums(np.zeros(5))
-    with pytest.raises(ValueError, match=r"different \(shape, fits bias\)"):
+    with pytest.raises(ValueError, match=r"cannot merge FullTailAccumulators with different settings"):
         acc.merge(FullTailAccumulator(W, 2, bias=b))
     with pytest.raises(ValueError, match="built from different weights"):
         acc.merge(FullTailAccumulator(2.0 * W, 2))
     with pytest.raises(TypeError, match="can only merge a FullTailAccumulator; got int"):
         acc.merge(3)
-    with pytest.raises(TypeError, match="FullTailScorer needs a FullTailAccumulator; got str"):
-        FullTailScorer("acc")
     with pytest.raises(ValueError, match=r"candidate rank must lie in \[0, min\(q, l\)=5\]; got 7"):
         acc.scorer(ranks=[7])
-    with pytest.raises(ValueError, match="ridges must hold at least one number"):
+    with pytest.raises(ValueError, match="ridges must hold at least one value"):
         acc.scorer(ridges=[])
     with pytest.raises(ValueError, match="the scorer has seen no held-out data"):
         acc.scorer().best()
-    with pytest.raises(ValueError, match=r"min_gain must be a finite number; got 'x'"):
+    with pytest.raises(ValueError, match=r"min_gain must be a number; got 'x' \(str\)"):
         acc.scorer().update(X, y).best(min_gain="x")
 
 
@@ -475,9 +473,9 @@ def test_tail_options_are_checked_with_messages(problem):
         refine_batches(W, [(X, y)], rank=2, tail="full", degenerate="keep")
     with pytest.raises(ValueError, match=r"ridge must be a finite number >= 0; got -2"):
         refine_batches(W, [(X, y)], rank=2, tail="full", ridge=-2)
-    with pytest.raises(ValueError, match=r"tail must be 'diagonal' \(the paper\) or 'full'"):
-        lip_refine(W, X, y, 2, tail="Full")
-    with pytest.raises(ValueError, match=r"ridge=0.5 applies to tail='full' only"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'tail'"):
+        lip_refine(W, X, y, 2, tail="full")  # lip_refine is the paper's method: no other tail
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'ridge'"):
         lip_refine(W, X, y, 2, ridge=0.5)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from lip_agnostic.errors import (
     OptionTypeError,
     RankOutOfRangeError,
 )
-from lip_agnostic.options import UNSET, bias_mode_from_fit_bias, parse_bias_mode, parse_rank, renamed_option
+from lip_agnostic.options import LIPOptions, check_option_names, face_reserved, parse_bias_mode, parse_rank
 
 
 def test_the_error_classes_keep_old_except_clauses_working():
@@ -90,32 +89,74 @@ def test_parse_rank_refuses_bad_values_with_a_typed_one_line_error(value, kwargs
 
 def test_parse_bias_mode():
     assert parse_bias_mode("fit") == "fit" and parse_bias_mode("ignore") == "ignore"
-    with pytest.warns(FutureWarning, match=r"bias_mode='subtract' is deprecated; use bias_mode='fit'"):
-        assert parse_bias_mode("subtract") == "fit"
+    with pytest.raises(OptionError, match=r"got 'subtract'$"):
+        parse_bias_mode("subtract")  # an old spelling, never released: refused, not aliased
     with pytest.raises(OptionError, match=r"^bias_mode must be 'fit' \(targets Y - 1 b\^T\) or 'ignore' \(the paper's fit, targets Y\); got 'none'$"):
         parse_bias_mode("none")
     with pytest.raises(OptionTypeError, match=r"^bias must be 'fit'.*got True \(bool\)$"):
         parse_bias_mode(True, name="bias")
 
 
-def test_renamed_option_warns_for_the_old_name_and_refuses_both():
-    assert renamed_option(4, UNSET, new_name="rank", old_name="k") == 4
-    assert renamed_option(UNSET, UNSET, new_name="rank", old_name="k", default="auto") == "auto"
-    with pytest.warns(FutureWarning, match=r"^k= is deprecated; use rank= \(k= will be removed in the next release\)$"):
-        assert renamed_option(UNSET, 3, new_name="rank", old_name="k") == 3
-    with pytest.raises(OptionError, match=r"^pass rank= only: k= is its deprecated old name; got both$"):
-        renamed_option(2, 3, new_name="rank", old_name="k")
-    assert repr(UNSET) == "<unset>" and pickle.loads(pickle.dumps(UNSET)) is UNSET
+def test_options_parse_every_field_once_and_are_frozen():
+    o = LIPOptions(rank=np.int64(3), tail="diagonal", target_scale=np.float32(2.0), rtol=np.float64(1e-6))
+    assert (o.rank, o.target_scale, o.rtol) == (3, 2.0, 1e-6)
+    assert type(o.rank) is int and type(o.target_scale) is float
+    with pytest.raises(AttributeError):
+        o.rank = 2  # frozen: parsed once, never changed behind the caller's back
+    assert LIPOptions().to_dict()["tail"] == "auto"
 
 
-def test_bias_mode_from_fit_bias():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert bias_mode_from_fit_bias("ignore", UNSET) == "ignore"
-    with pytest.warns(FutureWarning, match="fit_bias= is deprecated"):
-        assert bias_mode_from_fit_bias("fit", False) == "ignore"
-    with pytest.raises(OptionError, match="pass bias_mode= only"):
-        bias_mode_from_fit_bias("ignore", True)
+@pytest.mark.parametrize("kwargs, exc, msg", [
+    ({"tail": "paper"}, OptionError, r"^tail must be 'auto', 'diagonal' \(the paper\) or 'full' \(beyond the paper\); got 'paper'$"),
+    ({"tail": 1}, OptionTypeError, r"^tail must be 'auto', .*; got 1 \(int\)$"),
+    ({"ridge": -1.0}, OptionError, r"^ridge must be a finite number >= 0; got -1.0$"),
+    ({"ridge": True}, OptionTypeError, r"^ridge must be a number >= 0 or 'auto'; got True \(bool\)$"),
+    ({"target_scale": True}, OptionTypeError, r"^target_scale must be a positive number or 'logits'; got True \(bool\)$"),
+    ({"target_scale": 0}, OptionError, r"^target_scale must be a positive number or 'logits'; got 0$"),
+    ({"rtol": float("nan")}, OptionError, r"^rtol must be a finite number >= 0 or None; got nan$"),
+    ({"min_gain": float("inf")}, OptionError, r"^min_gain must be a finite number; got inf$"),
+    ({"confidence": 1.0}, OptionError, r"^confidence must lie in \(0, 1\) or be None; got 1.0$"),
+    ({"holdout": 0.9}, OptionError, r"^holdout must lie in \(0, 0.5\]; got 0.9$"),
+    ({"degenerate": "drop"}, OptionError, r"^degenerate must be 'zero' or 'keep'; got 'drop'$"),
+    ({"tail": "diagonal", "ridge": 1.0}, OptionError, r"^ridge=1.0 applies to tail='full' only"),
+    ({"tail": "full", "degenerate": "keep"}, OptionError, r"^degenerate='keep' applies to tail='diagonal' only$"),
+    ({"rank": 3, "confidence": 0.9}, OptionError,
+     r"^confidence=0.9 has no effect with rank=3: the significance guard runs only for rank='auto'"),
+    ({"rank": 0.5, "min_gain": 0.01}, OptionError, r"^min_gain=0.01 has no effect with rank=0.5"),
+])
+def test_options_refuse_bad_values_and_combinations_in_one_line(kwargs, exc, msg):
+    with pytest.raises(exc, match=msg) as info:
+        LIPOptions(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_option_names_are_typed_errors_everywhere(rng):
+    W, X, y = rng.normal(size=(12, 6)), rng.normal(size=(80, 12)), rng.integers(0, 6, 80)
+    with pytest.raises(OptionTypeError, match=r"^unknown LIP option 'fit_bias' for refine_batches"):
+        lip.refine_batches(W, [(X, y)], fit_bias=True)  # never released: no alias
+    with pytest.raises(OptionTypeError, match=r"pass options=LIPOptions\(...\) or option keywords, not both"):
+        lip.refine_batches(W, [(X, y)], options=LIPOptions(), rank=2)
+    with pytest.raises(OptionTypeError, match=r"^'xp' is set by the my face; it is chosen for you$"):
+        check_option_names({"xp": None}, reserved=face_reserved(), face="my face")
+    with pytest.raises(OptionError, match=r"^holdout must lie"):
+        check_option_names({"holdout": 0.7}, reserved=face_reserved(), face="my face")
+
+
+@pytest.mark.parametrize("kwargs, shape, repair, choose_rank, choose_ridge", [
+    ({}, (64, 10), "full", True, True),
+    ({"rank": 3}, (64, 10), "diagonal", False, False),
+    ({"rank": 0.9}, (64, 10), "diagonal", False, False),
+    ({"tail": "diagonal"}, (64, 10), "diagonal", True, False),
+    ({"tail": "full", "rank": 2}, (64, 10), "full", False, True),
+    ({"tail": "full", "rank": 2, "ridge": 0.5}, (64, 10), "full", False, False),
+    ({"rank": 2, "ridge": "auto"}, (64, 10), "full", False, True),
+    ({"degenerate": "keep"}, (64, 10), "diagonal", True, False),
+    ({}, (4096, 32000), "diagonal", True, False),
+])
+def test_the_plan_is_the_one_policy_for_which_repair_runs(kwargs, shape, repair, choose_rank, choose_ridge):
+    plan = LIPOptions(**kwargs).plan(shape)
+    assert (plan.repair, plan.choose_rank, plan.choose_ridge) == (repair, choose_rank, choose_ridge)
+    assert plan.beyond_paper == (repair == "full") and plan.reason
 
 
 @pytest.mark.parametrize("rank", [np.int64(2), np.array(2), np.float32(0.9), np.float64(0.9), 0.9, 2])
@@ -126,7 +167,7 @@ def test_the_core_entry_points_accept_numpy_rank_scalars(rank, rng):
     np.testing.assert_array_equal(lip.lip_refine(W, X, y, rank), lip.lip_refine(W, X, y, ref_rank))
     assert lip.refine_batches(W, [(X, y)], rank=rank).selection.k == lip.select_rank(W, ref_rank).k
     np.testing.assert_array_equal(lip.project_principal(W, rank), lip.project_principal(W, ref_rank))
-    assert lip.LIPAccumulator(W, rank).k == lip.LIPAccumulator(W, ref_rank).k
+    assert lip.LIPAccumulator(W, rank).rank == lip.LIPAccumulator(W, ref_rank).rank
 
 
 @pytest.mark.parametrize("bad", [True, np.True_, "best", [1]])
@@ -156,5 +197,5 @@ def test_the_core_raises_typed_errors(rng):
         lip.refine_batches(W, [(X, y)], rank="auto", holdout=0.9)
     with pytest.raises(OptionError, match=r"degenerate must be 'zero' or 'keep'; got 'drop'"):
         lip.lip_refine(W, X, y, 2, degenerate="drop")
-    with pytest.raises(OptionTypeError, match=r"validation must be a pair \(X_val, Y_val\); got ndarray"):
+    with pytest.raises(OptionTypeError, match=r"validation must be a pair \(X_val, Y_val\) of arrays; got ndarray"):
         lip.lip_refine(W, X, y, "auto", validation=X)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lip_agnostic import energy_rank, project_principal, reduced_svd, top_svd
+from lip_agnostic.svd import energy_rank, top_svd
+
+from lip_agnostic import project_principal, reduced_svd
 
 
 def _w(rng, q=12, l=7):

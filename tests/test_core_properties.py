@@ -8,7 +8,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lip_agnostic import LIPAccumulator, lip_refine, principal_angles, project_principal, subspace_similarity
+from lip_agnostic import lip_refine, LIPAccumulator, project_principal
+
+from lip_agnostic.metrics import principal_angles, subspace_similarity
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,15 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from lip_agnostic import (
-    LIPAccumulator,
-    RankScorer,
-    candidate_ranks,
-    lip_refine,
-    refine_batches,
-    select_rank,
-    sign_test_p,
-)
+from lip_agnostic import lip_refine, LIPAccumulator, refine_batches, select_rank
+
+from lip_agnostic.repairs.diagonal import RankScorer
+
+from lip_agnostic.selection import candidate_ranks, sign_test_p
 from lip_agnostic.errors import OptionError
 
 
@@ -164,16 +160,13 @@ def test_sign_test_p_values():
 def test_auto_lip_refine_uses_the_validation_data(problem):
     W, X, y, Xv, yv = problem
     out = lip_refine(W, X, y, "auto", validation=(Xv, yv))
-    with pytest.warns(FutureWarning, match=r"X_val=/Y_val= are deprecated; pass validation=\(X_val, Y_val\)"):
-        old = lip_refine(W, X, y, "auto", X_val=Xv, Y_val=yv)
-    np.testing.assert_array_equal(old, out)
+    # refine_batches takes the same pair (one batch) as well as a stream of batches
+    np.testing.assert_array_equal(refine_batches(W, [(X, y)], tail="diagonal", validation=(Xv, yv)).weight, out)
     acc = LIPAccumulator(W).update(X, y)
     sel = select_rank(W, "auto", accumulator=acc, validation=(Xv, yv))
     np.testing.assert_allclose(out, lip_refine(W, X, y, sel.k))
-    with pytest.warns(FutureWarning, match=r"X_val=/Y_val= are deprecated; pass validation=\(X_val, Y_val\)"):
-        assert select_rank(W, "auto", accumulator=acc, X_val=Xv, Y_val=yv) == sel
-    with pytest.raises(OptionError, match=r"pass validation=\(X_val, Y_val\) only: .* got both"):
-        select_rank(W, "auto", accumulator=acc, validation=(Xv, yv), X_val=Xv)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'X_val'"):
+        select_rank(W, "auto", accumulator=acc, X_val=Xv, Y_val=yv)  # never released: no old spelling
     with pytest.raises(OptionError, match=r"rank='auto' needs held-out data: pass validation=\(X_val, Y_val\)"):
         select_rank(W, "auto", accumulator=acc)
     with pytest.raises(TypeError, match="validation must be a pair"):
@@ -225,7 +218,7 @@ def test_refine_batches_bad_input(problem):
         refine_batches(W, [(X, y)], rank="max")
     with pytest.raises(ValueError, match=r"holdout must lie in \(0, 0.5\]; got 0.9"):
         refine_batches(W, [(X, y)], holdout=0.9)
-    with pytest.raises(ValueError, match="got no held-out samples"):
+    with pytest.raises(ValueError, match=r"^no held-out samples to score \(the validation data were empty\)$"):
         refine_batches(W, [(X, y)], validation=[])
     with pytest.raises(ValueError, match="needs held-out data"):
         select_rank(W, "auto", accumulator=LIPAccumulator(W).update(X, y))
@@ -234,7 +227,7 @@ def test_refine_batches_bad_input(problem):
     with pytest.raises(TypeError, match="RankScorer needs a LIPAccumulator; got dict"):
         RankScorer({})
     with pytest.raises(ValueError, match=r"candidate ranks below 3 are not tracked"):
-        RankScorer(LIPAccumulator(W, 3).update(X, y), ks=[1, 4])
+        RankScorer(LIPAccumulator(W, 3).update(X, y), ranks=[1, 4])
     with pytest.raises(ValueError, match="scorer has seen no held-out data"):
         RankScorer(LIPAccumulator(W).update(X, y)).scores()
 

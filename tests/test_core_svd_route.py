@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import lip_agnostic._gram as gram
+import lip_agnostic.svd as gram
 from lip_agnostic import reduced_svd
-from lip_agnostic.principal import GRAM_MIN_WORK, svd_route
+from lip_agnostic.svd import GRAM_MIN_WORK, svd_route
 
 
 def _weight(rng, q, l, kappa):

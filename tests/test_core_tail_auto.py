@@ -5,7 +5,16 @@ import pytest
 
 from lip_agnostic import refine_batches
 from lip_agnostic.errors import OptionError
-from lip_agnostic.full_tail import AUTO_TAIL_MEMORY_BYTES, chooses_on_validation, resolve_tail
+from lip_agnostic.options import AUTO_TAIL_MEMORY_BYTES, LIPOptions
+
+
+def resolve_tail(tail, rank, shape, **kw):
+    plan = LIPOptions(tail=tail, rank=rank, **kw).plan(shape)
+    return plan.repair, plan.reason
+
+
+def chooses_on_validation(rank, tail="auto", ridge=None):
+    return LIPOptions(rank=rank, tail=tail, ridge=ridge).uses_validation
 
 
 def _data(seed=0, n=600, q=12, l=4):
@@ -90,11 +99,9 @@ def test_lip_refine_stays_the_paper_by_default():
 
     from lip_agnostic import lip_refine
 
-    assert inspect.signature(lip_refine).parameters["tail"].default == "diagonal"
-
-
-def test_chooses_on_validation_reads_none_as_the_default():
-    assert chooses_on_validation(3, None, "auto") and not chooses_on_validation(3, None)
+    assert "tail" not in inspect.signature(lip_refine).parameters  # the paper's method, nothing else
+    W, X, y = _data(4)
+    np.testing.assert_array_equal(lip_refine(W, X, y, 2), refine_batches(W, [(X, y)], rank=2, tail="diagonal").weight)
 
 
 def test_lip_onnx_tail_auto_on_the_demo(tmp_path, monkeypatch, capsys):

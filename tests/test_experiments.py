@@ -528,7 +528,7 @@ def test_fulltail_tiny_study_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("k", [0, 2])
 def test_core_full_tail_matches_the_study_reference(k):
-    from lip_agnostic.full_tail import FullTailAccumulator
+    from lip_agnostic import FullTailAccumulator
 
     X, T, W, b, _ = _ls_problem()
     core = FullTailAccumulator(W, None, bias=b, bias_mode="fit").update(X, T)

@@ -1,4 +1,4 @@
-"""``lip_agnostic.lowrank``: the randomized top-k SVD ``lip-onnx`` uses for large classifiers."""
+"""``lip_agnostic.svd``: the randomized top-k SVD ``lip-onnx`` uses for large classifiers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import lip_agnostic as lip
-from lip_agnostic.lowrank import low_rank_blocks, top_svd, truncate_top
+import lip_agnostic.svd as lip_svd
+from lip_agnostic.svd import low_rank_blocks, top_svd, truncate_top
 
 
 def _gapped(rng, q=300, l=200, r=8, noise=1e-3):
@@ -46,7 +47,7 @@ def test_small_or_wide_sketches_use_the_exact_svd(rng):
 def test_energy_fraction_gives_the_cores_energy_rank(rng, f):
     W = _gapped(rng, r=40, noise=1e-2)
     res = truncate_top(W, f)
-    assert res.k == lip.energy_rank(np.linalg.svd(W, compute_uv=False), f)
+    assert res.k == lip_svd.energy_rank(np.linalg.svd(W, compute_uv=False), f)
     assert res.svd.s.shape == (res.k,)
 
 

@@ -51,8 +51,8 @@ def test_refine_batches_factorizes_the_weight_once(factorizations, dtype, rank):
     W, X, y, b = _problem(dtype)
     batches = [(X[i:i + 100], y[i:i + 100]) for i in range(0, 400, 100)]
     validation = [(X[400:], y[400:])] if rank == "auto" else None
-    res = lip.refine_batches(W, batches, rank=rank, validation=validation, bias=b, confidence=None,
-                             tail="diagonal")
+    guard = {"confidence": None} if rank == "auto" else {}
+    res = lip.refine_batches(W, batches, rank=rank, validation=validation, bias=b, tail="diagonal", **guard)
     assert res.weight.shape == W.shape
     assert len(factorizations) == 1, factorizations
     name, shape = factorizations[0]

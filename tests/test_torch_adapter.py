@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from lip_agnostic import LIPResult, lip_refine, project_principal, refine_batches  # noqa: E402
+from lip_agnostic import lip_refine, LIPResult, project_principal, refine_batches  # noqa: E402
 from lip_agnostic.adapters.torch import LIPHandle, LIPOptimizer, attach, finalize  # noqa: E402
 
 BATCH = 64

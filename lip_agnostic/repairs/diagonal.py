@@ -1,36 +1,29 @@
-"""Label Ambiguity Purification (LAP), streamed: O(r) sufficient statistics.
+"""The paper's repair: Label Ambiguity Purification (LAP), streamed with O(r) statistics.
 
 The LAP refit of tail singular values separates per component (see
 :func:`lip_agnostic.lip_refine` for the closed form), so it needs only
 per-component sums over the data, never ``X`` itself. This module owns those
-sums and the closed form built on them.
+sums, the closed form built on them, and the rank-one fast path that scores
+every rank in one held-out pass (:class:`RankScorer`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Sequence
 
-from ._arrays import (
-    device_of,
-    as_features,
-    as_targets,
-    check_finite,
-    check_product_finite,
-    namespace,
-    stats_dtype,
-    to_float,
-)
-from .errors import DataError, DataTypeError, NonFiniteError, OptionError, OptionTypeError
-from .options import UNSET, BiasMode, bias_mode_from_fit_bias, parse_rank
-from .principal import SVD, reduced_svd, resolve_rank
+from .._arrays import as_features, as_targets, check_product_finite, count_true, device_of, namespace, stats_dtype, to_float
+from ..errors import DataError, DataTypeError, NonFiniteError, OptionError
+from ..options import CONSTRAINTS, BiasMode, LIPOptions, Plan, TargetScale, check_rtol, check_target_scale, parse_bias_mode, parse_rank
+from ..report import summarize_refit
+from ..selection import HeldOutScorer, Selection, candidate_ranks
+from ..svd import SVD, resolve_rank
+from .base import Refit, check_same_head, checked_bias, factors_of
 
-__all__ = ["LIPAccumulator", "TargetScale"]
-
-TargetScale = float | Literal["logits"]
+__all__ = ["LIPAccumulator", "RankScorer"]
 
 
 class LIPAccumulator:
-    """Streaming LIP for a ``(q, l)`` classifier weight.
+    """The paper's LIP (the ``"diagonal"`` repair), streamed, for a ``(q, l)`` classifier weight.
 
     Feed ``(X, Y)`` batches with :meth:`update`; :meth:`result` returns
     ``W*``. Equal to :func:`lip_agnostic.lip_refine` on the concatenated data.
@@ -38,7 +31,7 @@ class LIPAccumulator:
     Steps
     -----
     1. At construction: ``W = U diag(s) V^T``; track components ``i >= k0``
-       (``k0 = k``, or ``0`` when ``k`` is left open so that any rank can be
+       (``k0 = rank``, or ``0`` when the rank is left open so that any rank can be
        chosen after the pass, or when ``target_scale="logits"``).
     2. Per batch, with ``A = X U_T`` and ``B = Y V_T`` (``n_b x r``; integer
        labels make ``B`` a row gather of ``V_T``, no one-hot is formed), add
@@ -67,18 +60,17 @@ class LIPAccumulator:
     W : array, shape (q, l)
         Trained classifier weight (PyTorch ``Linear.weight`` is ``(l, q)``:
         pass its transpose).
-    k : int, float or None
+    rank : int, float or None
         Components to keep untouched (a float in ``(0, 1]`` is an energy
-        fraction). ``None`` tracks all of them so that ``result(k)`` works
-        for every ``k``.
+        fraction). ``None`` tracks all of them so that ``result(rank)`` works
+        for every rank.
     bias : array, shape (l,), optional
         The layer's bias. The fit then targets ``Y - 1 b^T`` and the
-        held-out scoring (:class:`lip_agnostic.RankScorer`) uses the logits
+        held-out scoring (:class:`RankScorer`) uses the logits
         ``X W + 1 b^T`` the layer really produces.
     bias_mode : {"fit", "ignore"}
         ``"ignore"`` keeps the bias out of the fit (targets ``Y``: the paper's
-        reference code) while the scoring still uses it. (``fit_bias=True`` /
-        ``False``, the old spelling, still works with a ``FutureWarning``.)
+        reference code) while the scoring still uses it.
     target_scale : float or "logits"
         ``1.0`` is the paper's raw targets.
     degenerate : {"zero", "keep"}
@@ -102,11 +94,14 @@ class LIPAccumulator:
     True
     """
 
+    name: ClassVar[str] = "diagonal"
+    beyond_paper: ClassVar[bool] = False
+
     def __init__(
         self,
         W: Any,
         /,
-        k: int | float | None = None,
+        rank: int | float | None = None,
         *,
         bias: Any = None,
         bias_mode: BiasMode = "fit",
@@ -115,55 +110,25 @@ class LIPAccumulator:
         rtol: float | None = None,
         svd: SVD | None = None,
         xp: Any = None,
-        fit_bias: bool = UNSET,
     ) -> None:
-        bias_mode = bias_mode_from_fit_bias(bias_mode, fit_bias, stacklevel=3)
         xp = namespace(W, bias, xp=xp)
         self._xp = xp
-        if svd is None:
-            svd = reduced_svd(W, xp=xp)
-        else:
-            if not isinstance(svd, SVD):
-                raise OptionTypeError(f"svd must be a lip_agnostic.SVD (from reduced_svd); got {type(svd).__name__}")
-            m_ = min(int(W.shape[0]), int(W.shape[1]))
-            want = ((int(W.shape[0]), m_), (m_,), (int(W.shape[1]), m_))
-            got = (tuple(svd.U.shape), tuple(svd.s.shape), tuple(svd.V.shape))
-            if got != want:
-                raise DataError(f"svd factors (U, s, V) must have shapes {want} for W of shape {tuple(W.shape)}; got {got}")
-        self.svd: SVD = svd
+        self.svd: SVD = factors_of(xp, W, svd)
         self.shape = (int(W.shape[0]), int(W.shape[1]))
         self.dtype = W.dtype
         self._W = W
         self._device = device_of(W)
         m = self.svd.rank_max
-        if isinstance(target_scale, str):
-            if target_scale != "logits":
-                raise OptionError(f"target_scale must be a positive number or 'logits'; got {target_scale!r}")
-        else:
-            target_scale = float(target_scale)
-            if not target_scale > 0.0:
-                raise OptionError(f"target_scale must be a positive number or 'logits'; got {target_scale}")
-        if degenerate not in ("zero", "keep"):
-            raise OptionError(f"degenerate must be 'zero' or 'keep'; got {degenerate!r}")
-        self.k = None if k is None else resolve_rank(k, self.svd.s, name="k", xp=xp)
-        self.bias_mode: BiasMode = bias_mode
-        fit_bias = bias_mode == "fit"
-        self.target_scale = target_scale
-        self.degenerate = degenerate
+        self.bias_mode: BiasMode = parse_bias_mode(bias_mode)
+        self.target_scale = check_target_scale(target_scale)
+        self.degenerate = CONSTRAINTS["degenerate"](degenerate)
+        rtol = check_rtol(rtol)
+        self.rank = None if rank is None else resolve_rank(rank, self.svd.s, name="rank", xp=xp)
         wdt = self.svd.s.dtype
-        self.rtol = float(xp.finfo(wdt).eps) if rtol is None else float(rtol)
-        self.k0 = 0 if (self.k is None or target_scale == "logits") else self.k
-
-        l = self.shape[1]
-        if bias is not None:
-            if getattr(bias, "ndim", None) != 1 or bias.shape[0] != l:
-                raise DataError(f"bias must have shape ({l},) for W of shape {self.shape}; got {tuple(bias.shape)}")
-            if not xp.isdtype(bias.dtype, "real floating"):
-                raise DataTypeError(f"bias must have a real floating dtype; got {bias.dtype}")
-            check_finite(xp, bias, "bias")
-            bias = to_float(xp, bias, wdt)
-        self.bias = bias
-        self._fit_b = bias if fit_bias else None
+        self.rtol = float(xp.finfo(wdt).eps) if rtol is None else rtol
+        self.k0 = 0 if (self.rank is None or self.target_scale == "logits") else self.rank
+        self.bias = checked_bias(xp, bias, self.shape[1], self.shape, wdt)
+        self._fit_b = self.bias if self.bias_mode == "fit" else None
 
         self._U_t = self.svd.U[:, self.k0:]
         self._V_t = self.svd.V[:, self.k0:]
@@ -173,12 +138,14 @@ class LIPAccumulator:
         self._sizes = (r, r, r, 1, 1, 1)
         self._sums = xp.zeros((3 * r + 3,), dtype=self._sdt, device=self._device)
 
-    # ------------------------------------------------------------------ data
-    @property
-    def fit_bias(self) -> bool:
-        """``bias_mode == "fit"`` (the old attribute name, kept for one release)."""
-        return self.bias_mode == "fit"
+    @classmethod
+    def from_options(cls, W: Any, rank: int | float | None, /, *, bias: Any, options: LIPOptions,
+                     svd: SVD | None, xp: Any) -> "LIPAccumulator":
+        """The accumulator a :class:`lip_agnostic.options.LIPOptions` asks for."""
+        return cls(W, rank, bias=bias, bias_mode=options.bias_mode, target_scale=options.target_scale,
+                   degenerate=options.degenerate, rtol=options.rtol, svd=svd, xp=xp)
 
+    # ------------------------------------------------------------------ data
     @property
     def n_samples(self) -> int:
         """How many samples the sums hold."""
@@ -239,25 +206,19 @@ class LIPAccumulator:
             raise DataError(
                 f"partial sums must have shape {tuple(self._sums.shape)}; got {tuple(getattr(sums, 'shape', ()))}"
             )
-        self._sums = xp.astype(sums, self._sdt)
+        sums = xp.astype(xp.asarray(sums, device=self._device), self._sdt)
+        if not bool(xp.all(xp.isfinite(sums))):
+            raise NonFiniteError("the partial sums contain NaN/Inf (an all_reduce that returned NaN?)")
+        self._sums = sums
         return self
 
     def merge(self, other: "LIPAccumulator", /) -> "LIPAccumulator":
         """Add another accumulator's statistics (same weight and settings)."""
-        if not isinstance(other, LIPAccumulator):
-            raise DataTypeError(f"can only merge a LIPAccumulator; got {type(other).__name__}")
-        mine = (self.shape, self.k0, self.target_scale, self.degenerate, self._fit_b is None)
-        theirs = (other.shape, other.k0, other.target_scale, other.degenerate, other._fit_b is None)
-        if mine != theirs:
-            raise DataError(
-                "cannot merge accumulators with different (shape, k0, target_scale, degenerate, no fit bias): "
-                f"{mine} vs {theirs}"
-            )
-        xp = self._xp
-        if not bool(xp.all(xp.abs(self.svd.s - other.svd.s) <= 1e-5 * (xp.abs(self.svd.s) + 1e-30))):
-            raise DataError("cannot merge accumulators built from different weights (spectra differ)")
-        self._sums = self._sums + xp.asarray(other._sums, device=self._device)
-        return self
+        check_same_head(self, other, self._settings(), getattr(other, "_settings", lambda: None)())
+        return self.load_partial_sums(self._sums + self._xp.asarray(other._sums, device=self._device))
+
+    def _settings(self) -> tuple:
+        return (self.shape, self.k0, self.target_scale, self.degenerate, self._fit_b is None)
 
     # ----------------------------------------------------------------- results
     def _split(self) -> tuple[Any, ...]:
@@ -314,35 +275,35 @@ class LIPAccumulator:
         ref = float(xp.max(xx)) if xx.shape[0] else 0.0
         return xx <= self.rtol * ref
 
-    def refit_spectrum(self, k: int | None = None) -> Any:
+    def refit_spectrum(self, rank: int | None = None) -> Any:
         """``d`` with ``W*(k) = U diag(d) V^T``: ``s`` on the head, ``sigma`` on the tail."""
         xp = self._xp
-        k = self._resolve_k(k)
+        k = self._resolve_k(rank)
         sig = self.sigmas()
         head = self.svd.s[:k]
         return xp.concat([head, sig[k - self.k0:]])
 
-    def _resolve_k(self, k: int | None) -> int:
+    def _resolve_k(self, rank: int | None) -> int:
         m = self.svd.rank_max
-        if k is None:
-            if self.k is None:
-                raise OptionError("k was left open at construction: pass result(k) or use select_rank")
-            return self.k
-        k = parse_rank(k, m, name="k", allow_auto=False, allow_fraction=False)
+        if rank is None:
+            if self.rank is None:
+                raise OptionError("the rank was left open at construction: pass result(rank) or use select_rank")
+            return self.rank
+        k = parse_rank(rank, m, name="rank", allow_auto=False, allow_fraction=False)
         if k < self.k0:
             raise OptionError(
-                f"k={k} needs components below the tracked range [{self.k0}, {m}); "
-                f"build the accumulator with k=None (or k<={k})"
+                f"rank={k} needs components below the tracked range [{self.k0}, {m}); "
+                f"build the accumulator with rank=None (or rank<={k})"
             )
         return k
 
-    def result(self, k: int | None = None) -> Any:
-        """``W*`` for rank ``k`` (default: the constructor's ``k``), in ``W``'s dtype.
+    def result(self, rank: int | None = None) -> Any:
+        """``W*`` for rank ``k`` (default: the constructor's ``rank``), in ``W``'s dtype.
 
         ``k = min(q, l)`` returns ``W`` unchanged (a copy).
         """
         xp = self._xp
-        k = self._resolve_k(k)
+        k = self._resolve_k(rank)
         m = self.svd.rank_max
         if k == m:
             return xp.asarray(self._W, copy=True)
@@ -353,3 +314,106 @@ class LIPAccumulator:
         W_new = W + (U_t * delta) @ xp.linalg.matrix_transpose(V_t)
         return to_float(xp, W_new, self.dtype)
 
+    # ------------------------------------------------------- the repair protocol
+    def scorer(self, plan: Plan | None = None, options: LIPOptions | None = None, /,
+               ranks: Sequence[int] | None = None) -> "RankScorer":
+        """A :class:`RankScorer` over the tracked ranks (or ``ranks``)."""
+        return RankScorer(self, ranks=ranks)
+
+    def fixed_selection(self, options: LIPOptions, /) -> Selection:
+        """The selection of the constructor's rank (an int, or an energy fraction resolved on ``s``)."""
+        m = self.svd.rank_max
+        if isinstance(options.rank, float):
+            xp = self._xp
+            e = self.svd.s * self.svd.s
+            cum = xp.cumulative_sum(e) / xp.sum(e) if float(xp.sum(e)) > 0 else xp.zeros_like(e)
+            return Selection(k=self.rank, m=m, strategy="energy", ks=tuple(range(1, m + 1)),
+                             scores=tuple(float(c) for c in cum), extra={"fraction": options.rank})
+        return Selection(k=self.rank, m=m, strategy="fixed")
+
+    def refit(self, selection: Selection, /) -> Refit:
+        """``W*`` at the selected rank, its degenerate count and summary (no second SVD)."""
+        xp = self._xp
+        k = selection.k
+        W_new = self.result(k)
+        n_deg = count_true(xp, self.degenerate_mask()[k - self.k0:]) if k < self.svd.rank_max else 0
+        summary = summarize_refit(self.svd.s, self.refit_spectrum(k), k, shape=self.shape, V=self.svd.V,
+                                  W_before=self._W, W_after=W_new, xp=xp)
+        return Refit(weight=W_new, bias=None, n_degenerate=n_deg, summary=summary)
+
+
+class RankScorer(HeldOutScorer):
+    """The paper's refit at many ranks, scored in one held-out pass (the rank-one fast path).
+
+    ``W*(k)`` and ``W*(k+1)`` differ by the rank-one term
+    ``(sigma_k - s_k) u_k v_k^T`` (the refit ``sigma_i`` do not depend on
+    ``k``), so one pass over the held-out data scores every rank.
+
+    Steps
+    -----
+    1. Per batch: base logits ``Z = X W + 1 b^T`` (the layer as it is, ``k = m``)
+       and ``P = X U`` on the tracked components.
+    2. Walk the candidate ranks from ``m`` down, adding the block
+       ``P[:, k:k'] diag(sigma - s)[k:k'] V[:, k:k']^T`` to ``Z``; the ``argmax``
+       at each rank is that candidate's prediction.
+    3. Hits, wins, losses and the guard: :class:`lip_agnostic.selection.HeldOutScorer`.
+
+    Held-out labels may be noisy: under label noise that does not depend on
+    the model, a model that agrees more often with the noisy labels is, in
+    expectation, the more accurate one on clean labels, and the test keeps the
+    choice from chasing noise. That premise fails for class-dependent
+    (asymmetric) noise in the held-out labels (see docs/EVIDENCE.md); use clean
+    or symmetric-noise validation data there.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lip_agnostic import LIPAccumulator
+    >>> rng = np.random.default_rng(0)
+    >>> W, X, y = rng.normal(size=(6, 3)), rng.normal(size=(40, 6)), rng.integers(0, 3, 40)
+    >>> sel = LIPAccumulator(W).update(X, y).scorer().update(X, y).best()
+    >>> 0 <= sel.k <= 3
+    True
+    """
+
+    def __init__(self, accumulator: LIPAccumulator, /, ranks: Sequence[int] | None = None) -> None:
+        if not isinstance(accumulator, LIPAccumulator):
+            raise DataTypeError(f"RankScorer needs a LIPAccumulator; got {type(accumulator).__name__}")
+        acc = self._acc = accumulator
+        xp = acc._xp
+        k0, m = acc.tracked
+        if ranks is None:
+            ranks = candidate_ranks(k0, m)
+        if isinstance(ranks, (str, bytes)) or not hasattr(ranks, "__iter__"):
+            raise OptionError(f"ranks must be a sequence of integers in [{k0}, {m}]; got {ranks!r}")
+        ks = sorted({parse_rank(k, m, name="candidate rank", allow_auto=False, allow_fraction=False)
+                     for k in ranks} - {m})
+        if ks and ks[0] < k0:
+            raise OptionError(f"candidate ranks below {k0} are not tracked by the accumulator; got {ks[0]}")
+        wdt = acc.svd.s.dtype
+        super().__init__(acc._W, acc.bias, m, "diagonal", [(k, None) for k in ks], xp=xp, work=wdt,
+                         sdt=acc._sdt, device=acc._device)
+        self._sig = acc.sigmas()
+        delta = self._sig - acc.svd.s[k0:]
+        # Rows of V_t^T scaled by the refit change, contiguous: each candidate's block update is then a
+        # product with whole rows (a strided (l, 1) column of V made NumPy's matmul ~10x slower).
+        self._dVt = xp.asarray(xp.linalg.matrix_transpose(acc.svd.V[:, k0:]) * delta[:, None], copy=True)
+
+    def _candidate_predictions(self, X: Any, Z: Any) -> Any:
+        xp, acc = self._xp, self._acc
+        k0, m = acc.tracked
+        P = X @ acc.svd.U[:, k0:]
+        Z = xp.asarray(Z, copy=True)
+        preds: list[Any] = []
+        upper = m
+        for k, _ in reversed(self.candidates):
+            # Z is this batch's own array: added to in place (out of place where arrays are immutable).
+            if upper - k == 1:  # one component: an outer product, no matmul
+                Z += P[:, k - k0:upper - k0] * self._dVt[k - k0, :]
+            else:
+                Z += P[:, k - k0:upper - k0] @ self._dVt[k - k0:upper - k0, :]
+            upper = k
+            preds.append(xp.argmax(Z, axis=1))
+        preds.reverse()
+        if preds:
+            yield xp.stack(preds, axis=1)

@@ -1,0 +1,346 @@
+"""The one driver: a repair over a stream of batches, behind the guard. Every face calls it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable
+
+from ._arrays import device_of, namespace
+from .errors import DataError, DataTypeError, NonFiniteError, OptionTypeError
+from .options import LIPOptions
+from .repairs import REPAIRS
+from .report import ChangeSummary
+from .selection import Selection
+from .svd import SVD, check_factors
+
+__all__ = ["LIPResult", "refine_batches"]
+
+AllReduce = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class LIPResult:
+    """Outcome of :func:`refine_batches` (every face returns this same object).
+
+    ``print(result)`` gives the outcome in a few lines; :meth:`to_dict` the
+    whole report (JSON-friendly, with the same :attr:`outcome` sentence).
+
+    Attributes
+    ----------
+    weight : array (q, l)
+        ``W*``, in the input weight's library, device and dtype (a copy of
+        ``W`` when nothing changed).
+    selection : Selection
+        The candidate used (``k``, and the ridge for the full tail) and the
+        evidence for it (held-out scores, the guard's p-values).
+    summary : ChangeSummary
+        Spectrum before/after, whether the kept components are unchanged
+        (measured), the top-``k`` subspace angle, relative change.
+    n_fit : int
+        Samples whose statistics went into the refit (all workers).
+    n_degenerate : int
+        Refit directions the data never excite.
+    bias : array (l,) or None
+        The refit bias ``b*`` to write into the layer with the weight (the
+        full tail with a bias and ``bias_mode="fit"``); None: the bias stays.
+    tail : {"diagonal", "full"}
+        Which repair ran: ``"diagonal"`` is the paper's, ``"full"`` is beyond the paper.
+    tail_reason : str
+        Why ``tail="auto"`` chose it (empty when the tail was given).
+    options : LIPOptions or None
+        The options the run used.
+    context : dict
+        Facts a face adds about its own run (JSON-friendly: the layer's name,
+        dtype, batch counts, seconds, ...); empty from the core itself.
+    """
+
+    weight: Any
+    selection: Selection
+    summary: ChangeSummary
+    n_fit: int
+    n_degenerate: int
+    bias: Any = None
+    tail: str = "diagonal"
+    tail_reason: str = ""
+    options: LIPOptions | None = None
+    context: dict = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        """The rank used (``selection.k``)."""
+        return self.selection.k
+
+    @property
+    def changed(self) -> bool:
+        """Whether ``W*`` differs from ``W`` (``selection.changed``)."""
+        return self.selection.changed
+
+    @property
+    def beyond_paper(self) -> bool:
+        """Whether the repair that ran is not the paper's."""
+        return self.tail != "diagonal"
+
+    @property
+    def outcome(self) -> str:
+        """One sentence: what happened to the layer, and why when it was left unchanged."""
+        sel, m = self.selection, self.selection.m
+        if sel.strategy == "auto" and not sel.changed:
+            conf = sel.extra.get("confidence")
+            n_cand = len(sel.extra.get("p_values", ()))
+            what = "(k, ridge) candidates" if sel.tail == "full" else "ranks"
+            guard = (f"one-sided sign test at confidence {conf:g}, Bonferroni over {n_cand} {what}"
+                     if conf is not None else "no significance test (confidence=None)")
+            return (f"unchanged: no candidate beat the unchanged layer's held-out score ({sel.base_score:.4f} on "
+                    f"{sel.n_val} samples) significantly ({guard}; min_gain {sel.extra.get('min_gain', 0.0):g}); "
+                    "a fixed rank forces a change")
+        if not sel.changed:
+            return f"unchanged: k={sel.k} keeps all {m} components"
+        if self.tail == "full":
+            head = ("a ridge head (k=0: no component kept, the whole layer ridge-refit against the labels"
+                    if sel.k == 0 else
+                    f"the top {sel.k} of {m} components kept, the whole complement ridge-refit against the labels")
+            bias = ", bias refit" if self.bias is not None else ""
+            return f"changed: {head}; ridge {sel.ridge:.4g}{bias}; beyond the paper)"
+        return (f"changed: the top {sel.k} of {m} components kept, the other {m - sel.k} singular values "
+                "refit against the labels (the paper's LIP)")
+
+    def __str__(self) -> str:
+        sel, s = self.selection, self.summary
+        q, l = s.shape
+        ran = "full tail (beyond the paper)" if self.beyond_paper else "diagonal (the paper's LIP)"
+        lines = [f"LIPResult: {self.outcome}",
+                 f"  repair: {ran}" + (f"; {self.tail_reason}" if self.tail_reason else ""),
+                 f"  head: W (q={q}, l={l}), fit on {self.n_fit} samples, rank k={sel.k} of {sel.m}"
+                 + (f", ridge {sel.ridge:.4g}" if sel.ridge is not None and sel.changed else "")]
+        if sel.strategy == "auto":
+            best = sel.best_score
+            src = sel.extra.get("source", "held-out data")
+            lines.append(f"  held-out score ({src}, {sel.n_val} samples): unchanged {sel.base_score:.4f}, "
+                         f"chosen {best:.4f}" if best is not None else "")
+        if sel.changed:
+            lines.append(f"  change: relative {s.relative_change:.3g}; kept components unchanged: {s.kept_unchanged}")
+        return "\n".join(line for line in lines if line)
+
+    def __repr__(self) -> str:
+        q, l = self.summary.shape
+        return (f"LIPResult(tail={self.tail!r}, k={self.k}, m={self.selection.m}, changed={self.changed}, "
+                f"W=(q={q}, l={l}), n_fit={self.n_fit})")
+
+    def to_dict(self) -> dict:
+        """JSON-friendly report (the weight itself left out; ``context`` when a face set one)."""
+        out = {
+            "outcome": self.outcome,
+            "tail": self.tail,
+            "beyond_paper": self.beyond_paper,
+            "bias_refit": self.bias is not None,
+            **({"tail_reason": self.tail_reason} if self.tail_reason else {}),
+            "selection": self.selection.to_dict(),
+            "summary": self.summary.to_dict(),
+            "n_fit": self.n_fit,
+            "n_degenerate": self.n_degenerate,
+        }
+        if self.options is not None:
+            out["options"] = self.options.to_dict()
+        if self.context:
+            out["context"] = dict(self.context)
+        return out
+
+
+def _split_rows(xp: Any, X: Any, Y: Any, offset: int, period: int) -> tuple[Any, Any, Any, Any]:
+    """Rows whose global index ``i`` has ``i % period == period - 1`` go to the hold-out."""
+    idx = xp.arange(int(X.shape[0]), device=device_of(X))
+    mask = (idx + offset) % period == period - 1
+    if not bool(xp.any(mask)):
+        return X, Y, None, None
+    hi, ki = xp.nonzero(mask)[0], xp.nonzero(~mask)[0]
+    return (xp.take(X, ki, axis=0), xp.take(Y, ki, axis=0),
+            xp.take(X, hi, axis=0), xp.take(Y, hi, axis=0))
+
+
+def _batch(item: Any, i: int, where: str, W: Any) -> tuple[Any, Any]:
+    """One ``(X, Y)`` batch of a stream, or a one-line error naming what it is instead."""
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        what = f"a {type(item).__name__} of length {len(item)}" if isinstance(item, (tuple, list)) \
+            else f"a {type(item).__name__}"
+        raise DataTypeError(f"{where} batch {i} must be a pair (X, Y) of arrays; got {what}")
+    X, Y = item
+    if getattr(X, "ndim", None) is None or getattr(Y, "ndim", None) is None:
+        raise DataTypeError(f"{where} batch {i} must be a pair (X, Y) of arrays; "
+                            f"got ({type(X).__name__}, {type(Y).__name__})")
+    namespace(W, X, Y)  # one library for the weight and the data (DataTypeError otherwise)
+    if X.ndim >= 1 and Y.ndim >= 1 and int(X.shape[0]) != int(Y.shape[0]):
+        raise DataError(f"{where} batch {i}: X and Y must have the same number of rows; "
+                        f"got X {tuple(X.shape)} and Y {tuple(Y.shape)}")
+    return X, Y
+
+
+def _batches(source: Any, where: str, W: Any) -> Iterable[tuple[Any, Any]]:
+    for i, item in enumerate(source):
+        yield _batch(item, i, where, W)
+
+
+def _as_stream(validation: Any) -> Any:
+    """Validation batches; a pair of arrays ``(X_val, Y_val)`` (as :func:`lip_refine` takes it) is one batch."""
+    if (isinstance(validation, tuple) and len(validation) == 2
+            and all(getattr(a, "ndim", None) is not None for a in validation)):
+        return [validation]
+    return validation
+
+
+def refine_batches(
+    W: Any,
+    batches: Iterable[tuple[Any, Any]],
+    /,
+    *,
+    validation: Iterable[tuple[Any, Any]] | tuple[Any, Any] | None = None,
+    bias: Any = None,
+    all_reduce: AllReduce | None = None,
+    svd: SVD | None = None,
+    options: LIPOptions | None = None,
+    xp: Any = None,
+    **option_values: Any,
+) -> LIPResult:
+    """Repair a trained head over ``(features, labels)`` batches; return ``W*`` and a report.
+
+    Steps
+    -----
+    1. Options: ``options`` (a :class:`lip_agnostic.options.LIPOptions`) or the
+       same names as keywords (``rank="auto"``, ``tail="auto"``, ``ridge``,
+       ``bias_mode``, ``target_scale``, ``degenerate``, ``rtol``, ``min_gain``,
+       ``confidence``, ``holdout``), parsed once. Its :meth:`~LIPOptions.plan`
+       picks the repair: with ``tail="auto"`` the full tail (beyond the paper)
+       for ``rank="auto"``, the paper's diagonal refit for a fixed rank.
+    2. Stream ``batches`` into the repair's statistics. When something is
+       chosen on held-out data and no ``validation`` is given, every
+       ``round(1 / holdout)``-th sample is held out of the fit instead (rows of
+       the model's own training set: the choice then leans to "change nothing").
+    3. ``all_reduce`` (a function that sums an array over workers and returns
+       the total) merges the statistics, so every worker ends with the same
+       ``W*`` as one process over the union of the data.
+    4. ``rank="auto"``: every candidate is scored on the held-out data in one
+       pass and the guard (a one-sided sign test against the unchanged layer,
+       Bonferroni over the candidates, plus ``min_gain``) picks one or leaves
+       the layer unchanged. A fixed rank with the full tail's ``ridge="auto"``
+       picks the best ridge (the rank forces the change).
+    5. Build ``W*`` (and ``b*``) and summarize the change.
+
+    Parameters
+    ----------
+    W : array (q, l)
+        The trained head (PyTorch ``Linear.weight.T``, Keras ``Dense.kernel``).
+    batches : iterable of (X (n_b, q), Y (n_b,) or (n_b, l))
+        Features entering the head, and labels or target rows.
+    validation : iterable of (X, Y), or one pair (X_val, Y_val) of arrays, optional
+        Held-out data (noisy labels are fine); only allowed when something is
+        chosen on held-out data.
+    bias : array (l,), optional
+        The layer's bias (the fit targets ``Y - 1 b^T`` with ``bias_mode="fit"``;
+        the held-out logits always include it).
+    all_reduce : callable, optional
+    svd : SVD, optional
+        The reduced SVD of ``W`` when the caller already has it; otherwise it is
+        computed once here and reused by every later step.
+    options : LIPOptions, optional
+        All options at once (then pass none as keywords).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lip_agnostic import refine_batches
+    >>> rng = np.random.default_rng(0)
+    >>> W = rng.normal(size=(8, 4))
+    >>> data = [(rng.normal(size=(30, 8)), rng.integers(0, 4, 30)) for _ in range(3)]
+    >>> res = refine_batches(W, data, rank=2)
+    >>> res.weight.shape, res.k
+    ((8, 4), 2)
+    """
+    if options is None:
+        options = LIPOptions.from_kwargs(option_values)
+    elif option_values:
+        raise OptionTypeError(f"pass options=LIPOptions(...) or option keywords, not both; got options= and "
+                              f"{sorted(option_values)}")
+    elif not isinstance(options, LIPOptions):
+        raise OptionTypeError(f"options must be a lip_agnostic.LIPOptions; got {type(options).__name__}")
+    xp = namespace(W, bias, xp=xp)
+    if getattr(W, "ndim", None) != 2:
+        raise DataError(f"W must be a 2-D (q, l) weight; got shape {tuple(getattr(W, 'shape', ()))}")
+    shape = (int(W.shape[0]), int(W.shape[1]))
+    plan = options.plan(shape, itemsize=_itemsize(W))
+    if validation is not None and not plan.uses_validation:
+        raise DataError(f"validation data are only used when something is chosen on held-out data (rank='auto', "
+                        f"or the full tail's ridge='auto'); rank={options.rank!r} with the {plan.repair} refit "
+                        "chooses nothing: drop validation= or pass rank='auto'")
+    if svd is not None:
+        svd = check_factors(svd, shape)
+    fixed = None if plan.choose_rank else options.rank
+    repair = REPAIRS[plan.repair].from_options(W, fixed, bias=bias, options=options, svd=svd, xp=xp)
+
+    validation = _as_stream(validation)
+    period = max(2, int(round(1.0 / options.holdout))) if plan.uses_validation and validation is None else 0
+    held: list[tuple[Any, Any]] = []
+    seen = 0
+    for X, Y in _batches(batches, "fit", W):
+        n_b = int(X.shape[0]) if X.ndim >= 1 else 0
+        if period:
+            X, Y, Xh, Yh = _split_rows(xp, X, Y, seen % period, period)
+            if Xh is not None:
+                held.append((Xh, Yh))
+        if int(X.shape[0]):
+            repair.update(X, Y)
+        seen += n_b
+    if all_reduce is not None:
+        repair.load_partial_sums(_reduced(all_reduce, repair.partial_sums, "the fit statistics"))
+    if repair.n_samples == 0:
+        raise DataError("no samples reached LIP: the batches were empty")
+
+    if plan.uses_validation:
+        scorer = repair.scorer(plan, options)
+        source = validation if validation is not None else held
+        for X, Y in _batches(source, "validation" if validation is not None else "held-out", W):
+            scorer.update(X, Y)
+        if all_reduce is not None:
+            scorer.load_partial_sums(_reduced(all_reduce, scorer.partial_sums, "the held-out scores"))
+        if scorer.n_samples == 0:
+            raise DataError("no held-out samples to score (the validation data were empty)" if validation is not None
+                            else f"no held-out samples to score: the fit stream had {seen} samples, fewer than "
+                                 f"the 1 in {period} held out; pass validation=")
+        selection = scorer.best(options.min_gain, options.confidence, guarded=plan.choose_rank)
+        src = "validation" if validation is not None else f"holdout 1/{period}"
+        selection = _with_source(selection, src)
+    else:
+        selection = repair.fixed_selection(options)
+    built = repair.refit(selection)
+    return LIPResult(
+        weight=built.weight,
+        selection=selection,
+        summary=built.summary,
+        n_fit=repair.n_samples,
+        n_degenerate=built.n_degenerate,
+        bias=built.bias,
+        tail=plan.repair,
+        tail_reason=plan.reason if options.tail == "auto" else "",
+        options=options,
+    )
+
+
+def _with_source(selection: Selection, source: str) -> Selection:
+    return replace(selection, extra={**selection.extra, "source": source})
+
+
+def _reduced(all_reduce: AllReduce, sums: Any, what: str) -> Any:
+    """``all_reduce(sums)``, checked: same shape, finite."""
+    out = all_reduce(sums)
+    if getattr(out, "shape", None) is None or tuple(out.shape) != tuple(sums.shape):
+        raise DataError(f"all_reduce must return an array of the shape it was given {tuple(sums.shape)} for "
+                        f"{what}; got {type(out).__name__} {tuple(getattr(out, 'shape', ()))}")
+    xp = namespace(sums)
+    if not bool(xp.all(xp.isfinite(xp.asarray(out)))):
+        raise NonFiniteError(f"all_reduce returned NaN/Inf for {what}: the reduction is broken")
+    return out
+
+
+def _itemsize(W: Any) -> int:
+    try:
+        return int(W.dtype.itemsize)
+    except (AttributeError, TypeError):
+        return 4

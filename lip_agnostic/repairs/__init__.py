@@ -1,0 +1,22 @@
+"""The repairs of a trained head, one module each, all behind one protocol
+(:class:`lip_agnostic.repairs.base.Repair`) and one guard
+(:mod:`lip_agnostic.selection`).
+
+========  ==========================================  ==============================
+name      module                                      what it refits
+========  ==========================================  ==============================
+diagonal  :mod:`lip_agnostic.repairs.diagonal`        the paper's LIP: the tail's
+                                                      singular values
+full      :mod:`lip_agnostic.repairs.full_tail`       beyond the paper: the whole
+                                                      complement by ridge (and the bias)
+========  ==========================================  ==============================
+"""
+
+from .base import Refit, Repair
+from .diagonal import LIPAccumulator, RankScorer
+from .full_tail import FullTailAccumulator
+
+__all__ = ["REPAIRS", "Refit", "Repair", "LIPAccumulator", "RankScorer", "FullTailAccumulator"]
+
+#: Every repair by the name :class:`lip_agnostic.options.Plan` gives it.
+REPAIRS: dict[str, type] = {cls.name: cls for cls in (LIPAccumulator, FullTailAccumulator)}
