@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable
 from ._arrays import device_of, namespace
 from .errors import DataError, DataTypeError, NonFiniteError, OptionTypeError
 from .options import LIPOptions
+from .progress import Progress, as_progress
 from .repairs import REPAIRS
 from .report import ChangeSummary
 from .selection import Selection
@@ -197,6 +198,7 @@ def refine_batches(
     all_reduce: AllReduce | None = None,
     svd: SVD | None = None,
     options: LIPOptions | None = None,
+    progress: bool | Progress | None = None,
     xp: Any = None,
     **option_values: Any,
 ) -> LIPResult:
@@ -242,6 +244,10 @@ def refine_batches(
         computed once here and reused by every later step.
     options : LIPOptions, optional
         All options at once (then pass none as keywords).
+    progress : bool or Progress, optional
+        Progress lines on stderr for the statistics pass, the candidates and
+        the held-out pass once a step has run two seconds; ``None`` (default):
+        on a terminal only (:mod:`lip_agnostic.progress`).
 
     Examples
     --------
@@ -261,6 +267,7 @@ def refine_batches(
                               f"{sorted(option_values)}")
     elif not isinstance(options, LIPOptions):
         raise OptionTypeError(f"options must be a lip_agnostic.LIPOptions; got {type(options).__name__}")
+    prog = as_progress(progress)
     xp = namespace(W, bias, xp=xp)
     if getattr(W, "ndim", None) != 2:
         raise DataError(f"W must be a 2-D (q, l) weight; got shape {tuple(getattr(W, 'shape', ()))}")
@@ -279,25 +286,29 @@ def refine_batches(
     period = max(2, int(round(1.0 / options.holdout))) if plan.uses_validation and validation is None else 0
     held: list[tuple[Any, Any]] = []
     seen = 0
-    for X, Y in _batches(batches, "fit", W):
-        n_b = int(X.shape[0]) if X.ndim >= 1 else 0
-        if period:
-            X, Y, Xh, Yh = _split_rows(xp, X, Y, seen % period, period)
-            if Xh is not None:
-                held.append((Xh, Yh))
-        if int(X.shape[0]):
-            repair.update(X, Y)
-        seen += n_b
+    with prog.step("fit statistics") as step:
+        for X, Y in _batches(batches, "fit", W):
+            n_b = int(X.shape[0]) if X.ndim >= 1 else 0
+            if period:
+                X, Y, Xh, Yh = _split_rows(xp, X, Y, seen % period, period)
+                if Xh is not None:
+                    held.append((Xh, Yh))
+            if int(X.shape[0]):
+                repair.update(X, Y)
+            seen += n_b
+            step.advance()
     if all_reduce is not None:
         repair.load_partial_sums(_reduced(all_reduce, repair.partial_sums, "the fit statistics"))
     if repair.n_samples == 0:
         raise DataError("no samples reached LIP: the batches were empty")
 
     if plan.uses_validation:
-        scorer = repair.scorer(plan, options)
+        scorer = repair.scorer(plan, options, progress=prog)
         source = validation if validation is not None else held
-        for X, Y in _batches(source, "validation" if validation is not None else "held-out", W):
-            scorer.update(X, Y)
+        with prog.step("held-out scoring") as step:
+            for X, Y in _batches(source, "validation" if validation is not None else "held-out", W):
+                scorer.update(X, Y)
+                step.advance()
         if all_reduce is not None:
             scorer.load_partial_sums(_reduced(all_reduce, scorer.partial_sums, "the held-out scores"))
         if scorer.n_samples == 0:

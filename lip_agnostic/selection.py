@@ -390,10 +390,12 @@ class StackedScorer(HeldOutScorer):
     build : callable
         ``build(j) -> (W_j, b_j)``: candidate ``j``'s weight and bias (``b_j``
         None: the layer's own bias), called once each, in order.
+    on_build : callable, optional
+        Called after each candidate is built (progress).
     """
 
     def __init__(self, W: Any, bias: Any, m: int, repair: str, candidates: Sequence[tuple[int, float | None]],
-                 build: Any, /, *, xp: Any, work: Any, sdt: Any, device: Any) -> None:
+                 build: Any, /, *, xp: Any, work: Any, sdt: Any, device: Any, on_build: Any = None) -> None:
         super().__init__(W, bias, m, repair, candidates, xp=xp, work=work, sdt=sdt, device=device)
         l = self.shape[1]
         group = max(1, SCORE_GROUP_COLUMNS // max(l, 1))
@@ -417,6 +419,8 @@ class StackedScorer(HeldOutScorer):
             bs.append(b_j)
             if len(Ws) == group:
                 flush()
+            if on_build is not None:
+                on_build()
         flush()
 
     @property

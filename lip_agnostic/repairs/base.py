@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from .._arrays import check_finite, to_float
 from ..errors import DataError, DataTypeError
 from ..options import LIPOptions, Plan
+from ..progress import Progress
 from ..report import ChangeSummary
 from ..selection import HeldOutScorer, Selection
 from ..svd import SVD, check_factors, reduced_svd
@@ -78,7 +79,7 @@ class Repair(Protocol):
 
     def merge(self, other: "Repair", /) -> "Repair": ...
 
-    def scorer(self, plan: Plan, options: LIPOptions, /) -> HeldOutScorer: ...
+    def scorer(self, plan: Plan, options: LIPOptions, /, *, progress: Progress | None = None) -> HeldOutScorer: ...
 
     def fixed_selection(self, options: LIPOptions, /) -> Selection: ...
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal, Sequence
 from .._arrays import as_features, as_targets, check_product_finite, count_true, device_of, namespace, stats_dtype, to_float
 from ..errors import DataError, DataTypeError, NonFiniteError, OptionError
 from ..options import CONSTRAINTS, BiasMode, LIPOptions, Plan, TargetScale, check_rtol, check_target_scale, parse_bias_mode, parse_rank
+from ..progress import Progress
 from ..report import summarize_refit
 from ..selection import HeldOutScorer, Selection, candidate_ranks
 from ..svd import SVD, resolve_rank
@@ -316,7 +317,7 @@ class LIPAccumulator:
 
     # ------------------------------------------------------- the repair protocol
     def scorer(self, plan: Plan | None = None, options: LIPOptions | None = None, /,
-               ranks: Sequence[int] | None = None) -> "RankScorer":
+               ranks: Sequence[int] | None = None, *, progress: Progress | None = None) -> "RankScorer":
         """A :class:`RankScorer` over the tracked ranks (or ``ranks``)."""
         return RankScorer(self, ranks=ranks)
 

@@ -77,6 +77,7 @@ from ..options import (
     parse_bias_mode,
     parse_rank,
 )
+from ..progress import Progress
 from ..report import summarize_change
 from ..selection import Selection, StackedScorer, candidate_ranks, check_candidates
 from ..svd import SVD, resolve_rank
@@ -386,7 +387,8 @@ class FullTailAccumulator:
 
     # ------------------------------------------------------- the repair protocol
     def scorer(self, plan: Plan | None = None, options: LIPOptions | None = None, /,
-               ranks: Sequence[int] | None = None, ridges: Sequence[float] | None = None) -> StackedScorer:
+               ranks: Sequence[int] | None = None, ridges: Sequence[float] | None = None, *,
+               progress: Progress | None = None) -> StackedScorer:
         """A :class:`lip_agnostic.selection.StackedScorer` over ``ranks x ridges``.
 
         Defaults: this accumulator's rank, or :data:`FULL_TAIL_RANK_LIMIT` ranks
@@ -417,8 +419,10 @@ class FullTailAccumulator:
             e, Q, QtR = solved[k]
             return self._weight(k, Q @ (QtR * _inverse(xp, e, lam, self.rtol)[:, None]))
 
-        return StackedScorer(self._W, self.bias, m, self.name, candidates, build, xp=xp, work=self._wdt,
-                             sdt=self._sdt, device=self._device)
+        prog = progress if progress is not None else Progress(False)
+        with prog.step("full-tail candidates", len(candidates), unit="candidate") as step:
+            return StackedScorer(self._W, self.bias, m, self.name, candidates, build, xp=xp, work=self._wdt,
+                                 sdt=self._sdt, device=self._device, on_build=step.advance)
 
     def scores(
         self,
