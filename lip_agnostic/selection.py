@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from ._arrays import as_features, as_targets, check_product_finite, device_of, namespace, to_float
+from ._sums import FlatSums
 from .errors import DataError, OptionError
 from .options import DEFAULT_CONFIDENCE, check_confidence, check_min_gain
 
@@ -183,7 +184,7 @@ def _p_values(wins: Sequence[float], losses: Sequence[float]) -> tuple[float, ..
     return tuple(sign_test_p(int(round(w)), int(round(ls))) if w > ls else 1.0 for w, ls in zip(wins, losses))
 
 
-class HeldOutScorer:
+class HeldOutScorer(FlatSums):
     """Held-out hits of every candidate and of the unchanged layer, in one streaming pass.
 
     Steps
@@ -231,30 +232,6 @@ class HeldOutScorer:
         """The candidate ridges (empty for the paper's refit)."""
         return tuple(sorted({lam for _, lam in self.candidates if lam is not None}))
 
-    # ------------------------------------------------------------- statistics
-    @property
-    def partial_sums(self) -> Any:
-        """Hits, wins and losses per candidate (unchanged layer last), then the sample count."""
-        return self._sums
-
-    def load_partial_sums(self, sums: Any, /) -> "HeldOutScorer":
-        """Replace the sums, e.g. with their all-reduced total."""
-        xp = self._xp
-        if getattr(sums, "shape", None) is None or tuple(sums.shape) != tuple(self._sums.shape):
-            raise DataError(
-                f"partial sums must have shape {tuple(self._sums.shape)}; got {tuple(getattr(sums, 'shape', ()))}"
-            )
-        sums = xp.astype(xp.asarray(sums, device=self._device), self._sums.dtype)
-        if not bool(xp.all(xp.isfinite(sums))):
-            raise DataError("the all-reduced held-out sums contain NaN/Inf: the all_reduce function is broken")
-        self._sums = sums
-        return self
-
-    @property
-    def n_samples(self) -> int:
-        """Held-out samples scored so far."""
-        return int(self._sums[-1])
-
     def update(self, X: Any, Y: Any, /) -> "HeldOutScorer":
         """Score a held-out batch: features ``(n_b, q)``, labels ``(n_b,)`` or targets ``(n_b, l)``."""
         xp = self._xp
@@ -291,8 +268,7 @@ class HeldOutScorer:
             losses.append(xp.reshape(xp.sum(xp.astype(cmp < r, sdt), axis=0), (-1,)))
         zero = xp.zeros((1,), dtype=sdt, device=self._device)
         count = xp.asarray([float(X.shape[0])], dtype=sdt, device=self._device)
-        self._sums = self._sums + xp.concat(
-            hits + [xp.reshape(xp.sum(base), (1,))] + wins + [zero] + losses + [zero] + [count])
+        self._add_sums(xp.concat(hits + [xp.reshape(xp.sum(base), (1,))] + wins + [zero] + losses + [zero] + [count]))
         return self
 
     def _candidate_predictions(self, X: Any, Z: Any) -> Any:

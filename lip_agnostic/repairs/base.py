@@ -22,15 +22,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from .._arrays import check_finite, to_float
+from .._arrays import check_finite, device_of, namespace, to_float
+from .._sums import FlatSums
 from ..errors import DataError, DataTypeError
-from ..options import LIPOptions, Plan
+from ..options import BiasMode, LIPOptions, Plan, TargetScale, check_rtol, check_target_scale, parse_bias_mode
 from ..progress import Progress
 from ..report import ChangeSummary
 from ..selection import HeldOutScorer, Selection
-from ..svd import SVD, check_factors, reduced_svd
+from ..svd import SVD, check_factors, reduced_svd, resolve_rank
 
-__all__ = ["Repair", "Refit", "factors_of", "checked_bias", "check_same_head"]
+__all__ = ["Repair", "Refit", "HeadRepair", "factors_of", "checked_bias"]
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,39 @@ def checked_bias(xp: Any, bias: Any, l: int, shape: tuple[int, int], work: Any) 
     return to_float(xp, bias, work)
 
 
-def check_same_head(mine: Repair, other: Any, settings: tuple, theirs: tuple) -> None:
-    """Refuse to merge statistics of another kind of repair, another head or other settings."""
-    xp = mine._xp  # type: ignore[attr-defined]
-    if type(other) is not type(mine):
-        raise DataTypeError(f"can only merge a {type(mine).__name__}; got {type(other).__name__}")
-    if settings != theirs:
-        raise DataError(f"cannot merge {type(mine).__name__}s with different settings: {settings} vs {theirs}")
-    s0 = mine.svd.s
-    s1 = xp.asarray(other.svd.s, device=mine._device)  # type: ignore[attr-defined]
-    if not bool(xp.all(xp.abs(s0 - s1) <= 1e-5 * (xp.abs(s0) + 1e-30))):
-        raise DataError(f"cannot merge {type(mine).__name__}s built from different weights (spectra differ)")
+class HeadRepair(FlatSums):
+    """What every repair of a ``(q, l)`` head shares: the set-up of the weight, its SVD, its
+    bias and the options every repair reads (parsed by :mod:`lip_agnostic.options`), the flat
+    statistics (:class:`lip_agnostic._sums.FlatSums`) and :meth:`merge`."""
+
+    def _set_head(self, W: Any, rank: int | float | None, *, bias: Any, bias_mode: BiasMode,
+                  target_scale: TargetScale, rtol: float | None, svd: SVD | None, xp: Any) -> None:
+        xp = namespace(W, bias, xp=xp)
+        self._xp = xp
+        self.svd: SVD = factors_of(xp, W, svd)
+        self.shape = (int(W.shape[0]), int(W.shape[1]))
+        self.dtype = W.dtype
+        self._W = W
+        self._device = device_of(W)
+        self.bias_mode: BiasMode = parse_bias_mode(bias_mode)
+        self.target_scale = check_target_scale(target_scale)
+        self._rtol = check_rtol(rtol)
+        self.rank = None if rank is None else resolve_rank(rank, self.svd.s, name="rank", xp=xp)
+        self.bias = checked_bias(xp, bias, self.shape[1], self.shape, self.svd.s.dtype)
+
+    def _settings(self) -> tuple:
+        """What two accumulators must share to be merged (besides the weight)."""
+        raise NotImplementedError
+
+    def merge(self, other: Any, /) -> Any:
+        """Add another accumulator's statistics (same kind, weight and settings)."""
+        xp = self._xp
+        if type(other) is not type(self):
+            raise DataTypeError(f"can only merge a {type(self).__name__}; got {type(other).__name__}")
+        mine, theirs = self._settings(), other._settings()
+        if mine != theirs:
+            raise DataError(f"cannot merge {type(self).__name__}s with different settings: {mine} vs {theirs}")
+        s0, s1 = self.svd.s, xp.asarray(other.svd.s, device=self._device)
+        if not bool(xp.all(xp.abs(s0 - s1) <= 1e-5 * (xp.abs(s0) + 1e-30))):
+            raise DataError(f"cannot merge {type(self).__name__}s built from different weights (spectra differ)")
+        return self.load_partial_sums(self._sums + xp.asarray(other._sums, device=self._device))

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Sequence
 
-from .._arrays import as_features, as_targets, check_product_finite, count_true, device_of, namespace, stats_dtype, to_float
+from .._arrays import as_features, as_targets, check_product_finite, count_true, namespace, stats_dtype, to_float
 from ..errors import DataError, DataTypeError, NonFiniteError, OptionError
-from ..options import CONSTRAINTS, BiasMode, LIPOptions, Plan, TargetScale, check_rtol, check_target_scale, parse_bias_mode, parse_rank
+from ..options import CONSTRAINTS, BiasMode, LIPOptions, Plan, TargetScale, parse_rank
 from ..progress import Progress
 from ..report import summarize_refit
 from ..selection import HeldOutScorer, Selection, candidate_ranks
-from ..svd import SVD, resolve_rank
-from .base import Refit, check_same_head, checked_bias, factors_of
+from ..svd import SVD
+from .base import HeadRepair, Refit
 
 __all__ = ["LIPAccumulator", "RankScorer"]
 
 
-class LIPAccumulator:
+class LIPAccumulator(HeadRepair):
     """The paper's LIP (the ``"diagonal"`` repair), streamed, for a ``(q, l)`` classifier weight.
 
     Feed ``(X, Y)`` batches with :meth:`update`; :meth:`result` returns
@@ -112,23 +112,13 @@ class LIPAccumulator:
         svd: SVD | None = None,
         xp: Any = None,
     ) -> None:
-        xp = namespace(W, bias, xp=xp)
-        self._xp = xp
-        self.svd: SVD = factors_of(xp, W, svd)
-        self.shape = (int(W.shape[0]), int(W.shape[1]))
-        self.dtype = W.dtype
-        self._W = W
-        self._device = device_of(W)
+        self._set_head(W, rank, bias=bias, bias_mode=bias_mode, target_scale=target_scale, rtol=rtol, svd=svd,
+                       xp=xp)
+        xp = self._xp
         m = self.svd.rank_max
-        self.bias_mode: BiasMode = parse_bias_mode(bias_mode)
-        self.target_scale = check_target_scale(target_scale)
         self.degenerate = CONSTRAINTS["degenerate"](degenerate)
-        rtol = check_rtol(rtol)
-        self.rank = None if rank is None else resolve_rank(rank, self.svd.s, name="rank", xp=xp)
-        wdt = self.svd.s.dtype
-        self.rtol = float(xp.finfo(wdt).eps) if rtol is None else rtol
+        self.rtol = float(xp.finfo(self.svd.s.dtype).eps) if self._rtol is None else self._rtol
         self.k0 = 0 if (self.rank is None or self.target_scale == "logits") else self.rank
-        self.bias = checked_bias(xp, bias, self.shape[1], self.shape, wdt)
         self._fit_b = self.bias if self.bias_mode == "fit" else None
 
         self._U_t = self.svd.U[:, self.k0:]
@@ -147,11 +137,6 @@ class LIPAccumulator:
                    degenerate=options.degenerate, rtol=options.rtol, svd=svd, xp=xp)
 
     # ------------------------------------------------------------------ data
-    @property
-    def n_samples(self) -> int:
-        """How many samples the sums hold."""
-        return int(self._sums[-1])
-
     @property
     def tracked(self) -> tuple[int, int]:
         """``(k0, m)``: the components whose statistics are kept."""
@@ -192,31 +177,8 @@ class LIPAccumulator:
                 f"the LIP statistics of this batch overflowed the working dtype ({wdt}); "
                 "rescale the features or pass float64 arrays"
             )
-        self._sums = self._sums + batch
+        self._add_sums(batch)
         return self
-
-    @property
-    def partial_sums(self) -> Any:
-        """The sufficient statistics as one flat array (sum-reducible)."""
-        return self._sums
-
-    def load_partial_sums(self, sums: Any, /) -> "LIPAccumulator":
-        """Replace the statistics, e.g. with their all-reduced total."""
-        xp = self._xp
-        if getattr(sums, "shape", None) != tuple(self._sums.shape):
-            raise DataError(
-                f"partial sums must have shape {tuple(self._sums.shape)}; got {tuple(getattr(sums, 'shape', ()))}"
-            )
-        sums = xp.astype(xp.asarray(sums, device=self._device), self._sdt)
-        if not bool(xp.all(xp.isfinite(sums))):
-            raise NonFiniteError("the partial sums contain NaN/Inf (an all_reduce that returned NaN?)")
-        self._sums = sums
-        return self
-
-    def merge(self, other: "LIPAccumulator", /) -> "LIPAccumulator":
-        """Add another accumulator's statistics (same weight and settings)."""
-        check_same_head(self, other, self._settings(), getattr(other, "_settings", lambda: None)())
-        return self.load_partial_sums(self._sums + self._xp.asarray(other._sums, device=self._device))
 
     def _settings(self) -> tuple:
         return (self.shape, self.k0, self.target_scale, self.degenerate, self._fit_b is None)

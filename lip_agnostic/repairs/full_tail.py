@@ -72,21 +72,18 @@ from ..options import (
     Plan,
     TargetScale,
     check_ridge,
-    check_rtol,
-    check_target_scale,
-    parse_bias_mode,
     parse_rank,
 )
 from ..progress import Progress
 from ..report import summarize_change
 from ..selection import Selection, StackedScorer, candidate_ranks, check_candidates
 from ..svd import SVD, resolve_rank
-from .base import Refit, check_same_head, checked_bias, factors_of
+from .base import HeadRepair, Refit
 
 __all__ = ["FullTailAccumulator"]
 
 
-class FullTailAccumulator:
+class FullTailAccumulator(HeadRepair):
     """Streaming statistics for the full-tail ridge refit of a ``(q, l)`` weight (beyond the paper).
 
     Feed ``(X, Y)`` batches with :meth:`update`; :meth:`result` returns
@@ -143,26 +140,15 @@ class FullTailAccumulator:
         svd: SVD | None = None,
         xp: Any = None,
     ) -> None:
-        xp = namespace(W, bias, xp=xp)
-        self._xp = xp
-        svd = factors_of(xp, W, svd)
-        q, l = int(W.shape[0]), int(W.shape[1])
-        self.svd: SVD = svd
-        self.shape = (q, l)
-        self.dtype = W.dtype
-        self._W = W
-        self._device = device_of(W)
-        self.bias_mode = parse_bias_mode(bias_mode)
-        self.target_scale = check_target_scale(target_scale)
-        rtol = check_rtol(rtol)
-        self.rank = None if rank is None else resolve_rank(rank, svd.s, xp=xp)
-        wdt = svd.s.dtype
-        bias = checked_bias(xp, bias, l, (q, l), wdt)
-        self.bias = bias
-        self.fits_bias = bias is not None and self.bias_mode == "fit"
+        self._set_head(W, rank, bias=bias, bias_mode=bias_mode, target_scale=target_scale, rtol=rtol, svd=svd,
+                       xp=xp)
+        xp = self._xp
+        q, l = self.shape
+        wdt = self.svd.s.dtype
+        self.fits_bias = self.bias is not None and self.bias_mode == "fit"
         self._wdt = wdt
         self._sdt = sdt = stats_dtype(xp, self._device)
-        self.rtol = float(q * xp.finfo(sdt).eps) if rtol is None else rtol
+        self.rtol = float(q * xp.finfo(sdt).eps) if self._rtol is None else self._rtol
         # Layout of the flat sums: X^T X (q q) | X^T Y (q l) | 1^T X (q) | 1^T Y (l) | ||Y||^2 | n
         self._sizes = (q * q, q * l, q, l, 1, 1)
         self._sums = xp.zeros((sum(self._sizes),), dtype=sdt, device=self._device)
@@ -178,11 +164,6 @@ class FullTailAccumulator:
                    rtol=options.rtol, svd=svd, xp=xp)
 
     # ------------------------------------------------------------------ data
-    @property
-    def n_samples(self) -> int:
-        """How many samples the sums hold."""
-        return int(self._sums[-1])
-
     def update(self, X: Any, Y: Any, /) -> "FullTailAccumulator":
         """Add a batch: features ``X (n_b, q)``, labels ``(n_b,)`` or targets ``(n_b, l)``."""
         xp = self._xp
@@ -218,36 +199,12 @@ class FullTailAccumulator:
             raise NonFiniteError(
                 f"the full-tail statistics of this batch overflowed {sdt}; rescale the features"
             )
-        self._sums = self._sums + batch
-        self._rotated = None
-        self._solver_cache = None
+        self._add_sums(batch)
         return self
 
-    @property
-    def partial_sums(self) -> Any:
-        """The sufficient statistics as one flat array (sum-reducible across workers)."""
-        return self._sums
-
-    def load_partial_sums(self, sums: Any, /) -> "FullTailAccumulator":
-        """Replace the statistics, e.g. with their all-reduced total."""
-        xp = self._xp
-        if getattr(sums, "shape", None) is None or tuple(sums.shape) != tuple(self._sums.shape):
-            raise DataError(
-                f"partial sums must have shape {tuple(self._sums.shape)}; got {tuple(getattr(sums, 'shape', ()))}"
-            )
-        sums = xp.astype(xp.asarray(sums, device=self._device), self._sdt)
-        if not bool(xp.all(xp.isfinite(sums))):
-            raise NonFiniteError("partial sums contain NaN/Inf")
-        self._sums = sums
+    def _sums_changed(self) -> None:
         self._rotated = None
         self._solver_cache = None
-        return self
-
-    def merge(self, other: "FullTailAccumulator", /) -> "FullTailAccumulator":
-        """Add another accumulator's statistics (same weight and settings)."""
-        check_same_head(self, other, self._settings(), getattr(other, "_settings", lambda: None)())
-        xp = self._xp
-        return self.load_partial_sums(self._sums + xp.asarray(other._sums, device=self._device))
 
     def _settings(self) -> tuple:
         return (self.shape, self.fits_bias, self.target_scale)
