@@ -87,7 +87,7 @@ def round_preserving_row_totals(A: Any, /, *, xp: Any = None) -> Any:
     --------
     >>> import numpy as np
     >>> round_preserving_row_totals(np.array([[0.4, 0.4, 0.2]])).tolist()
-    [[1.0, 0.0, 0.0]]
+    [[0.0, 1.0, 0.0]]
     """
     xp = namespace(A, xp=xp)
     l = int(A.shape[1])
@@ -131,7 +131,7 @@ def confident_joint(probs: Any, labels: Any, /, *, xp: Any = None) -> tuple[Any,
     >>> P = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     >>> C, t = confident_joint(P, np.array([0, 0, 1, 1]))
     >>> C.tolist()
-    [[2.0, 0.0], [1.0, 1.0]]
+    [[2.0, 0.0], [0.0, 2.0]]
     """
     xp = namespace(probs, labels, xp=xp)
     _check_probs_labels(xp, probs, labels)

@@ -15,7 +15,7 @@ How it works
    ``1^T T_f`` and ``n_f`` (``T`` the one-hot labels or a target matrix), in float64 where
    the device has it. Batches, workers and accumulators add these sums
    (:meth:`OutOfFoldAccumulator.merge`, or an all-reduce of
-   :meth:`~OutOfFoldAccumulator.partial_sums`).
+   :attr:`~OutOfFoldAccumulator.partial_sums`).
 3. The head that did not see fold ``f`` is fit on "total minus fold" statistics
    (``S_-f = S - S_f``): the same estimator as the full-tail refit at ``k = 0``
    (:mod:`lip_agnostic.full_tail`), a ridge regression with the bias refit on centred data,
@@ -122,8 +122,9 @@ def require_reiterable(source: Any, name: str = "batches") -> None:
 
 
 def _fold_starts(position: int, n_b: int, K: int) -> list[int]:
-    """First row of each fold in a batch whose first row sits at ``position`` (step 1)."""
-    return [(f - position) % K for f in range(K)]
+    """First row of each fold in a batch whose first row sits at ``position`` (step 1); at most ``n_b``
+    (the array API leaves slices that start past the end unspecified)."""
+    return [min((f - position) % K, n_b) for f in range(K)]
 
 
 class OutOfFoldAccumulator:
@@ -229,13 +230,14 @@ class OutOfFoldAccumulator:
         self._position += n_b
         return self
 
+    @property
     def partial_sums(self) -> Any:
         """The per-fold statistics as one flat array (sum-reducible across workers)."""
         self._need_data()
         return self._xp.reshape(self._sums, (-1,))
 
     def load_partial_sums(self, sums: Any, /) -> "OutOfFoldAccumulator":
-        """Replace the statistics, e.g. with their all-reduced total (the shape of :meth:`partial_sums`)."""
+        """Replace the statistics, e.g. with their all-reduced total (the shape of :attr:`partial_sums`)."""
         self._need_data()
         xp = self._xp
         want = (int(self._sums.shape[0]) * int(self._sums.shape[1]),)
