@@ -162,7 +162,10 @@ def _joint(xp: Any, probs: Any, labels: Any) -> tuple[Any, Any]:
     tiny = xp.finfo(sdt).smallest_normal
     rows = xp.maximum(xp.sum(C, axis=1), xp.full_like(counts, tiny))
     cal = C / rows[:, None] * counts[:, None]
-    cal = cal / max(float(xp.sum(cal)), tiny) * float(xp.sum(counts))
+    # cleanlab sums this matrix in column-major order (its array is a transpose): an entry that lands on
+    # k + 0.5 rounds by the last bit of that sum, so the same order is used here
+    total = float(xp.sum(xp.reshape(xp.linalg.matrix_transpose(cal), (-1,))))
+    cal = cal / max(total, tiny) * float(xp.sum(counts))
     return round_preserving_row_totals(cal, xp=xp), t
 
 

@@ -143,3 +143,29 @@ def test_bad_inputs(probs, labels, err, msg):
         confident_learning(probs, labels)
     with pytest.raises(err, match=msg):
         confident_joint(probs, labels)
+
+
+@pytest.mark.parametrize("ridge", [1e-3, 0.1])
+def test_end_to_end_on_digits_equals_cleanlab(stable_numpy_argsort, ridge):
+    """Out-of-fold ridge scores, a temperature fit on held-out rows, then the flags: cleanlab's on the same
+    probabilities. (ridge=1e-3 puts a calibrated entry exactly on k + 0.5, where the rounding follows the
+    last bit of cleanlab's column-major sum.)"""
+    datasets = pytest.importorskip("sklearn.datasets")
+    from lip_agnostic.noise import symmetric_noise
+    from lip_agnostic.out_of_fold import out_of_fold_scores
+    from lip_agnostic.temperature import fit_temperature, softmax
+
+    split = pytest.importorskip("sklearn.model_selection")
+    d = datasets.load_digits()
+    X = (d.data / 16.0).astype(np.float32).astype(np.float64)
+    Xf, Xt, yf, yt = split.train_test_split(X, d.target, test_size=0.3, random_state=0, stratify=d.target)
+    yf = symmetric_noise(yf, 0.4, 10, seed=1).labels
+    half = Xt.shape[0] // 2
+    Xv, yv = Xt[:half], symmetric_noise(yt[:half], 0.4, 10, seed=2).labels
+    oof = out_of_fold_scores([(Xf[a:a + 512], yf[a:a + 512]) for a in range(0, yf.size, 512)], 10, ridge=ridge)
+    T = fit_temperature(oof.heads.full_logits(Xv), yv)
+    P = softmax(oof.logits, scale=T.scale)
+    ref_flags, ref_joint = cleanlab_answers(P, yf)
+    got = confident_learning(P, yf)
+    np.testing.assert_array_equal(got.joint, ref_joint)
+    np.testing.assert_array_equal(got.flags, ref_flags)
