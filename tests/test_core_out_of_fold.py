@@ -156,6 +156,15 @@ class Truncated(Reshuffled):
         yield self.X[:stop], self.y[:stop]
 
 
+class Exhausted(Reshuffled):
+    """Re-iterable in name only: its second iteration yields nothing (a wrapped generator)."""
+
+    def __iter__(self):
+        self.calls += 1
+        if self.calls == 1:
+            yield self.X, self.y
+
+
 def test_a_source_that_does_not_replay_is_refused(problem):
     X, y, l = problem
     with pytest.raises(DataError, match=r"second pass's rows differ from the first pass's \(per-fold feature sums disagree\).*no shuffling"):
@@ -163,6 +172,8 @@ def test_a_source_that_does_not_replay_is_refused(problem):
     with pytest.raises(DataError, match=r"second pass saw 100 rows \(per fold \(20, 20, 20, 20, 20\)\) but the "
                                         r"first saw 157"):
         out_of_fold_scores(Truncated(X, y), l)
+    with pytest.raises(DataError, match=r"second pass saw 0 rows .* but the first saw 157"):
+        out_of_fold_scores(Exhausted(X, y), l)
 
 
 # ------------------------------------------------------------------ bad inputs
