@@ -229,7 +229,7 @@ def reduced_svd(W: Any, /, *, method: str = "auto", xp: Any = None) -> SVD:
 
     Accuracy and cost: for float32 weights the Gram route's singular values,
     orthonormality and reconstruction match float32 LAPACK's against a
-    float64 reference (both ~1e-8 relative; ``tests/test_core_principal.py``
+    float64 reference (both ~1e-8 relative; ``tests/test_principal.py``
     checks it). It costs two products of ``W`` with ``m`` columns in float64
     plus an ``m x m`` ``eigh``: 1.4-1.9x faster than LAPACK for square
     weights, 3-7x for aspect ratios 5-20 (one thread), and for a
