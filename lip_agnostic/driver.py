@@ -7,7 +7,9 @@ from typing import Any, Callable, Iterable
 
 from ._arrays import device_of, namespace
 from .errors import DataError, DataTypeError, NonFiniteError, OptionTypeError
+from .label_issues import LabelIssues, find_label_issues
 from .options import LIPOptions
+from .out_of_fold import require_reiterable
 from .progress import Progress, as_progress
 from .repairs import REPAIRS
 from .report import ChangeSummary
@@ -50,6 +52,9 @@ class LIPResult:
         Why ``tail="auto"`` chose it (empty when the tail was given).
     options : LIPOptions or None
         The options the run used.
+    label_issues : LabelIssues or None
+        With ``label_issues=True``: the rows of the fit stream whose given label
+        looks wrong (beyond the paper; :func:`lip_agnostic.label_issues.find_label_issues`).
     context : dict
         Facts a face adds about its own run (JSON-friendly: the layer's name,
         dtype, batch counts, seconds, ...); empty from the core itself.
@@ -64,6 +69,7 @@ class LIPResult:
     tail: str = "diagonal"
     tail_reason: str = ""
     options: LIPOptions | None = None
+    label_issues: LabelIssues | None = None
     context: dict = field(default_factory=dict)
 
     @property
@@ -120,6 +126,8 @@ class LIPResult:
                          f"chosen {best:.4f}" if best is not None else "")
         if sel.changed:
             lines.append(f"  change: relative {s.relative_change:.3g}; kept components unchanged: {s.kept_unchanged}")
+        if self.label_issues is not None:
+            lines.append(f"  label issues: {self.label_issues} (result.label_issues.rows())")
         return "\n".join(line for line in lines if line)
 
     def __repr__(self) -> str:
@@ -142,6 +150,9 @@ class LIPResult:
         }
         if self.options is not None:
             out["options"] = self.options.to_dict()
+        if self.label_issues is not None:
+            out["label_issues"] = {"method": self.label_issues.method, "n_flagged": self.label_issues.n_flagged,
+                                   "n_rows": int(self.label_issues.suspects.flags.shape[0])}
         if self.context:
             out["context"] = dict(self.context)
         return out
@@ -199,6 +210,7 @@ def refine_batches(
     svd: SVD | None = None,
     options: LIPOptions | None = None,
     progress: bool | Progress | None = None,
+    label_issues: bool = False,
     xp: Any = None,
     **option_values: Any,
 ) -> LIPResult:
@@ -248,6 +260,13 @@ def refine_batches(
         Progress lines on stderr for the statistics pass, the candidates and
         the held-out pass once a step has run two seconds; ``None`` (default):
         on a terminal only (:mod:`lip_agnostic.progress`).
+    label_issues : bool
+        Also find the fit rows whose given label looks wrong (beyond the paper:
+        out-of-fold confident learning, :func:`lip_agnostic.label_issues.find_label_issues`),
+        reported in :attr:`LIPResult.label_issues` by their position in the
+        stream. It reads ``batches`` twice more (re-iterable: a list, a
+        DataLoader without shuffling; a one-shot generator is refused before
+        anything is read) and needs integer labels.
 
     Examples
     --------
@@ -268,6 +287,10 @@ def refine_batches(
     elif not isinstance(options, LIPOptions):
         raise OptionTypeError(f"options must be a lip_agnostic.LIPOptions; got {type(options).__name__}")
     prog = as_progress(progress)
+    if not isinstance(label_issues, bool):
+        raise OptionTypeError(f"label_issues must be True or False; got {type(label_issues).__name__}")
+    if label_issues:
+        require_reiterable(batches)
     xp = namespace(W, bias, xp=xp)
     if getattr(W, "ndim", None) != 2:
         raise DataError(f"W must be a 2-D (q, l) weight; got shape {tuple(getattr(W, 'shape', ()))}")
@@ -321,6 +344,11 @@ def refine_batches(
     else:
         selection = repair.fixed_selection(options)
     built = repair.refit(selection)
+    issues = None
+    if label_issues:
+        with prog.step("label issues (two passes)", unit="step") as step:
+            issues = find_label_issues(batches, shape[1])
+            step.advance()
     return LIPResult(
         weight=built.weight,
         selection=selection,
@@ -331,6 +359,7 @@ def refine_batches(
         tail=plan.repair,
         tail_reason=plan.reason if options.tail == "auto" else "",
         options=options,
+        label_issues=issues,
     )
 
 

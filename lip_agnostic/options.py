@@ -528,7 +528,7 @@ class LIPOptions:
 OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(LIPOptions))
 
 #: :func:`lip_agnostic.refine_batches` inputs that are not options (a face may pass some through).
-DRIVER_INPUTS: tuple[str, ...] = ("validation", "bias", "all_reduce", "svd", "progress", "xp")
+DRIVER_INPUTS: tuple[str, ...] = ("validation", "bias", "all_reduce", "svd", "progress", "label_issues", "xp")
 
 #: Inputs no face passes through from its users, and what to pass instead (``None``: the face sets
 #: it itself). A face always hands the core its layer's own bias; ``bias_mode`` says whether it

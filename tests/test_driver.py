@@ -142,3 +142,19 @@ def test_progress_is_shown_on_a_terminal_only_by_default(problem):
     assert finals[-1].startswith("lip: held-out scoring: ")
     with pytest.raises(OptionTypeError, match=r"^progress must be None \(on a terminal only\), True, False or a Progress"):
         refine_batches(W, batches, progress="yes")
+
+
+def test_label_issues_ride_along_when_asked(problem):
+    W, X, y, rng = problem
+    yn = y.copy()
+    flip = rng.random(900) < 0.2
+    yn[flip] = (y[flip] + 1) % 4
+    batches = [(X[i:i + 300], yn[i:i + 300]) for i in range(0, 900, 300)]
+    res = refine_batches(W, batches, label_issues=True)
+    rows = res.label_issues.rows()
+    pos = np.array([r["position"] for r in rows])
+    assert flip[pos].mean() > 0.8 and res.to_dict()["label_issues"]["n_rows"] == 900
+    assert "label issues: " in str(res)
+    assert refine_batches(W, batches).label_issues is None  # off by default: no extra passes
+    with pytest.raises(DataTypeError, match=r"one-shot"):
+        refine_batches(W, (b for b in batches), label_issues=True)
