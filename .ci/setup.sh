@@ -16,7 +16,8 @@ if [ -s .ci/apt-packages.txt ] && command -v apt-get >/dev/null 2>&1; then
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+# setuptools >= 77 reads the SPDX `license = "MIT"`; builds without isolation (tests/test_core_package.py) use this one.
+.venv/bin/python -m pip install -q --upgrade pip "setuptools>=77"
 # The CPU wheel of PyTorch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[all]" --group dev

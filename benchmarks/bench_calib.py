@@ -6,7 +6,7 @@ Two models, generated under ``benchmarks/_work/calib/`` (deleted afterwards unle
   128->256 /2 (ReLU each) -> GlobalAveragePool -> Flatten -> Gemm 256 -> 1000`` (the head is
   ~0.6 % of the flops);
 - ``head``: head-dominated, ``x (1024) -> Gemm 2048 ReLU -> Gemm 2048 -> 16,000`` (the head is
-  ~94 % of the flops; a rank-64 signal plus noise, :func:`lip_agnostic.tools.testing.write_big_mlp`).
+  ~94 % of the flops; a rank-64 signal plus noise, ``write_big_mlp`` in ``tests/onnx_models.py``).
 
 Per model, each in a fresh subprocess (wall time, and the child's peak RSS via
 ``getrusage(RUSAGE_CHILDREN)``):
@@ -130,8 +130,8 @@ def main() -> None:
                     help="lip-onnx --tail (default 'diagonal': the paper's refit, what docs/BENCHMARKS.md's first "
                          "table measured; 'auto' is lip-onnx's own default)")
     a = ap.parse_args()
-    sys.path.insert(0, ROOT)
-    from lip_agnostic.tools.testing import write_big_mlp
+    sys.path.insert(0, os.path.join(ROOT, "tests"))  # the test-only model builders (not shipped)
+    from onnx_models import write_big_mlp
 
     os.makedirs(WORK, exist_ok=True)
     rng = np.random.default_rng(0)

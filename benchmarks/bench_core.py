@@ -16,6 +16,11 @@ inputs exist (so the inputs themselves are not counted).
 Usage::
 
     python benchmarks/bench_core.py [--n 200000] [--repeats 5] [--write docs/BENCHMARKS.md]
+    python benchmarks/bench_core.py --libs torch-cuda,cupy      # on a GPU (benchmarks/gpu_check.sh)
+
+``--libs`` takes ``numpy``, ``torch`` (CPU), ``torch-cuda`` and ``cupy``. On a GPU every timed call
+ends with a device synchronization, and the peak column is the device's peak allocation (torch:
+``max_memory_allocated``; CuPy: the memory pool's peak is not tracked, so it reads n/a).
 """
 
 from __future__ import annotations
@@ -47,7 +52,15 @@ def methods(lib: str):
     """name -> callable(W, X, y, Y) for one array library."""
     from lip_agnostic import lip_refine
 
-    if lib == "torch":
+    if lib == "cupy":
+        import cupy
+
+        def svd(W):
+            U, s, Vh = cupy.linalg.svd(W, full_matrices=False)
+            return U, s, Vh.T
+
+        diag = cupy.diagonal
+    elif lib.startswith("torch"):
         import torch
 
         def svd(W):
@@ -84,11 +97,45 @@ def methods(lib: str):
 
 
 def to_lib(lib: str, arrays):
-    if lib == "torch":
+    if lib.startswith("torch"):
         import torch
 
-        return tuple(torch.from_numpy(a) for a in arrays)
+        device = "cuda" if lib == "torch-cuda" else "cpu"
+        return tuple(torch.from_numpy(a).to(device) for a in arrays)
+    if lib == "cupy":
+        import cupy
+
+        return tuple(cupy.asarray(a) for a in arrays)
     return arrays
+
+
+def synchronize(lib: str) -> None:
+    """Wait for the device: GPU calls return before the work is done."""
+    if lib == "torch-cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    elif lib == "cupy":
+        import cupy
+
+        cupy.cuda.Device().synchronize()
+
+
+def gpu_peak(lib: str, name: str, n: int):
+    """Peak device allocation of one call above the inputs (bytes); None where it is not tracked."""
+    if lib != "torch-cuda":
+        return None
+    import torch
+
+    W, X, y, Y = to_lib(lib, make_data(n))
+    fn = methods(lib)[name]
+    fn(W, X[:2048], y[:2048], Y[:2048])
+    synchronize(lib)
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn(W, X, y, Y)
+    synchronize(lib)
+    return max(0, torch.cuda.max_memory_allocated() - before)
 
 
 def _status_kib(field: str) -> int:
@@ -107,7 +154,7 @@ def peak_child(lib: str, name: str, n: int) -> None:
     Linux >= 4.0), so ``VmHWM - VmRSS(before)`` is what the method itself added on top of the
     inputs.
     """
-    if lib == "torch":
+    if lib.startswith("torch"):
         import torch  # noqa: F401  (imported before the baseline, like the data)
     W, X, y, Y = to_lib(lib, make_data(n))
     fn = methods(lib)[name]
@@ -131,11 +178,13 @@ def measure_time(lib: str, n: int, repeats: int) -> dict[str, float]:
     fns = methods(lib)
     for fn in fns.values():  # warm-up
         fn(W, X, y, Y)
+    synchronize(lib)
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn(W, X, y, Y)
+            synchronize(lib)
             times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -149,13 +198,20 @@ def check_agreement(n: int) -> float:
 
 
 def report(results: dict, n: int, repeats: int) -> str:
+    libs = [lib for lib in results if lib != "agreement"]
+    gpu = [lib for lib in libs if lib in ("torch-cuda", "cupy")]
     lines = [
-        f"Command: `OMP_NUM_THREADS=1 python benchmarks/bench_core.py --n {n} --repeats {repeats} --write docs/BENCHMARKS.md` "
-        f"(n={n:,}, q={Q}, l={L}, k={K} so r={min(Q, L) - K}; float32; one-hot target matrix; "
-        f"median of {repeats} interleaved runs; peak = growth of peak RSS over the inputs, fresh process; "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}). "
-        f"Machine: 2 CPU cores shared with other jobs (one BLAS thread keeps OpenBLAS's spinning threads "
-        f"from turning contention into 100x outliers on the small SVD; ratios are what count).",
+        (f"Command: `OMP_NUM_THREADS=1 python benchmarks/bench_core.py --n {n} --repeats {repeats} --write docs/BENCHMARKS.md` "
+         if not gpu else f"Command: `python benchmarks/bench_core.py --libs {','.join(libs)} --n {n} --repeats {repeats}` ")
+        + f"(n={n:,}, q={Q}, l={L}, k={K} so r={min(Q, L) - K}; float32; one-hot target matrix; "
+        f"median of {repeats} interleaved runs; "
+        + ("peak = growth of peak RSS over the inputs, fresh process; " if not gpu else
+           "each timed call ends with a device synchronize; GPU peak = torch.cuda.max_memory_allocated growth over "
+           "the inputs (n/a for CuPy); ")
+        + f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}). "
+        + ("Machine: 2 CPU cores shared with other jobs (one BLAS thread keeps OpenBLAS's spinning threads "
+           "from turning contention into 100x outliers on the small SVD; ratios are what count)." if not gpu else
+           "Machine: see env.txt of benchmarks/gpu_check.sh."),
         "",
         "| library | method | time (s) | time / floor | peak extra memory (MiB) | peak / reference |",
         "|---|---|---:|---:|---:|---:|",
@@ -163,17 +219,17 @@ def report(results: dict, n: int, repeats: int) -> str:
     for lib, r in results.items():
         t, p = r["time"], r["peak"]
         for name in ("floor", "lip", "lip_int_labels", "reference"):
-            lines.append(
-                f"| {lib} | `{name}` | {t[name]:.3f} | {t[name] / t['floor']:.2f}x | "
-                f"{p[name] / 2**20:.1f} | {p[name] / max(p['reference'], 1):.3f} |"
-            )
+            peak = "n/a" if p[name] is None else f"{p[name] / 2**20:.1f}"
+            ratio = "n/a" if p[name] is None else f"{p[name] / max(p['reference'], 1):.3f}"
+            lines.append(f"| {lib} | `{name}` | {t[name]:.3f} | {t[name] / t['floor']:.2f}x | {peak} | {ratio} |")
     lines.append("")
     lines.append("Targets: `lip` <= 1.3x the floor; >= 3x faster than and <= 0.25x the peak memory of the reference.")
     for lib, r in results.items():
         t, p = r["time"], r["peak"]
+        mem = "n/a" if p["lip"] is None else f"{p['lip'] / max(p['reference'], 1):.3f}"
         lines.append(
             f"- {lib}: lip / floor = {t['lip'] / t['floor']:.2f}x; reference / lip = {t['reference'] / t['lip']:.2f}x "
-            f"faster; lip peak / reference peak = {p['lip'] / max(p['reference'], 1):.3f}."
+            f"faster; lip peak / reference peak = {mem}."
         )
     lines.append(f"- Agreement of `lip` (float32) with the float64 reference: max relative difference "
                  f"{results['agreement']:.2e}." if "agreement" in results else "")
@@ -193,12 +249,13 @@ def main() -> None:
         return
     results: dict = {}
     for lib in args.libs.split(","):
-        if lib == "torch":
+        if lib.startswith("torch"):
             import torch
 
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         t = measure_time(lib, args.n, args.repeats)
-        p = {name: measure_peak(lib, name, args.n) for name in ("floor", "lip", "lip_int_labels", "reference")}
+        peak = gpu_peak if lib in ("torch-cuda", "cupy") else measure_peak
+        p = {name: peak(lib, name, args.n) for name in ("floor", "lip", "lip_int_labels", "reference")}
         results[lib] = {"time": t, "peak": p}
         print(lib, json.dumps(results[lib]), flush=True)
     agreement = check_agreement(args.n)

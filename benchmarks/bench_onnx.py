@@ -121,8 +121,8 @@ def main() -> None:
     ap.add_argument("--full-svd", action="store_true", help="also time the core's full SVD (minutes)")
     ap.add_argument("--keep", action="store_true", help="keep benchmarks/_work")
     a = ap.parse_args()
-    sys.path.insert(0, os.path.dirname(HERE))
-    from lip_agnostic.tools.testing import write_big_mlp
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))  # the test-only model builders (not shipped)
+    from onnx_models import write_big_mlp
 
     os.makedirs(WORK, exist_ok=True)
     src = os.path.join(WORK, "big.onnx")

@@ -89,7 +89,7 @@ def test_lip_onnx_tail_full_writes_the_cores_weight_and_bias(tmp_path, layout, b
     from lip_agnostic.tools import cli
     from lip_agnostic.tools.graph import read_bias, read_weight, select_classifier
     from lip_agnostic.tools.model_io import load_model
-    from lip_agnostic.tools.testing import mlp_model
+    from onnx_models import mlp_model
 
     model, p = mlp_model(layout=layout, q=Q, l=L, d=5, beta=beta)
     onnx.save(model, tmp_path / "m.onnx")
@@ -120,7 +120,7 @@ def test_lip_onnx_tail_options_are_checked_with_messages(tmp_path, capsys):
 
     from lip_agnostic.tools import api, cli
     from lip_agnostic.tools.errors import UsageError
-    from lip_agnostic.tools.testing import mlp_model
+    from onnx_models import mlp_model
 
     model, _ = mlp_model(layout="gemm_t", q=Q, l=L)
     onnx.save(model, tmp_path / "m.onnx")

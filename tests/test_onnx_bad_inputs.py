@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 pytest.importorskip("onnxruntime")
 
 from lip_agnostic.tools import api, cli, demo, errors
-from lip_agnostic.tools.testing import mlp_model
+from onnx_models import mlp_model
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "BAD_INPUTS.md")
 ERROR_OF_CODE = {2: errors.UsageError, 3: errors.ModelReadError, 4: errors.ClassifierNotFoundError,

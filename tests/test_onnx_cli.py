@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime")
 
 from lip_agnostic.tools import cli, demo
 from lip_agnostic.tools.errors import EXIT_CODES
-from lip_agnostic.tools.testing import mlp_model
+from onnx_models import mlp_model
 
 
 def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:

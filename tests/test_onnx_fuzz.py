@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from lip_agnostic.tools import cli
 from lip_agnostic.tools.errors import EXIT_CODES
-from lip_agnostic.tools.testing import mlp_model
+from onnx_models import mlp_model
 
 EXAMPLES = 200
 _MODEL = mlp_model(layout="matmul_add", q=6, l=4, d=3)[0].SerializeToString()

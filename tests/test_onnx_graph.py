@@ -13,7 +13,7 @@ from lip_agnostic.tools import api
 from lip_agnostic.tools.errors import ClassifierNotFoundError, ModelReadError, UnsupportedWeightError
 from lip_agnostic.tools.graph import classifier_candidates, read_bias, read_weight, select_classifier
 from lip_agnostic.tools.model_io import load_model
-from lip_agnostic.tools.testing import LAYOUTS, mlp_model
+from onnx_models import LAYOUTS, mlp_model
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -91,7 +91,7 @@ def test_large_nan_weight_is_refused_by_the_cli_path(tmp_path, monkeypatch):
 
     from lip_agnostic.tools import api
     from lip_agnostic.tools.errors import UnsupportedWeightError
-    from lip_agnostic.tools.testing import mlp_model
+    from onnx_models import mlp_model
     model, p = mlp_model(layout="gemm", q=30, l=20)
     W = p["W"].astype(np.float32)
     W[2, 2] = np.inf

@@ -21,7 +21,7 @@ from lip_agnostic.tools import api, cli, demo, writer
 from lip_agnostic.tools.errors import OutputRefusedError
 from lip_agnostic.tools.graph import read_weight, select_classifier
 from lip_agnostic.tools.model_io import load_model
-from lip_agnostic.tools.testing import mlp_model
+from onnx_models import mlp_model
 
 
 def _digest(folder) -> dict:

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from .errors import EXIT_CODES, LipOnnxError, UsageError
+from .errors import EXIT_CODES, UNCHANGED_EXIT, LipOnnxError, UsageError
 
 #: ``--tail`` values of ``denoise`` and ``demo`` (the core's ``tail=``).
 _TAILS = ("auto", "diagonal", "full")
@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_CONFIDENCE}); 'none' switches the guard off")
     d.add_argument("--no-validate", action="store_true", help="skip the onnxruntime old-vs-new check (the checker still runs)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    d.add_argument("--exit-code", action="store_true",
+                   help=f"exit {UNCHANGED_EXIT} (not 0) when the weights were left unchanged, so scripts learn it "
+                        "from the exit status (like git diff --exit-code); the output is written either way")
 
     i = sub.add_parser("inspect", help="classifier candidates, spectrum, effective and stable rank",
                        description=_INSPECT, epilog=_EPILOG, formatter_class=_FORMATTER)
@@ -275,7 +278,8 @@ def _cmd_denoise(a) -> int:
                               tail=a.tail, ridge=a.ridge, validate=not a.no_validate, progress=not a.quiet and sys.stderr.isatty())
     if not a.quiet:
         _print_denoise(report)
-    return 0
+    rk = report["rank"]
+    return UNCHANGED_EXIT if a.exit_code and not rk.get("changed", rk["k"] < rk["m"]) else 0
 
 
 def _cmd_inspect(a) -> int:

@@ -120,7 +120,8 @@ def run(rank=None, output: str | None = None, force: bool = False, verbose: bool
         if sel.get("strategy") == "auto":
             how += (f" (auto: held-out top-1 accuracy {sel['best_score']:.3f} vs unchanged {sel['base_score']:.3f}, "
                     f"on the {sel['n_val']} noisy held-out labels)")
-        print(f"  LIP on classifier 'fc2' (10 x 64): {how}")
+        lay = report["layer"]  # the wording of ``lip-onnx inspect``/``denoise``: W (q, l)
+        print(f"  LIP on classifier {lay['node_name'] or lay['output_name']!r}, W (q={lay['q']}, l={lay['l']}): {how}")
         if report.get("tail") == "full":
             ridge = sel.get("ridge")
             print(f"  refit: the full-tail ridge refit (beyond the paper{'' if ridge is None else f'; ridge {ridge:.4g}'}"

@@ -20,6 +20,8 @@ Exit codes
       to, the input model, one of its external data files, or another
       output of the same run)
 8     the output model failed validation (nothing was written)
+9     ``denoise --exit-code`` only: the weights were left unchanged
+      (the output is written, as with exit 0)
 130   interrupted (Ctrl-C)
 ====  ==============================================================
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "EXIT_CODES",
+    "UNCHANGED_EXIT",
     "LipOnnxError",
     "UsageError",
     "ModelReadError",
@@ -87,6 +90,9 @@ class ValidationFailedError(LipOnnxError, RuntimeError):
     exit_code = 8
 
 
+#: Exit status of ``denoise --exit-code`` when the weights were left unchanged (not an error).
+UNCHANGED_EXIT = 9
+
 #: Exit code -> meaning (the table above, for ``--help`` and the docs).
 EXIT_CODES = {
     0: "success",
@@ -98,5 +104,6 @@ EXIT_CODES = {
     6: "calibration data do not match the model",
     7: "output refused (exists without --force; is the input, its data, or another output of the run)",
     8: "output model failed validation (nothing written)",
+    9: "denoise --exit-code only: the weights were left unchanged (the output is still written)",
     130: "interrupted",
 }

@@ -1,4 +1,4 @@
-"""Small ONNX classifiers built by hand, in every layout exporters produce (tests, benchmarks).
+"""Small ONNX classifiers built by hand, in every layout exporters produce (tests and benchmarks; not shipped).
 
 Each model is ``x (n, d) -> Gemm(d -> q) -> Relu -> classifier (q -> l) ->
 logits -> Softmax -> probs``; the classifier's layout varies (``layout``):
@@ -10,7 +10,7 @@ logits -> Softmax -> probs``; the classifier's layout varies (``layout``):
 - ``"transpose"``: ``Transpose(W (l, q))`` then ``MatMul`` (some dynamo exports);
 - ``"constant"``: the weight in a ``Constant`` node.
 
->>> from lip_agnostic.tools.testing import mlp_model
+>>> from onnx_models import mlp_model      # tests/ on sys.path, as under pytest
 >>> model, p = mlp_model(layout="gemm_t")
 >>> p["W"].shape
 (6, 4)
