@@ -119,11 +119,14 @@ class LIPResult:
                  f"  repair: {ran}" + (f"; {self.tail_reason}" if self.tail_reason else ""),
                  f"  head: W (q={q}, l={l}), fit on {self.n_fit} samples, rank k={sel.k} of {sel.m}"
                  + (f", ridge {sel.ridge:.4g}" if sel.ridge is not None and sel.changed else "")]
-        if sel.strategy == "auto":
-            best = sel.best_score
+        if sel.strategy == "auto" and sel.base_score is not None:
             src = sel.extra.get("source", "held-out data")
-            lines.append(f"  held-out score ({src}, {sel.n_val} samples): unchanged {sel.base_score:.4f}, "
-                         f"chosen {best:.4f}" if best is not None else "")
+            if sel.changed:
+                other = f"chosen {sel.best_score:.4f}"
+            else:
+                tried = [v for v in sel.scores[:-1] if v == v]
+                other = f"best candidate {max(tried):.4f} (not significant)" if tried else "no candidate"
+            lines.append(f"  held-out score ({src}, {sel.n_val} samples): unchanged {sel.base_score:.4f}, {other}")
         if sel.changed:
             lines.append(f"  change: relative {s.relative_change:.3g}; kept components unchanged: {s.kept_unchanged}")
         if self.label_issues is not None:
