@@ -167,7 +167,7 @@ def test_options_are_checked_before_the_output(inline, capsys):
     assert cli.main(["denoise", "m.onnx", "--rank", "2", "-q"]) == 0
     capsys.readouterr()
     cases = [(["--rank", "2", "--calib", "missing.npz"], 6, "calibration file not found"),
-             (["--rank", "-1"], 2, "k=-1 is out of range"),
+             (["--rank", "-1"], 2, "--rank -1 is out of range"),
              (["--energy", "1.5"], 2, "--energy must lie in (0, 1]"),
              (["--rank", "2", "--layer", "nope"], 4, "no Gemm/MatMul layer named 'nope'"),
              (["--rank", "99"], 2, "k=99 is out of range"),

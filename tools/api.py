@@ -24,7 +24,8 @@ from lip_agnostic.lowrank import low_rank_blocks, truncate_top
 
 from .calibrate import CalibrationData, feature_batches, load_calibration
 from .errors import CalibrationError, UnsupportedWeightError, UsageError
-from .graph import Classifier, classifier_candidates, find_linear_layers, read_bias, read_weight, select_classifier, weight_tensor
+from .graph import (Classifier, classifier_candidates, find_linear_layers, read_bias, read_weight, select_classifier,
+                    shared_bias_users, weight_tensor)
 from .model_io import LoadedModel, iter_tensors, load_model, read_tensor, tensor_nbytes
 from .runtime import Session
 from .validate import check_model_file, compare_outputs, random_inputs
@@ -66,7 +67,7 @@ def _check_rank(rank: Any, calib: bool) -> Any:
     try:
         rank = parse_rank(rank, name="rank")
     except RankOutOfRangeError as exc:
-        raise UsageError(f"k={exc.rank} is out of range: k counts the components kept, it must be >= 0") from None
+        raise UsageError(f"--rank {exc.rank} is out of range: --rank counts the components kept, it must be >= 0") from None
     except OptionError as exc:
         if isinstance(rank, (float, np.floating)):
             raise UsageError(f"--energy must lie in (0, 1]; got {rank}") from None
@@ -83,7 +84,7 @@ def _check_rank(rank: Any, calib: bool) -> Any:
 def _check_rank_range(rank: Any, m: int, calib: bool) -> Any:
     if isinstance(rank, int) and rank > m:
         where = f"[0, {m}]" if calib else f"[1, {m}] (0 only with --calib)"
-        raise UsageError(f"k={rank} is out of range: the classifier has min(q, l)={m} components, k must lie in {where}")
+        raise UsageError(f"--rank {rank} is out of range: the classifier has min(q, l)={m} components, --rank must lie in {where}")
     return rank
 
 
@@ -271,6 +272,11 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
 def _bias_value(loaded: LoadedModel, c: Classifier, b: np.ndarray) -> tuple[int, np.ndarray]:
     """``(tensor index, stored value)`` of the refit bias ``b (l,)`` (``tail="full"``): ``C = b / beta``
     for ``Gemm``, in the stored shape and dtype."""
+    users = shared_bias_users(loaded, c)
+    if users:
+        raise UnsupportedWeightError(f"the refit changes bias {c.bias.name!r}, which {len(users)} other node(s) "
+                                     f"{users} also read: their outputs would change too; refused "
+                                     "(--bias-mode ignore or --tail diagonal leave the bias alone)")
     tensor = weight_tensor(loaded, c.bias)
     stored = np.asarray(read_tensor(tensor, loaded.base_dir))
     beta = c.beta if c.op_type == "Gemm" else 1.0

@@ -343,6 +343,13 @@ def select_classifier(loaded: LoadedModel, layer: str | None = None) -> Classifi
         if len(match) > 1:
             raise ClassifierNotFoundError(f"--layer {layer!r} matches {len(match)} layers; use a node name")
         chosen = match[0]
+        outputs = classifier_candidates(loaded)[0]
+        if chosen.node_index not in {c.node_index for c in outputs}:
+            # a hidden layer: refitting it against the labels rewrites what the layers after it read
+            named = ", ".join(c.brief() for c in outputs) or "(none found)"
+            raise ClassifierNotFoundError(
+                f"layer {chosen.label!r} does not produce the model's output (other layers read its result); "
+                f"LIP refits only the output layer: {named}")
         if any(op in QUANTIZED_OPS for op in chosen.weight.via):
             raise UnsupportedWeightError(f"layer {chosen.label!r} has a quantized weight (via {list(chosen.weight.via)}); LIP needs float weights")
     else:
@@ -382,10 +389,33 @@ def select_classifier(loaded: LoadedModel, layer: str | None = None) -> Classifi
     return chosen
 
 
+def shared_bias_users(loaded: LoadedModel, c: Classifier) -> list[str]:
+    """Nodes other than the classifier's own that read its bias (empty when it has none or owns it)."""
+    if c.bias is None:
+        return []
+    g = _Graph(loaded)
+    node = g.graph.node[c.node_index]
+    if c.bias_node is None:
+        start, own = node.input[2], c.node_index
+    else:
+        add = g.producer[c.output_name]
+        start, own = next(n for n in g.graph.node[add].input if n != node.output[0]), add
+    users: list[str] = []
+    for link in _chain(g, start, len(c.bias.via)):
+        users += [g.graph.node[u].name or g.graph.node[u].output[0] for u in g.consumers.get(link, []) if u != own]
+        own = g.producer.get(link, -1)
+    return users
+
+
 def _weight_chain(g: _Graph, c: Classifier) -> list[str]:
     """Tensor names from the classifier's weight input back to the stored tensor."""
-    names, cur = [], g.graph.node[c.node_index].input[1]
-    for _ in range(len(c.weight.via) + 1):
+    return _chain(g, g.graph.node[c.node_index].input[1], len(c.weight.via))
+
+
+def _chain(g: _Graph, cur: str, hops: int) -> list[str]:
+    """Tensor names from ``cur`` back through ``hops`` pass-through nodes to the stored tensor."""
+    names = []
+    for _ in range(hops + 1):
         names.append(cur)
         i = g.producer.get(cur)
         if i is None or g.graph.node[i].op_type == "Constant":
@@ -429,4 +459,4 @@ def read_bias(loaded: LoadedModel, c: Classifier) -> np.ndarray | None:
     return np.ascontiguousarray(b)
 
 
-__all__ += ["weight_tensor", "read_weight", "read_bias"]
+__all__ += ["weight_tensor", "read_weight", "read_bias", "shared_bias_users"]
