@@ -152,7 +152,8 @@ def find_head(named: Mapping[str, Any], is_linear: Callable[[Any], bool], *, own
         return found
     if isinstance(head, str):
         if head not in named:
-            raise OptionError(f"{owner} has no submodule {head!r}; its last linear layers: {linears[-5:]}")
+            raise OptionError(f"{owner} has no module named {head!r}; pass head='<name>' (its last linear layers: "
+                              f"{linears[-5:]})")
         name = head
     else:
         name = next((n for n in HEAD_NAMES if n in named), None)

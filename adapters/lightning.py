@@ -25,9 +25,10 @@ import torch
 from torch import nn
 
 from lip_agnostic.errors import DataError, OptionError, OptionTypeError
-from lip_agnostic.full_tail import chooses_on_validation
-from lip_agnostic.options import face_reserved, parse_rank
+from lip_agnostic.options import parse_rank
 
+from . import _face
+from ._face import HEAD_NAMES, check_selection_use, chooses, log_entry
 from ._torch_data import (
     check_bias_mode,
     check_classifier,
@@ -35,49 +36,31 @@ from ._torch_data import (
     check_rank,
     distributed,
     finalize_layer,
-    log_entry,
     with_context,
 )
 
 __all__ = ["LIPCallback", "find_head", "HEAD_NAMES"]
 
-#: Last name components tried for the head when ``head`` is not given.
-HEAD_NAMES = ("classifier", "head", "fc", "score", "lm_head", "output", "out")
 #: ``refine_batches`` keywords this face sets itself.
-_RESERVED = face_reserved(validation="validation", bias_mode="bias_mode", rank="rank", all_reduce="all_reduce")
+_RESERVED = {"validation": "validation", "bias_mode": "bias_mode", "rank": "rank", "all_reduce": "all_reduce"}
 
 
 def find_head(module: nn.Module, head: str | nn.Module | None = None) -> tuple[str, nn.Linear]:
-    """The output layer: ``(dotted name, nn.Linear)``.
-
-    ``head`` as a module must be inside ``module``; as a string it is a
-    dotted submodule name. Without it, the one ``nn.Linear`` whose last name
-    component is in :data:`HEAD_NAMES` (``model.classifier``, ``net.fc``, ...).
+    """The output layer: ``(dotted name, nn.Linear)``, by the faces' one head search
+    (:func:`lip_agnostic.adapters._face.find_head`: ``head`` as a name or a submodule; else the first
+    of :data:`HEAD_NAMES` the module has, or its one linear layer whose last name component is in it).
+    That it produces the module's output is checked when the pass runs.
 
     Raises
     ------
-    ValueError
+    OptionError
         Nothing (or more than one layer) matches; the message lists the linear layers.
+    DataTypeError
+        The head is not an ``nn.Linear`` (see :func:`check_classifier`).
     """
-    names = {id(m): n for n, m in module.named_modules()}
-    if isinstance(head, nn.Module):
-        if id(head) not in names:
-            raise OptionError(f"head ({type(head).__name__}) is not a submodule of {type(module).__name__}")
-        return names[id(head)], check_classifier(head)
-    if isinstance(head, str):
-        try:
-            return head, check_classifier(module.get_submodule(head))
-        except AttributeError:
-            raise OptionError(f"{type(module).__name__} has no submodule {head!r}") from None
-    if head is not None:
-        raise OptionTypeError(f"head must be a module name, an nn.Linear of the module, or None; got {type(head).__name__}")
-    linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
-    found = [(n, m) for n, m in linears if n.rsplit(".", 1)[-1] in HEAD_NAMES]
-    if len(found) == 1:
-        return found[0][0], check_classifier(found[0][1])
-    what = "several candidate heads" if found else f"no linear layer named one of {list(HEAD_NAMES)}"
-    listed = [n for n, _ in (found or linears)][-6:]
-    raise OptionError(f"{type(module).__name__} has {what} ({listed}); pass head='<name>'")
+    named = dict(module.named_modules())
+    name = _face.find_head(named, lambda m: isinstance(m, nn.Linear), owner=type(module).__name__, head=head)
+    return name, check_classifier(named[name])
 
 
 def _one_loader(loaders: Any, what: str) -> Iterable | None:
@@ -171,6 +154,8 @@ class LIPCallback(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _, layer = find_head(pl_module, self.head)
+        check_selection_use(self.rank, self.lip_options,
+                            validation=self.validation is not None and not isinstance(self.validation, str))
         check_rank(self.rank, layer.weight)
         check_lip_options(self.lip_options, layer.weight, self.rank,
                           layer.bias if self.bias_mode == "fit" else None, reserved=_RESERVED,
@@ -206,7 +191,7 @@ class LIPCallback(pl.Callback):
                          "pass LIPCallback(train=<loader>)")
 
     def _validation(self, trainer: pl.Trainer, rank: Any) -> tuple[Iterable | None, str | None]:
-        if not chooses_on_validation(rank, self.lip_options.get("tail", "auto"), self.lip_options.get("ridge")):
+        if not chooses(rank, self.lip_options):
             return None, None
         if self.validation is None:
             return None, "holdout"
