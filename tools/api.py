@@ -18,7 +18,7 @@ import onnx
 
 import lip_agnostic as lip
 from lip_agnostic.errors import LIPError, NonFiniteError, OptionError, RankOutOfRangeError
-from lip_agnostic.full_tail import chooses_on_validation
+from lip_agnostic.adapters import _face
 from lip_agnostic.options import parse_rank
 from lip_agnostic.lowrank import low_rank_blocks, truncate_top
 
@@ -147,6 +147,13 @@ def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFA
             ridge = _finite_number(ridge, "--ridge")
             if ridge < 0:
                 raise UsageError(f"--ridge must be 'auto' or a number >= 0; got {ridge}")
+    unused = [flag for flag, given in (("--confidence", confidence != lip.DEFAULT_CONFIDENCE),
+                                       ("--min-gain", min_gain != 0.0)) if given]
+    if unused and not _face.chooses(rank, {"tail": tail, "ridge": ridge}):
+        # the faces' rule (lip_agnostic.adapters._face.check_selection_use): never silently ignored
+        raise UsageError(f"{' and '.join(unused)} only act(s) when a candidate is chosen on held-out data "
+                         f"(--rank auto, or --tail full --ridge auto); got --rank {rank}: drop "
+                         f"{'it' if len(unused) == 1 else 'them'}")
     if tail == "full" and calib is None:
         raise UsageError("--tail full refits the classifier against labels: it needs --calib DATA.npz")
     if ridge is not None and calib is None:
@@ -238,7 +245,7 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
         session = Session(loaded, [c.input_name])
         batches = feature_batches(session, c, cal.inputs, cal.labels, batch_size, progress=progress)
         val = None
-        if cal.val_inputs is not None and chooses_on_validation(rank, tail, ridge):
+        if cal.val_inputs is not None and _face.chooses(rank, {"tail": tail, "ridge": ridge}):
             val = feature_batches(session, c, cal.val_inputs, cal.val_labels, batch_size, progress=progress,
                                   desc="held-out")
         try:
@@ -258,7 +265,7 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
                                  "labels": "integer" if cal.labels.ndim == 1 else "target matrix",
                                  "bias_refit": res.bias is not None}
         report["tail"], report["beyond_paper"] = res.tail, res.tail != "diagonal"
-        if chooses_on_validation(rank, tail, ridge):
+        if _face.chooses(rank, {"tail": tail, "ridge": ridge}):
             report["rank"]["metric"] = _metric(cal)
             report["rank"]["held_out"] = _held_out_text(res.selection)
         value = to_stored(np.asarray(res.weight), c.layout, c.alpha, dtype, c.weight.name)
@@ -539,7 +546,7 @@ def inspect(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, layer: s
     """
     loaded = load_model(model)
     if layer is not None:
-        cands, quantized = [select_classifier(loaded, layer)], []
+        cands, quantized = [select_classifier(loaded, layer, output_only=False)], []
     else:
         cands, quantized = classifier_candidates(loaded)
     out = {"model": model if isinstance(model, (str, os.PathLike)) else "<in memory>",
@@ -573,7 +580,7 @@ def compare(model_a: Any, model_b: Any, /, *, layer_a: str | None = None, layer_
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise UsageError(f"--k must be a positive integer (a rank to compare); got {k!r}")
     la, lb = load_model(model_a), load_model(model_b)
-    ca, cb = select_classifier(la, layer_a), select_classifier(lb, layer_b)
+    ca, cb = select_classifier(la, layer_a, output_only=False), select_classifier(lb, layer_b, output_only=False)
     if ca.l != cb.l:
         raise UsageError(f"the classifiers have different numbers of classes: {ca.l} and {cb.l}")
     Wa, Wb = _weight_f(la, ca), _weight_f(lb, cb)
