@@ -41,6 +41,9 @@ __all__ = [
     "distributed",
     "resolve_all_reduce",
     "finalize_layer",
+    "callback_settings",
+    "check_callback_head",
+    "callback_repr",
     "check_output_layer",
     "check_not_shared",
     "hidden_layer_ops",
@@ -597,6 +600,53 @@ def check_not_shared(model: nn.Module, classifier: nn.Linear) -> None:
                     raise DataError(
                         f"the classifier's {key} is shared with {where!r} (tied parameters): refitting it would "
                         f"change {where!r} too; untie them first (e.g. clone the {key} into its own Parameter)")
+
+
+# --------------------------------------------------------------------------- what the trainer callbacks share
+def callback_settings(cb: Any, rank: Any, head: Any, bias_mode: Any, validation: Any, lip_options: dict, *,
+                      label_key: str | None, progress: bool, named_loader: str, face: str, reserved: dict) -> None:
+    """Check and set the settings every trainer callback (Transformers, Lightning) has, at construction:
+    ``cb.rank``, ``head``, ``bias_mode``, ``validation``, ``label_key``, ``progress``, ``lip_options``
+    and ``result`` (None).
+
+    ``validation`` is ``named_loader`` (the trainer's own held-out loader:
+    ``"eval"``, ``"val"``), None or an iterable of batches; ``head`` a module
+    name, an ``nn.Module`` or None. The rank's range is checked against the
+    head when training starts (:func:`check_callback_head`).
+
+    Raises
+    ------
+    OptionError, OptionTypeError
+        The first bad setting.
+    """
+    from lip_agnostic.options import parse_rank
+
+    rank = parse_rank(rank)
+    if head is not None and not isinstance(head, (str, nn.Module)):
+        raise OptionTypeError(f"head must be a module name, an nn.Linear of the model, or None; got {type(head).__name__}")
+    if isinstance(validation, str) and validation != named_loader:
+        raise OptionError(f"validation must be {named_loader!r}, None or an iterable of batches; got {validation!r}")
+    if validation is not None and not isinstance(validation, str) and not hasattr(validation, "__iter__"):
+        raise OptionTypeError(f"validation must be {named_loader!r}, None or an iterable of batches; "
+                              f"got {type(validation).__name__}")
+    options = check_lip_options(lip_options, torch.zeros(1, 1), reserved=reserved, face=face, dry_run=False)
+    cb.rank, cb.head, cb.bias_mode, cb.validation = rank, head, check_bias_mode(bias_mode), validation
+    cb.label_key, cb.progress, cb.lip_options, cb.result = label_key, bool(progress), options, None
+
+
+def check_callback_head(layer: nn.Linear, rank: Rank, bias_mode: str, lip_options: dict, validation: Any, *,
+                        face: str, reserved: dict) -> None:
+    """Before training: the selection rule, the rank against the head, and a dry run of the options on it."""
+    check_selection_use(rank, lip_options, validation=validation is not None and not isinstance(validation, str))
+    check_rank(rank, layer.weight)
+    check_lip_options(lip_options, layer.weight, rank, layer.bias if bias_mode == "fit" else None,
+                      reserved=reserved, face=face)
+
+
+def callback_repr(cb: Any) -> str:
+    """``LIPCallback(rank=..., head=..., bias_mode=..., validation=...)`` of a trainer callback."""
+    val = cb.validation if isinstance(cb.validation, (str, type(None))) else "<batches>"
+    return f"LIPCallback(rank={cb.rank!r}, head={cb.head!r}, bias_mode={cb.bias_mode!r}, validation={val!r})"
 
 
 def ddp_all_reduce(tensor: torch.Tensor) -> torch.Tensor:

@@ -25,14 +25,14 @@ import torch
 from torch import nn
 
 from lip_agnostic.errors import DataError, OptionError, OptionTypeError
-from lip_agnostic.options import parse_rank
 
 from . import _face
-from ._face import HEAD_NAMES, check_selection_use, chooses, log_entry
+from ._face import HEAD_NAMES, chooses, log_entry
 from ._torch_data import (
-    check_bias_mode,
+    callback_repr,
+    callback_settings,
+    check_callback_head,
     check_classifier,
-    check_lip_options,
     check_rank,
     distributed,
     finalize_layer,
@@ -128,38 +128,20 @@ class LIPCallback(pl.Callback):
         progress: bool = False,
         **lip_options: Any,
     ) -> None:
-        rank = parse_rank(rank)  # the range against the head's size is checked when training starts
-        if head is not None and not isinstance(head, (str, nn.Module)):
-            raise OptionTypeError(f"head must be a module name, an nn.Linear of the module, or None; got {type(head).__name__}")
-        if isinstance(validation, str) and validation != "val":
-            raise OptionError(f"validation must be 'val', None or an iterable of batches; got {validation!r}")
-        for name, value in (("validation", validation), ("train", train)):
-            if value is not None and not isinstance(value, str) and not hasattr(value, "__iter__"):
-                raise OptionTypeError(f"{name} must be an iterable of batches; got {type(value).__name__}")
-        self.rank = rank
-        self.head = head
-        self.bias_mode = check_bias_mode(bias_mode)
-        self.validation = validation
+        callback_settings(self, rank, head, bias_mode, validation, lip_options, label_key=label_key,
+                          progress=progress, named_loader="val", face="Lightning callback", reserved=_RESERVED)
+        if train is not None and not hasattr(train, "__iter__"):
+            raise OptionTypeError(f"train must be an iterable of batches; got {type(train).__name__}")
         self.train = train
         self.input_key = input_key
-        self.label_key = label_key
-        self.progress = bool(progress)
-        self.lip_options = check_lip_options(lip_options, torch.zeros(1, 1), reserved=_RESERVED,
-                                             face="Lightning callback", dry_run=False)
-        self.result: Any = None
 
     def __repr__(self) -> str:
-        return (f"LIPCallback(rank={self.rank!r}, head={self.head!r}, bias_mode={self.bias_mode!r}, "
-                f"validation={self.validation if isinstance(self.validation, (str, type(None))) else '<batches>'!r})")
+        return callback_repr(self)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _, layer = find_head(pl_module, self.head)
-        check_selection_use(self.rank, self.lip_options,
-                            validation=self.validation is not None and not isinstance(self.validation, str))
-        check_rank(self.rank, layer.weight)
-        check_lip_options(self.lip_options, layer.weight, self.rank,
-                          layer.bias if self.bias_mode == "fit" else None, reserved=_RESERVED,
-                          face="Lightning callback")
+        check_callback_head(layer, self.rank, self.bias_mode, self.lip_options, self.validation,
+                            face="Lightning callback", reserved=_RESERVED)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         name, layer = find_head(pl_module, self.head)

@@ -29,15 +29,15 @@ import torch
 from torch import nn
 
 from lip_agnostic.errors import DataError, DataTypeError, OptionError, OptionTypeError
-from lip_agnostic.options import parse_rank
 from transformers import TrainerCallback
 
 from . import _face
-from ._face import HEAD_NAMES, check_selection_use, chooses, log_entry
+from ._face import HEAD_NAMES, chooses, log_entry
 from ._torch_data import (
-    check_bias_mode,
+    callback_repr,
+    callback_settings,
+    check_callback_head,
     check_classifier,
-    check_lip_options,
     check_not_shared,
     check_rank,
     distributed,
@@ -204,30 +204,15 @@ class LIPCallback(TrainerCallback):
         progress: bool = False,
         **lip_options: Any,
     ) -> None:
-        rank = parse_rank(rank)  # the range against the head's size is checked when training starts
-        if head is not None and not isinstance(head, (str, nn.Module)):
-            raise OptionTypeError(f"head must be a module name, an nn.Linear of the model, or None; got {type(head).__name__}")
-        if isinstance(validation, str) and validation != "eval":
-            raise OptionError(f"validation must be 'eval', None or an iterable of batches; got {validation!r}")
-        if validation is not None and not isinstance(validation, str) and not hasattr(validation, "__iter__"):
-            raise OptionTypeError(f"validation must be 'eval', None or an iterable of batches; got {type(validation).__name__}")
+        callback_settings(self, rank, head, bias_mode, validation, lip_options, label_key=label_key,
+                          progress=progress, named_loader="eval", face="Transformers callback", reserved=_RESERVED)
         if shift_labels not in ("auto", True, False):
             raise OptionError(f"shift_labels must be True, False or 'auto'; got {shift_labels!r}")
-        self.rank = rank
-        self.head = head
-        self.bias_mode = check_bias_mode(bias_mode)
-        self.validation = validation
-        self.label_key = label_key
         self.shift_labels = shift_labels
-        self.progress = bool(progress)
-        self.lip_options = check_lip_options(lip_options, torch.zeros(1, 1), reserved=_RESERVED,
-                                             face="Transformers callback", dry_run=False)
         self.trainer: Any = None
-        self.result: Any = None
 
     def __repr__(self) -> str:
-        return (f"LIPCallback(rank={self.rank!r}, head={self.head!r}, bias_mode={self.bias_mode!r}, "
-                f"validation={self.validation if isinstance(self.validation, (str, type(None))) else '<batches>'!r})")
+        return callback_repr(self)
 
     # ------------------------------------------------------------------ Trainer events
     def _layer(self, model: nn.Module) -> tuple[str, nn.Linear]:
@@ -239,12 +224,8 @@ class LIPCallback(TrainerCallback):
         if model is None:
             return
         _, layer = self._layer(model)
-        check_selection_use(self.rank, self.lip_options,
-                            validation=self.validation is not None and not isinstance(self.validation, str))
-        check_rank(self.rank, layer.weight)
-        check_lip_options(self.lip_options, layer.weight, self.rank,
-                          layer.bias if self.bias_mode == "fit" else None, reserved=_RESERVED,
-                          face="Transformers callback")
+        check_callback_head(layer, self.rank, self.bias_mode, self.lip_options, self.validation,
+                            face="Transformers callback", reserved=_RESERVED)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                      train_dataloader: Iterable | None = None, eval_dataloader: Iterable | None = None,
