@@ -456,3 +456,22 @@ def test_selection_options_with_a_fixed_rank_are_refused(tmp_path, extra, flags)
     m = _mlp_file(tmp_path)
     code, err = _cli(["denoise", m, "--rank", "1", *extra])
     assert code == 2 and f"{flags} only act(s) when a candidate is chosen on held-out data" in err, err
+
+
+def test_fp16_calibration_values_that_overflow_say_so(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lip_agnostic.tools import api
+    from lip_agnostic.tools.errors import CalibrationError
+
+    rng = np.random.default_rng(0)
+    W = numpy_helper.from_array(rng.normal(size=(5, 4)).astype(np.float16), "W")
+    g = helper.make_graph([helper.make_node("Gemm", ["x", "W"], ["logits"], name="head")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["n", 5])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT16, ["n", 4])], [W])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    x[3, 2] = 1e6  # finite in float32, infinite in float16
+    with pytest.raises(CalibrationError, match=r"calibration array 'x' overflows float16, the dtype of model input "
+                                               r"'x': its values reach 1e\+06 but float16 holds at most 6.55e\+04"):
+        api.denoise(model, rank=2, calib={"x": x, "labels": rng.integers(0, 4, 40)})
