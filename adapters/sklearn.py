@@ -339,7 +339,12 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         coef = np.asarray(coef)
         if coef.ndim == 1:
             coef = coef[None, :]
-        l = classes.shape[0] if classes.ndim else 0
+        if classes.ndim != 1:
+            raise OptionTypeError(f"the fitted {type(final).__name__} has no classes_; LIP needs a classifier")
+        if classes.shape[0] < 2:
+            raise DataError(f"the fitted {type(final).__name__} knows {classes.shape[0]} class "
+                            f"{classes.tolist()}; LIP needs training labels of at least 2 classes")
+        l = classes.shape[0]
         if coef.ndim != 2 or not (coef.shape[0] == l or (l == 2 and coef.shape[0] == 1)):
             raise DataError(f"coef_ of shape {coef.shape} does not match {l} classes; expected "
                              f"({l}, n_features){' or (1, n_features)' if l == 2 else ''}")
@@ -375,9 +380,10 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         if y.ndim != 1:
             raise DataError(f"{name} must be 1-D (one label per sample); got shape {y.shape}")
-        idx = np.searchsorted(classes, y)
-        idx = np.clip(idx, 0, classes.shape[0] - 1)
-        unknown = classes[idx] != y
+        # the position of each label in classes_ as the estimator stores it (sorted or not: no searchsorted)
+        where = {c: i for i, c in enumerate(classes.tolist())}
+        idx = np.fromiter((where.get(v, -1) for v in y.tolist()), dtype=np.int64, count=y.shape[0])
+        unknown = idx < 0
         if np.any(unknown):
             bad = np.unique(y[unknown])[:5].tolist()
             raise DataError(f"{name} holds labels the fitted classifier does not know: {bad}; "

@@ -251,3 +251,30 @@ def test_selection_parameters_with_a_fixed_rank_are_refused(kw):
     X, y = _data(n=60, seed=13)
     with pytest.raises(OptionError, match=rf"{next(iter(kw))} only act\(s\) when a candidate is chosen"):
         LIPClassifier(RidgeClassifier(), rank=2, **kw).fit(X, y)
+
+
+def test_unsorted_classes_are_mapped_by_position_not_by_sorting():
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.linear_model import LogisticRegression
+
+    class Reordered(ClassifierMixin, BaseEstimator):
+        """A linear classifier that stores classes_ in its own (unsorted) order, rows of coef_ to match."""
+
+        coef_ = None
+
+        def fit(self, X, y):
+            inner = LogisticRegression(max_iter=500).fit(X, y)
+            order = np.arange(len(inner.classes_))[::-1]
+            self.classes_ = inner.classes_[order]
+            self.coef_, self.intercept_ = inner.coef_[order], inner.intercept_[order]
+            return self
+
+        def decision_function(self, X):
+            return X @ self.coef_.T + self.intercept_
+
+        def predict(self, X):
+            return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    X, y = _data(n=200, seed=14)
+    clf = LIPClassifier(Reordered(), rank=2).fit(X, y)
+    assert clf.lip_result_.k == 2 and list(clf.classes_) == sorted(set(y), reverse=True)

@@ -181,7 +181,7 @@ def load_calibration(source: "str | os.PathLike | Mapping[str, np.ndarray]", loa
             if arr.dtype.kind == "O":
                 raise CalibrationError(f"calibration array {key!r} is an object array; refused (store numeric arrays)")
     else:
-        raise TypeError(f"calibration data must be a path or a mapping of arrays; got {type(source).__name__}")
+        raise CalibrationError(f"calibration data must be a path or a mapping of arrays; got {type(source).__name__}")
     ins = {v.name: v for v in graph_inputs(loaded)}
     expected = sorted(ins) + [LABELS]
     allowed = set(expected) | {VAL_PREFIX + k for k in expected}
