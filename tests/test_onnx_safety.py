@@ -475,3 +475,21 @@ def test_fp16_calibration_values_that_overflow_say_so(tmp_path):
     with pytest.raises(CalibrationError, match=r"calibration array 'x' overflows float16, the dtype of model input "
                                                r"'x': its values reach 1e\+06 but float16 holds at most 6.55e\+04"):
         api.denoise(model, rank=2, calib={"x": x, "labels": rng.integers(0, 4, 40)})
+
+
+def test_a_fixed_rank_with_the_full_tail_unchanged_says_what_was_searched(tmp_path):
+    from lip_agnostic.tools import demo
+
+    folder = tmp_path / "d"
+    demo.save_inputs(str(folder))
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from lip_agnostic.tools import cli
+
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(io.StringIO()):
+        code = cli.main(["denoise", str(folder / "model.onnx"), "--calib", str(folder / "calib.npz"), "--tail", "full",
+                         "--rank", "3", "--confidence", "0.000001", "-o", str(tmp_path / "out2.onnx")])
+    said = out.getvalue()
+    assert code == 0 and "no ridge at k=3 beat the unchanged model" in said and "--rank K forces" not in said, said

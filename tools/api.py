@@ -265,6 +265,7 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
                                  "labels": "integer" if cal.labels.ndim == 1 else "target matrix",
                                  "bias_refit": res.bias is not None}
         report["tail"], report["beyond_paper"] = res.tail, res.tail != "diagonal"
+        report["rank"]["asked"] = rank  # what --rank said: a fixed k with --tail full searches only the ridge
         if _face.chooses(rank, {"tail": tail, "ridge": ridge}):
             report["rank"]["metric"] = _metric(cal)
             report["rank"]["held_out"] = _held_out_text(res.selection)
@@ -326,6 +327,11 @@ def _outcome(report: dict) -> str:
                   else f"{len(rk['ks']) - 1} ranks")
         guard = (f"one-sided sign test, confidence {conf:g}, Bonferroni over {tested}; "
                  if conf is not None else "no significance test (--confidence none); ")
+        asked = rk.get("asked", "auto")
+        if asked != "auto":  # --rank K --tail full: only the ridge was searched
+            return (f"unchanged: no ridge at k={asked} beat the unchanged model's {rk['metric']} "
+                    f"({rk['base_score']:.4f}) significantly ({guard}--min-gain {rk['extra'].get('min_gain', 0.0):g}) "
+                    f"on {rk['held_out']}, so the weights are the input's; --ridge R forces a change")
         return (f"unchanged: no k < {rk['m']} beat the unchanged model's {rk['metric']} ({rk['base_score']:.4f}) "
                 f"significantly ({guard}--min-gain {rk['extra'].get('min_gain', 0.0):g}) on {rk['held_out']}, "
                 "so the weights are the input's; --rank K forces a change")
