@@ -239,6 +239,8 @@ ELEMENTWISE_OPS = frozenset({
     "Clamp_max", "Pow", "Sqrt", "Mul", "Div", "Add", "Sub", "Clone", "ToCopy", "View", "UnsafeView", "Reshape",
     "ReshapeAlias", "Squeeze", "Unsqueeze", "Alias", "Expand", "Contiguous", "Float", "Half", "Type", "Copy",
     "Where", "NanToNum", "Sign", "Reciprocal", "Rsub", "MaskedFill", "Threshold",
+    # moving logits without mixing them: concatenated heads, slices, transposes
+    "Cat", "Stack", "Permute", "Transpose", "T", "Select", "Slice", "Split", "SplitWithSizes", "Unbind",
 })
 
 

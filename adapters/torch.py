@@ -43,6 +43,7 @@ from torch import nn
 from lip_agnostic import LIPResult, project_principal
 from lip_agnostic.errors import DataError, DataTypeError, OptionError, OptionTypeError
 
+from ._face import check_selection_use
 from ._torch_data import (
     DEFAULT_CHUNK_ROWS,
     check_bias_mode,
@@ -230,6 +231,7 @@ class _LIPController:
         self.bias_mode = _check_bias_mode(bias_mode)
         self.lip_options = _check_lip_options(
             lip_options, classifier.weight, self.rank, classifier.bias if self.bias_mode == "fit" else None)
+        check_selection_use(self.rank, self.lip_options)  # before training, not after
         if model is not None and not isinstance(model, nn.Module):
             raise OptionTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         self.model = model

@@ -834,3 +834,27 @@ def test_a_failed_optimizer_load_leaves_the_step_counter_alone():
     with pytest.raises(DataError, match=r"the base optimizer refused the state dict"):
         opt.load_state_dict(sd)
     assert opt.lip_steps == 0
+
+
+def test_selection_options_with_a_fixed_rank_fail_at_construction():
+    model = _mlp()
+    with pytest.raises(OptionError, match=r"confidence only act\(s\) when a candidate is chosen"):
+        LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model[4], rank=3, confidence=0.9)
+
+
+def test_concatenated_heads_are_output_layers():
+    torch.manual_seed(0)
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 2), nn.Linear(16, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.body(x))
+            return torch.cat([self.a(h), self.b(h)], dim=1)
+
+    model = TwoHeads()
+    before = model.a.weight.detach().clone()
+    finalize(model.a, [(torch.randn(40, 8), torch.randint(0, 2, (40,)))], rank=1, progress=False)
+    assert not torch.equal(model.a.weight, before)
