@@ -350,6 +350,8 @@ class FeatureCapture:
 
 
 def _to_device(x: Any, device: torch.device) -> Any:
+    if type(x).__module__ == "numpy" and hasattr(x, "dtype"):  # a NumPy batch: what the model takes is a tensor
+        x = torch.as_tensor(x)
     if isinstance(x, torch.Tensor):
         return x.to(device, non_blocking=device.type == "cuda")  # host->GPU only: safe without a sync
     if isinstance(x, dict):

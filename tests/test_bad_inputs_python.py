@@ -424,6 +424,8 @@ TORCH_CASES = [
       torch_case(lambda m, d: _finalize(m[2], [(d[0][0], object())], rank=2)), DataTypeError, r"labels must be"),
     C("t-label-range", "torch", "a label outside [0, l)", "finalize(model[2], [(x, y + 4)], rank=2)",
       torch_case(lambda m, d: _finalize(m[2], [(d[0][0], d[0][1] + 4)], rank=2)), DataError, r"."),
+    C("t-lengths", "torch", "a batch whose inputs and labels differ in length", "finalize(model[2], [(x, y[:-1])], rank=2)",
+      torch_case(lambda m, d: _finalize(m[2], [(d[0][0], d[0][1][:-1])], rank=2)), DataError, r"32 rows but Y has 31 labels"),
     C("t-nan-inputs", "torch", "NaN inputs", "finalize(model[2], [(x * nan, y)], rank=2)",
       torch_case(lambda m, d: _finalize(m[2], [(d[0][0] * float("nan"), d[0][1])], rank=2)), NonFiniteError, r"NaN"),
     C("t-optimizer-kind", "torch", "LIPOptimizer around something that is no optimizer", "LIPOptimizer('sgd', model[2])",

@@ -858,3 +858,13 @@ def test_concatenated_heads_are_output_layers():
     before = model.a.weight.detach().clone()
     finalize(model.a, [(torch.randn(40, 8), torch.randint(0, 2, (40,)))], rank=1, progress=False)
     assert not torch.equal(model.a.weight, before)
+
+
+def test_numpy_batches_reach_the_model_as_tensors():
+    model = _mlp()
+    x, y = torch.randn(30, 64), torch.randint(0, 10, (30,))
+    ref = _mlp()
+    ref.load_state_dict(model.state_dict())
+    finalize(model[4], [(x.numpy(), y.numpy())], rank=3, progress=False)
+    finalize(ref[4], [(x, y)], rank=3, progress=False)
+    assert torch.equal(model[4].weight, ref[4].weight)
