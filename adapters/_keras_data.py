@@ -14,6 +14,8 @@ from typing import Any, Iterator
 import keras
 import numpy as np
 
+from lip_agnostic.errors import DataError, DataTypeError, NonFiniteError
+
 __all__ = ["check_data", "iter_batches", "as_labels", "n_rows"]
 
 
@@ -25,14 +27,14 @@ def _is_pair(data: Any) -> bool:
     return isinstance(data, (tuple, list)) and not isinstance(data, keras.utils.PyDataset)
 
 
-def _no_labels(name: str, got: str) -> ValueError:
-    return ValueError(
+def _no_labels(name: str, got: str) -> DataError:
+    return DataError(
         f"{name} must provide labels: (x, y) arrays, or a dataset yielding (x, y) batches; got {got}"
     )
 
 
-def _no_weights(name: str) -> ValueError:
-    return ValueError(
+def _no_weights(name: str) -> DataError:
+    return DataError(
         f"{name} yields (x, y, sample_weight): LIP's least-squares refit is unweighted; "
         "pass (x, y) only"
     )
@@ -42,17 +44,17 @@ def n_rows(x: Any) -> int:
     """Number of samples in an input array (or in the first array of a list/dict of inputs)."""
     leaves = keras.tree.flatten(x)
     if not leaves:
-        raise ValueError("x is empty: it holds no arrays")
+        raise DataError("x is empty: it holds no arrays")
     sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) else -1 for leaf in leaves}
     if len(sizes) != 1 or -1 in sizes:
-        raise ValueError(f"every input array must have the same number of rows; got {sorted(sizes)}")
+        raise DataError(f"every input array must have the same number of rows; got {sorted(sizes)}")
     return sizes.pop()
 
 
 def check_data(data: Any, name: str = "data") -> None:
     """Cheap structural checks, done when the callback is built (before any training)."""
     if data is None:
-        raise ValueError(f"{name} is required: LIP refits against labels")
+        raise DataError(f"{name} is required: LIP refits against labels")
     if _is_pair(data):
         if len(data) == 3:
             raise _no_weights(name)
@@ -63,9 +65,9 @@ def check_data(data: Any, name: str = "data") -> None:
             raise _no_labels(name, "(x, None)")
         n_x, n_y = n_rows(x), int(np.shape(y)[0]) if np.ndim(y) else -1
         if n_x != n_y:
-            raise ValueError(f"{name}: x has {n_x} rows but y has {n_y} (shape {np.shape(y)})")
+            raise DataError(f"{name}: x has {n_x} rows but y has {n_y} (shape {np.shape(y)})")
         if n_x == 0:
-            raise ValueError(f"{name} is empty (0 samples)")
+            raise DataError(f"{name} is empty (0 samples)")
         return
     if isinstance(data, keras.utils.PyDataset):
         return
@@ -81,7 +83,7 @@ def check_data(data: Any, name: str = "data") -> None:
     if hasattr(data, "__array__") or hasattr(data, "shape"):
         raise _no_labels(name, f"a single array of shape {tuple(np.shape(data))}")
     if isinstance(data, (str, bytes, dict)) or not hasattr(data, "__iter__"):
-        raise TypeError(
+        raise DataTypeError(
             f"{name} must be (x, y), a tf.data.Dataset, a keras.utils.PyDataset or an iterable of "
             f"(x, y) batches; got {type(data).__name__}"
         )
@@ -99,31 +101,31 @@ def as_labels(y: Any, n_classes: int, name: str = "y") -> np.ndarray:
         y = y[:, 0]
     if y.ndim == 1:
         if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
-            raise TypeError(f"{name} must hold integer class ids; got dtype {y.dtype}")
+            raise DataTypeError(f"{name} must hold integer class ids; got dtype {y.dtype}")
         if np.issubdtype(y.dtype, np.floating):
             if not np.all(np.isfinite(y)):
-                raise ValueError(f"{name} contains {int(np.sum(~np.isfinite(y)))} NaN/Inf label(s)")
+                raise NonFiniteError(f"{name} contains {int(np.sum(~np.isfinite(y)))} NaN/Inf label(s)")
             if not np.all(y == np.round(y)):
-                raise ValueError(f"{name} holds non-integer class ids (dtype {y.dtype}); pass int labels or (n, {n_classes}) targets")
+                raise DataError(f"{name} holds non-integer class ids (dtype {y.dtype}); pass int labels or (n, {n_classes}) targets")
         y = y.astype(np.int64, copy=False)
         if y.size and (int(y.min()) < 0 or int(y.max()) >= n_classes):
-            raise ValueError(
+            raise DataError(
                 f"{name} must lie in [0, {n_classes}) for a layer with {n_classes} units; "
                 f"got min {int(y.min())}, max {int(y.max())}"
             )
         return y
     if y.ndim == 2:
         if y.shape[1] != n_classes:
-            raise ValueError(
+            raise DataError(
                 f"{name} has {y.shape[1]} columns (shape {y.shape}) but the layer has {n_classes} units"
             )
         if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-            raise TypeError(f"{name} must be numeric; got dtype {y.dtype}")
+            raise DataTypeError(f"{name} must be numeric; got dtype {y.dtype}")
         y = y.astype(np.float64 if y.dtype == np.float64 else np.float32, copy=False)
         if not np.all(np.isfinite(y)):
-            raise ValueError(f"{name} contains {int(np.sum(~np.isfinite(y)))} NaN/Inf value(s)")
+            raise NonFiniteError(f"{name} contains {int(np.sum(~np.isfinite(y)))} NaN/Inf value(s)")
         return y
-    raise ValueError(f"{name} must be class ids (n,) or targets (n, {n_classes}); got shape {y.shape}")
+    raise DataError(f"{name} must be class ids (n,) or targets (n, {n_classes}); got shape {y.shape}")
 
 
 def _split(batch: Any, name: str) -> tuple[Any, Any]:
@@ -155,7 +157,7 @@ def iter_batches(data: Any, batch_size: int, steps: int | None = None, name: str
     if isinstance(data, keras.utils.PyDataset):
         count = data.num_batches
         if count is None and steps is None:
-            raise ValueError(f"{name} is a PyDataset without num_batches (infinite): pass steps=")
+            raise DataError(f"{name} is a PyDataset without num_batches (infinite): pass steps=")
         count = steps if count is None else (count if steps is None else min(count, steps))
         for i in range(count):
             yield _split(data[i], name)
@@ -163,7 +165,7 @@ def iter_batches(data: Any, batch_size: int, steps: int | None = None, name: str
     if _is_tf_dataset(data):
         card = int(data.cardinality())
         if card == -1 and steps is None:
-            raise ValueError(f"{name} is an infinite tf.data.Dataset (repeat()): pass steps=")
+            raise DataError(f"{name} is an infinite tf.data.Dataset (repeat()): pass steps=")
         if steps is not None:
             data = data.take(steps)
         data = data.as_numpy_iterator()  # NumPy batches: usable on every Keras backend

@@ -10,7 +10,15 @@ from typing import Any, Callable, Iterator
 import keras
 import numpy as np
 
-__all__ = ["find_target_layer", "check_refinable", "FeatureExtractor", "layer_path"]
+from lip_agnostic.errors import DataError, DataTypeError, OptionError, OptionTypeError
+
+__all__ = ["find_target_layer", "output_layers", "check_output_layer", "check_refinable", "FeatureExtractor",
+           "layer_path"]
+
+#: Layers that act on each logit alone (or on one row's logits: softmax): a model's output may pass through
+#: these after its classifier and the classifier is still the output layer.
+ELEMENTWISE_LAYERS = ("Activation", "Softmax", "ReLU", "LeakyReLU", "ELU", "Dropout", "GaussianNoise",
+                      "GaussianDropout", "AlphaDropout", "Identity", "Rescaling", "ActivityRegularization")
 
 
 def _sublayers(layer: Any) -> list:
@@ -37,22 +45,90 @@ def layer_path(model: Any, layer: Any) -> str:
     return layer.name
 
 
+def _producer(tensor: Any) -> Any:
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None else history[0]
+
+
+def output_layers(model: Any) -> list | None:
+    """The ``Dense`` layers producing ``model.outputs`` (through element-wise layers), from the graph.
+
+    ``None`` when the model has no graph (a subclassed model); a layer that
+    is not a ``Dense`` (found before any ``Dense``) is listed as it is.
+    """
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs:
+        return None
+    found: list = []
+    todo = list(keras.tree.flatten(outputs))
+    while todo:
+        op = _producer(todo.pop())
+        while op is not None and type(op).__name__ in ELEMENTWISE_LAYERS:
+            ins = keras.tree.flatten(getattr(op, "input", None)) if _single_node(op) else []
+            op = _producer(ins[0]) if len(ins) == 1 else None
+        if isinstance(op, keras.Model):
+            inner = output_layers(op)
+            found.extend(inner or [op])
+        elif op is not None and not any(op is f for f in found):
+            found.append(op)
+    return found
+
+
+def _single_node(layer: Any) -> bool:
+    return len(getattr(layer, "_inbound_nodes", []) or []) <= 1
+
+
 def find_target_layer(model: Any, layer: Any = None) -> Any:
     """The layer LIP refines.
 
-    ``None``: the model's final ``keras.layers.Dense`` (the last one in
-    tracking order, searching nested models too); a ``str``: the layer of that
-    name (or ``"outer/inner"`` path) anywhere in the model; a layer object:
-    itself, which must belong to the model.
+    ``None``: the ``Dense`` layer producing the model's output (through
+    element-wise layers such as ``Softmax`` or ``Activation``), read from the
+    graph of a functional or Sequential model (nested models followed); for a
+    subclassed model, which has no graph, the last ``Dense`` in tracking order
+    (and :func:`check_output_layer` refuses it on the first batch when it is
+    not the output layer). A ``str``: the layer of that name (or
+    ``"outer/inner"`` path) anywhere in the model; a layer object: itself,
+    which must belong to the model. A graph model's named layer must be its
+    output layer, and a layer called twice (two inputs) is refused.
     """
     if not isinstance(model, keras.Model):
-        raise TypeError(f"LIP needs a keras.Model; got {type(model).__name__}")
+        raise OptionTypeError(f"LIP needs a keras.Model; got {type(model).__name__}")
     found = list(_walk(model))
+    chosen = _find(model, layer, found)
+    if not _single_node(chosen):
+        raise DataError(f"layer {chosen.name!r} is called {len(chosen._inbound_nodes)} times in the model (shared by "
+                        "several inputs); LIP needs a layer applied exactly once")
+    outs = output_layers(model) if isinstance(chosen, keras.layers.Dense) else None  # check_refinable says why not
+    if outs is not None and not any(chosen is o for o in outs):
+        named = ", ".join(repr(layer_path(model, o)) for o in outs)
+        raise DataError(f"layer {layer_path(model, chosen)!r} does not produce the model's output (the output comes "
+                        f"from {named}); refitting a hidden layer against the labels rewrites what the layers after "
+                        "it read: LIP refits the output layer")
+    return chosen
+
+
+def _find(model: Any, layer: Any, found: list) -> Any:
     if layer is None:
+        outs = output_layers(model)
+        if outs is not None:
+            dense = [o for o in outs if isinstance(o, keras.layers.Dense)]
+            if len(dense) == 1:
+                return dense[0]
+            if len(dense) > 1:
+                names = [layer_path(model, o) for o in dense]
+                raise OptionError(f"model {model.name!r} has {len(dense)} output Dense layers {names}; "
+                                  "pass layer= to say which")
+            if any(isinstance(sub, keras.layers.Dense) for _, sub in found):
+                kinds = sorted({type(o).__name__ for o in outs})
+                raise OptionError(f"model {model.name!r}'s output does not come from a keras.layers.Dense (it comes "
+                                  f"from {', '.join(kinds)}); pass layer= explicitly")
         dense = [sub for _, sub in found if isinstance(sub, keras.layers.Dense)]
         if not dense:
             kinds = sorted({type(sub).__name__ for _, sub in found})
-            raise ValueError(
+            raise OptionError(
                 f"model {model.name!r} has no keras.layers.Dense layer to refine (its layers: "
                 f"{', '.join(kinds) or 'none'}); pass layer= explicitly"
             )
@@ -62,11 +138,11 @@ def find_target_layer(model: Any, layer: Any = None) -> Any:
             if layer in (path, sub.name):
                 return sub
         names = [path for path, _ in found]
-        raise ValueError(f"model {model.name!r} has no layer named {layer!r}; its layers: {names}")
+        raise OptionError(f"model {model.name!r} has no layer named {layer!r}; its layers: {names}")
     if not isinstance(layer, keras.layers.Layer):
-        raise TypeError(f"layer must be None, a layer name or a keras layer; got {type(layer).__name__}")
+        raise OptionTypeError(f"layer must be None, a layer name or a keras layer; got {type(layer).__name__}")
     if not any(sub is layer for _, sub in found):
-        raise ValueError(f"layer {layer.name!r} is not part of model {model.name!r}")
+        raise OptionError(f"layer {layer.name!r} is not part of model {model.name!r}")
     return layer
 
 
@@ -77,29 +153,29 @@ def check_refinable(layer: Any, require_built: bool = True) -> tuple[int, int] |
     its first step) passes the type checks and gives ``None``.
     """
     if not isinstance(layer, keras.layers.Dense):
-        raise TypeError(
+        raise DataTypeError(
             f"LIP refines a Dense layer (2-D kernel, features x classes); layer {layer.name!r} "
             f"is a {type(layer).__name__}"
         )
     if getattr(layer, "lora_enabled", False):
-        raise ValueError(
+        raise DataError(
             f"layer {layer.name!r} has LoRA enabled: its kernel is the frozen base plus "
             "lora_kernel_a @ lora_kernel_b and cannot be assigned; copy the merged `layer.kernel` "
             "into a plain Dense first"
         )
     mode = getattr(layer, "quantization_mode", None)
     if mode is not None:
-        raise ValueError(
+        raise DataError(
             f"layer {layer.name!r} is quantized ({mode!r}): its kernel is stored as "
             "quantized integers with scales and cannot be assigned; apply LIP before quantizing"
         )
     if not layer.built:
         if not require_built:
             return None
-        raise ValueError(f"layer {layer.name!r} is not built yet: call the model on data (or fit) first")
+        raise DataError(f"layer {layer.name!r} is not built yet: call the model on data (or fit) first")
     shape = tuple(layer.kernel.shape)
     if len(shape) != 2:
-        raise ValueError(f"layer {layer.name!r} kernel must be 2-D (features, classes); got shape {shape}")
+        raise DataError(f"layer {layer.name!r} kernel must be 2-D (features, classes); got shape {shape}")
     return int(shape[0]), int(shape[1])
 
 
@@ -136,7 +212,7 @@ class _FeatureTap(keras.Model):
             else:
                 object.__delattr__(target, "call")
         if len(seen) != 1:
-            raise ValueError(
+            raise DataError(
                 f"layer {target.name!r} was called {len(seen)} times in one forward pass of "
                 f"{self._source.name!r}; LIP needs a layer applied exactly once"
             )
@@ -165,14 +241,81 @@ class FeatureExtractor:
     def __call__(self, x: Any) -> np.ndarray:
         out = self._model.predict_on_batch(x)
         if isinstance(out, (list, tuple, dict)):
-            raise ValueError(f"layer {self.layer.name!r} takes several inputs; LIP needs one (n, q) feature matrix")
+            raise DataError(f"layer {self.layer.name!r} takes several inputs; LIP needs one (n, q) feature matrix")
         feats = np.asarray(keras.ops.convert_to_numpy(out))
         if feats.ndim != 2 or feats.shape[1] != self.q:
-            raise ValueError(
+            raise DataError(
                 f"layer {self.layer.name!r} receives inputs of shape {feats.shape}; LIP needs "
                 f"(batch, {self.q}) features (flatten or pool before the classifier)"
             )
         return feats
+
+
+def _same_order(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``b`` is an increasing function of ``a``, row by row (one column: down the column)."""
+    if a.shape != b.shape or a.ndim != 2:
+        return False
+    if np.array_equal(a, b):
+        return True
+    if a.shape[1] == 1:
+        a, b = a.T, b.T
+    return bool(np.array_equal(np.argsort(a, axis=1, kind="stable"), np.argsort(b, axis=1, kind="stable")))
+
+
+def check_output_layer(model: Any, layer: Any, x: Any, path: str) -> None:
+    """Refuse ``layer`` when, on the batch ``x``, the model's output is not the layer's (through element-wise ops).
+
+    Steps
+    -----
+    1. Run the model once in inference mode with the ``call`` of every
+       ``Dense`` in it tapped, keeping what each one returned.
+    2. ``layer`` must have run once, and one of the model's outputs must
+       order every row's logits as ``layer``'s output does (an increasing
+       element-wise map or a softmax keeps that order; a later ``Dense`` does not).
+
+    Raises
+    ------
+    DataError
+        The layer did not run, ran twice, or is not the output layer (the
+        message names the ``Dense`` layers whose output is the model's).
+    """
+    dense = [sub for _, sub in _walk(model) if isinstance(sub, keras.layers.Dense)]
+    seen: dict[int, list] = {id(d): [] for d in dense}
+    saved = []
+    for d in dense:
+        own = vars(d).get("call")
+        original = own or type(d).call.__get__(d)
+
+        def tap(*args: Any, _d: Any = d, _f: Any = original, **kwargs: Any) -> Any:
+            out = _f(*args, **kwargs)
+            seen[id(_d)].append(out)
+            return out
+
+        saved.append((d, own))
+        object.__setattr__(d, "call", tap)
+    try:
+        out = model(x, training=False)
+    finally:
+        for d, own in saved:
+            if own is not None:
+                object.__setattr__(d, "call", own)
+            else:
+                object.__delattr__(d, "call")
+    outs = [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(out)]
+    calls = seen[id(layer)]
+    if len(calls) != 1:
+        raise DataError(f"layer {path!r} ran {len(calls)} times in one forward pass; LIP needs the output layer, "
+                        "applied exactly once")
+
+    def is_output(d: Any) -> bool:
+        got = seen[id(d)]
+        return len(got) == 1 and any(_same_order(np.asarray(keras.ops.convert_to_numpy(got[0])), o) for o in outs)
+
+    if not is_output(layer):
+        named = [layer_path(model, d) for d in dense if d is not layer and is_output(d)]
+        hint = f"the output comes from {', '.join(map(repr, named))}" if named else "no Dense layer's output is the model's"
+        raise DataError(f"layer {path!r} does not produce the model's output ({hint}); refitting a hidden layer "
+                        "against the labels rewrites what the layers after it read: pass layer= the output layer")
 
 
 FeatureFn = Callable[[Any], np.ndarray]

@@ -18,6 +18,10 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 import torch
 from torch import nn
 
+from lip_agnostic.errors import DataError, DataTypeError, NonFiniteError, OptionError, OptionTypeError
+
+from ._face import check_selection_use
+
 __all__ = [
     "INPUT_KEYS",
     "LABEL_KEYS",
@@ -37,7 +41,12 @@ __all__ = [
     "distributed",
     "resolve_all_reduce",
     "finalize_layer",
-    "log_entry",
+    "callback_settings",
+    "check_callback_head",
+    "callback_repr",
+    "check_output_layer",
+    "check_not_shared",
+    "hidden_layer_ops",
     "with_context",
 ]
 
@@ -65,28 +74,34 @@ def check_classifier(classifier: Any) -> nn.Linear:
         The weight is not 2-D ``(l, q)``, or holds NaN/Inf.
     """
     if not isinstance(classifier, nn.Linear):
-        raise TypeError(
+        raise DataTypeError(
             "classifier must be a torch.nn.Linear layer (the model's final linear layer); "
             f"got {type(classifier).__module__}.{type(classifier).__name__}"
         )
     weight = classifier.weight
+    if weight is None:
+        raise DataError("classifier.weight is None: the layer has no weight to refine")
     if isinstance(weight, nn.parameter.UninitializedParameter):
-        raise TypeError("classifier is a LazyLinear that has not run yet: do one forward pass first")
+        raise DataTypeError("classifier is a LazyLinear that has not run yet: do one forward pass first")
     if nn.utils.parametrize.is_parametrized(classifier, "weight"):
-        raise TypeError(
+        raise DataTypeError(
             "classifier.weight is parametrized (e.g. weight_norm / spectral_norm); "
             "LIP needs a plain weight tensor to rewrite: remove the parametrization first"
         )
+    if weight.is_meta:
+        raise DataError(
+            "classifier.weight is on the meta device (shapes only, no values: built under device='meta' or "
+            "init_empty_weights); load the trained weights first (model.to_empty(device=...), load_state_dict)")
     if weight.ndim != 2:
-        raise ValueError(
+        raise DataError(
             f"classifier.weight must be 2-D (l classes, q features); got shape {tuple(weight.shape)}"
         )
     if not torch.is_floating_point(weight):
-        raise TypeError(f"classifier.weight must be floating point; got {weight.dtype}")
+        raise DataTypeError(f"classifier.weight must be floating point; got {weight.dtype}")
     with torch.no_grad():
         bad = int((~torch.isfinite(weight)).sum())
     if bad:
-        raise ValueError(
+        raise NonFiniteError(
             f"classifier.weight contains {bad} NaN/Inf value(s) (shape {tuple(weight.shape)}); "
             "LIP cannot refine a diverged layer"
         )
@@ -123,8 +138,10 @@ def find_model(classifier: nn.Module) -> nn.Module:
 
     Raises
     ------
-    ValueError
-        The classifier is not inside any module, or inside several models.
+    DataError
+        The classifier is not inside any module, inside several models, or
+        its outermost module has no ``forward`` (a ``ModuleList`` holding the
+        model): the caller has to say which model to run (``model=``).
     """
     def roots() -> list[nn.Module]:
         parents: dict[int, list[nn.Module]] = {}
@@ -155,17 +172,22 @@ def find_model(classifier: nn.Module) -> nn.Module:
         gc.collect()  # drop dead containers before calling it ambiguous
         models = roots()
     if not models:
-        raise ValueError(
+        raise DataError(
             "could not find a model that contains the classifier (it is not a submodule of any "
             "live nn.Module); pass model=... explicitly"
         )
     if len(models) > 1:
         names = ", ".join(type(m).__name__ for m in models)
-        raise ValueError(
+        raise DataError(
             f"the classifier belongs to {len(models)} different models ({names}); "
             "pass model=... to say which one to run"
         )
-    return models[0]
+    model = models[0]
+    if type(model).forward is nn.Module.forward:  # ModuleList, ModuleDict, a bare container: nothing to run
+        raise DataError(
+            f"the outermost module holding the classifier is a {type(model).__name__}, which has no forward "
+            "(is your model also stored in a container?); pass model=<your model> to say which one to run")
+    return model
 
 
 def unpack_batch(batch: Any, input_key: str | None, label_key: str | None) -> tuple[Any, Any]:
@@ -186,46 +208,138 @@ def unpack_batch(batch: Any, input_key: str | None, label_key: str | None) -> tu
         xk = input_key if input_key is not None else next((k for k in INPUT_KEYS if k in batch), None)
         yk = label_key if label_key is not None else next((k for k in LABEL_KEYS if k in batch), None)
         if yk is None or yk not in batch:
-            raise ValueError(
+            raise DataError(
                 f"a dict batch has no labels: label_key={label_key!r} not among its keys {keys} "
                 f"(tried {list(LABEL_KEYS) if label_key is None else [label_key]}); pass label_key=..."
             )
         if xk is None or xk not in batch:
-            raise ValueError(
+            raise DataError(
                 f"a dict batch has no model input: input_key={input_key!r} not among its keys {keys} "
                 f"(tried {list(INPUT_KEYS) if input_key is None else [input_key]}); pass input_key=..."
             )
         return batch[xk], batch[yk]
     if isinstance(batch, (tuple, list)):
         if len(batch) < 2:
-            raise ValueError(
+            raise DataError(
                 f"a batch must be (inputs, labels, ...); got a {type(batch).__name__} of length {len(batch)}"
             )
         return batch[0], batch[1]
-    raise ValueError(
+    raise DataError(
         f"a batch must be an (inputs, labels) tuple or a dict with a label key; got "
         f"{type(batch).__name__}{' of shape ' + str(tuple(batch.shape)) if hasattr(batch, 'shape') else ''} "
         "(the loader yields no labels)"
     )
 
 
+#: Autograd nodes that keep each logit apart (element-wise maps, casts, reshapes) or mix one row's
+#: logits only (softmax): the model's output may reach the classifier through these and nothing else.
+ELEMENTWISE_OPS = frozenset({
+    "Softmax", "LogSoftmax", "Sigmoid", "LogSigmoid", "Tanh", "Relu", "Gelu", "Silu", "Elu", "LeakyRelu",
+    "Hardtanh", "Hardsigmoid", "Hardswish", "Softplus", "Mish", "Exp", "Log", "Neg", "Abs", "Clamp", "Clamp_min",
+    "Clamp_max", "Pow", "Sqrt", "Mul", "Div", "Add", "Sub", "Clone", "ToCopy", "View", "UnsafeView", "Reshape",
+    "ReshapeAlias", "Squeeze", "Unsqueeze", "Alias", "Expand", "Contiguous", "Float", "Half", "Type", "Copy",
+    "Where", "NanToNum", "Sign", "Reciprocal", "Rsub", "MaskedFill", "Threshold",
+    # moving logits without mixing them: concatenated heads, slices, transposes
+    "Cat", "Stack", "Permute", "Transpose", "T", "Select", "Slice", "Split", "SplitWithSizes", "Unbind",
+})
+
+
+def _op_name(node: Any) -> str:
+    """``"Softmax"`` for ``SoftmaxBackward0`` (the autograd node's op)."""
+    name = type(node).__name__
+    name = name.split("Backward")[0]
+    return name[:-1] if name.endswith("_") else name
+
+
+def _output_tensors(out: Any) -> list[torch.Tensor]:
+    """Every non-scalar floating tensor in a model's output (tuples, lists, dicts, ``ModelOutput``)."""
+    found: list[torch.Tensor] = []
+    todo = [out]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, torch.Tensor):
+            if x.ndim > 0 and torch.is_floating_point(x):
+                found.append(x)
+        elif isinstance(x, dict):
+            todo.extend(x.values())
+        elif isinstance(x, (tuple, list)):
+            todo.extend(x)
+    return found
+
+
+def hidden_layer_ops(out: Any, marker: Any) -> tuple[bool, list[str]]:
+    """Whether any output depends on ``marker`` (an autograd node) and the non-element-wise ops on the way.
+
+    Steps
+    -----
+    1. From each output tensor, walk its autograd graph backwards.
+    2. A node *reaches* the marker when one of its inputs is the marker or
+       reaches it (memoized, iterative: deep graphs do not recurse).
+    3. The ops of the nodes that reach the marker, not in
+       :data:`ELEMENTWISE_OPS`, are what stands between the classifier and
+       the output (a ``Linear``: ``Addmm``; a convolution; a reduction).
+    """
+    reach: dict[int, bool] = {id(marker): True}
+    bad: set[str] = set()
+    hit = False
+    for t in _output_tensors(out):
+        root = t.grad_fn
+        if root is None:
+            continue
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            key = id(node)
+            if key in reach and not expanded:
+                continue
+            kids = [n for n, _ in node.next_functions if n is not None]
+            if not expanded:
+                stack.append((node, True))
+                stack.extend((k, False) for k in kids if id(k) not in reach)
+                continue
+            reach[key] = any(reach.get(id(k), False) for k in kids)
+            if reach[key] and _op_name(node) not in ELEMENTWISE_OPS:
+                bad.add(_op_name(node))
+        hit = hit or reach.get(id(root), False)
+    return hit, sorted(bad)
+
+
 class FeatureCapture:
-    """A forward hook on the classifier that keeps the inputs of its last call."""
+    """A forward hook on the classifier that keeps the inputs of its last call.
+
+    With :meth:`probe` armed, the next call's output is passed on through a
+    marker autograd node (same values), so :func:`hidden_layer_ops` can tell
+    whether the model's output is the classifier's (through element-wise ops).
+    """
 
     def __init__(self, classifier: nn.Module) -> None:
         self.calls: list[torch.Tensor] = []
+        self.marker: Any = None
+        self._probe = False
         self._handle = classifier.register_forward_hook(self._hook)
 
-    def _hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+    def probe(self) -> None:
+        """Mark the next call's output (run that forward pass with gradients enabled)."""
+        self._probe = True
+        self.marker = None
+
+    def _hook(self, module: nn.Module, args: tuple, output: Any) -> Any:
         if not args or not isinstance(args[0], torch.Tensor):
-            raise TypeError("the classifier was called without a tensor input; cannot capture features")
+            raise DataTypeError("the classifier was called without a tensor input; cannot capture features")
         self.calls.append(args[0].detach())
+        if self._probe and isinstance(output, torch.Tensor) and torch.is_floating_point(output):
+            self._probe = False
+            zero = torch.zeros((), dtype=output.dtype, device=output.device, requires_grad=True)
+            marked = output.detach() + zero  # a non-leaf node: in-place ops after the layer still work
+            self.marker = marked.grad_fn
+            return marked
+        return None
 
     def take(self) -> torch.Tensor:
         """The features of the one classifier call since the last :meth:`take`."""
         calls, self.calls = self.calls, []
         if len(calls) != 1:
-            raise ValueError(
+            raise DataError(
                 f"the classifier ran {len(calls)} times in one forward pass; LIP needs exactly one call "
                 "per batch (its inputs are the penultimate features)"
             )
@@ -236,6 +350,8 @@ class FeatureCapture:
 
 
 def _to_device(x: Any, device: torch.device) -> Any:
+    if type(x).__module__ == "numpy" and hasattr(x, "dtype"):  # a NumPy batch: what the model takes is a tensor
+        x = torch.as_tensor(x)
     if isinstance(x, torch.Tensor):
         return x.to(device, non_blocking=device.type == "cuda")  # host->GPU only: safe without a sync
     if isinstance(x, dict):
@@ -250,14 +366,14 @@ def _as_labels(y: Any, device: torch.device) -> torch.Tensor:
         try:
             y = torch.as_tensor(y)
         except Exception as exc:
-            raise TypeError(f"labels must be a tensor or array-like; got {type(y).__name__} ({exc})") from None
+            raise DataTypeError(f"labels must be a tensor or array-like; got {type(y).__name__} ({exc})") from None
     return y.to(device, non_blocking=device.type == "cuda")
 
 
 def _rows(features: torch.Tensor, labels: torch.Tensor, l: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Flatten leading dims: features ``(..., q)`` -> ``(n, q)``, labels ``(...)``/``(..., l)`` -> rows."""
     if features.ndim < 2:
-        raise ValueError(
+        raise DataError(
             f"the classifier's input must be batched (n, q); got shape {tuple(features.shape)}"
         )
     lead = tuple(features.shape[:-1])
@@ -268,7 +384,7 @@ def _rows(features: torch.Tensor, labels: torch.Tensor, l: int) -> tuple[torch.T
         elif tuple(labels.shape) == lead + (l,):
             labels = labels.reshape(-1, l)
         else:
-            raise ValueError(
+            raise DataError(
                 f"classifier inputs have shape {lead + (features.shape[-1],)} but labels have shape "
                 f"{tuple(labels.shape)}; expected {lead} or {lead + (l,)}"
             )
@@ -291,8 +407,14 @@ def feature_batches(
     unpack: Callable[[Any], tuple[Any, Any]] | None = None,
     call: Callable[[nn.Module, Any], Any] | None = None,
     select: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    check_output: Callable[[Any, Any], None] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(features (n, q), labels)`` from one no-grad forward per loader item.
+
+    ``check_output(model_output, marker)``, when given, is called once, on
+    the first batch, whose forward pass then runs with gradients enabled and
+    the classifier's output marked (:meth:`FeatureCapture.probe`), so it can
+    check that the model's output comes from the classifier.
 
     ``unpack(batch) -> (inputs, labels)`` (default :func:`unpack_batch`),
     ``call(model, inputs)`` (default ``model(inputs)``) and
@@ -315,7 +437,7 @@ def feature_batches(
     def flush() -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal rows
         if len({y.ndim for y in held_y}) > 1:
-            raise ValueError("the loader mixes integer labels (n,) and target matrices (n, l) across batches")
+            raise DataError("the loader mixes integer labels (n,) and target matrices (n, l) across batches")
         out = (held_x[0], held_y[0]) if len(held_x) == 1 else (torch.cat(held_x), torch.cat(held_y))
         held_x.clear()
         held_y.clear()
@@ -325,11 +447,14 @@ def feature_batches(
     with tqdm(loader, total=total, desc=desc, disable=not progress, leave=False, unit="batch") as bar:
         for batch in bar:
             x, y = unpack_batch(batch, input_key, label_key) if unpack is None else unpack(batch)
-            with torch.no_grad():
-                if call is None:
-                    model(_to_device(x, device))
-                else:
-                    call(model, _to_device(x, device))
+            first, check_output = check_output, None
+            if first is not None:
+                capture.probe()
+            with torch.no_grad() if first is None else torch.enable_grad():
+                out = model(_to_device(x, device)) if call is None else call(model, _to_device(x, device))
+            if first is not None:
+                first(out, capture.marker)
+            del out
             features = capture.take()
             labels = _as_labels(y, features.device)
             if select is not None:
@@ -379,8 +504,8 @@ def check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias:
 
     Steps
     -----
-    1. The names (and the simple values) are checked by the core's one
-       checker, :func:`lip_agnostic.options.check_option_names`.
+    1. The names (and the simple values) are checked by the faces' one
+       checker, :func:`lip_agnostic.adapters._face.face_options`.
     2. Dry run (at construction): the core refines a small stand-in weight
        (at most 3 x 3, diagonal, its SVD handed over: no factorization, and
        none of the real weight) on a synthetic stream with these options, so
@@ -389,10 +514,11 @@ def check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias:
        training. The layer is not touched.
     """
     from lip_agnostic import SVD, refine_batches
-    from lip_agnostic.options import check_option_names
+
+    from ._face import face_options
 
     params = inspect.signature(refine_batches).parameters
-    options = check_option_names(options, reserved=reserved, face=face)
+    options = face_options(face=face, reserved=reserved, **options)
     if not dry_run:
         return dict(options)
     holdout = options.get("holdout", params["holdout"].default if "holdout" in params else 0.2)
@@ -420,6 +546,113 @@ def check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias:
     return dict(options)
 
 
+def _names(model: nn.Module, target: nn.Module) -> str:
+    return next((n for n, m in model.named_modules() if m is target), "") or type(target).__name__
+
+
+def check_output_layer(model: nn.Module, classifier: nn.Linear, out: Any, marker: Any) -> None:
+    """Refuse a classifier that is not the layer producing ``model``'s output (see :func:`hidden_layer_ops`).
+
+    Raises
+    ------
+    DataError
+        No output depends on the classifier, or one reaches it through a
+        layer that mixes its outputs (another ``Linear``, a convolution...);
+        the message names the classifier and the way out.
+    """
+    name = _names(model, classifier)
+    if marker is None:
+        raise DataError(f"the classifier {name!r} did not run on the first batch; LIP needs the layer the "
+                        "model's output comes from")
+    hit, ops = hidden_layer_ops(out, marker)
+    if not hit:
+        raise DataError(
+            f"the model's output does not depend on the classifier {name!r} (an auxiliary or unused layer?); "
+            "LIP refits the layer that produces the model's output")
+    if ops:
+        last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and m is not classifier]
+        hint = f" (its last Linear layer is {last[-1]!r})" if last else ""
+        raise DataError(
+            f"the classifier {name!r} is a hidden layer: the model's output reaches it through {', '.join(ops)}, "
+            f"not element-wise ops only; refitting it against the labels would rewrite a hidden layer. Pass the "
+            f"layer that produces the output{hint}, or allow_hidden_layer=True for a multi-head model's head")
+
+
+def check_not_shared(model: nn.Module, classifier: nn.Linear) -> None:
+    """Refuse a classifier whose weight or bias another module of ``model`` also holds (a tied head).
+
+    Raises
+    ------
+    DataError
+        The weight (or bias) is the same tensor as, or shares storage with,
+        a parameter of another module (``lm_head`` tied to the embedding).
+    """
+    own = {"weight": classifier.weight, "bias": classifier.bias}
+    ptrs = {k: (p.untyped_storage().data_ptr() if p is not None and p.device.type != "meta" else None)
+            for k, p in own.items()}
+    for mod_name, mod in model.named_modules():
+        if mod is classifier:
+            continue
+        for pname, p in mod.named_parameters(recurse=False):
+            for key, mine in own.items():
+                if mine is None:
+                    continue
+                same = p is mine or (ptrs[key] not in (None, 0) and p.device.type != "meta"
+                                     and p.untyped_storage().data_ptr() == ptrs[key])
+                if same:
+                    where = f"{mod_name}.{pname}" if mod_name else pname
+                    raise DataError(
+                        f"the classifier's {key} is shared with {where!r} (tied parameters): refitting it would "
+                        f"change {where!r} too; untie them first (e.g. clone the {key} into its own Parameter)")
+
+
+# --------------------------------------------------------------------------- what the trainer callbacks share
+def callback_settings(cb: Any, rank: Any, head: Any, bias_mode: Any, validation: Any, lip_options: dict, *,
+                      label_key: str | None, progress: bool, named_loader: str, face: str, reserved: dict) -> None:
+    """Check and set the settings every trainer callback (Transformers, Lightning) has, at construction:
+    ``cb.rank``, ``head``, ``bias_mode``, ``validation``, ``label_key``, ``progress``, ``lip_options``
+    and ``result`` (None).
+
+    ``validation`` is ``named_loader`` (the trainer's own held-out loader:
+    ``"eval"``, ``"val"``), None or an iterable of batches; ``head`` a module
+    name, an ``nn.Module`` or None. The rank's range is checked against the
+    head when training starts (:func:`check_callback_head`).
+
+    Raises
+    ------
+    OptionError, OptionTypeError
+        The first bad setting.
+    """
+    from lip_agnostic.options import parse_rank
+
+    rank = parse_rank(rank)
+    if head is not None and not isinstance(head, (str, nn.Module)):
+        raise OptionTypeError(f"head must be a module name, an nn.Linear of the model, or None; got {type(head).__name__}")
+    if isinstance(validation, str) and validation != named_loader:
+        raise OptionError(f"validation must be {named_loader!r}, None or an iterable of batches; got {validation!r}")
+    if validation is not None and not isinstance(validation, str) and not hasattr(validation, "__iter__"):
+        raise OptionTypeError(f"validation must be {named_loader!r}, None or an iterable of batches; "
+                              f"got {type(validation).__name__}")
+    options = check_lip_options(lip_options, torch.zeros(1, 1), reserved=reserved, face=face, dry_run=False)
+    cb.rank, cb.head, cb.bias_mode, cb.validation = rank, head, check_bias_mode(bias_mode), validation
+    cb.label_key, cb.progress, cb.lip_options, cb.result = label_key, bool(progress), options, None
+
+
+def check_callback_head(layer: nn.Linear, rank: Rank, bias_mode: str, lip_options: dict, validation: Any, *,
+                        face: str, reserved: dict) -> None:
+    """Before training: the selection rule, the rank against the head, and a dry run of the options on it."""
+    check_selection_use(rank, lip_options, validation=validation is not None and not isinstance(validation, str))
+    check_rank(rank, layer.weight)
+    check_lip_options(lip_options, layer.weight, rank, layer.bias if bias_mode == "fit" else None,
+                      reserved=reserved, face=face)
+
+
+def callback_repr(cb: Any) -> str:
+    """``LIPCallback(rank=..., head=..., bias_mode=..., validation=...)`` of a trainer callback."""
+    val = cb.validation if isinstance(cb.validation, (str, type(None))) else "<batches>"
+    return f"LIPCallback(rank={cb.rank!r}, head={cb.head!r}, bias_mode={cb.bias_mode!r}, validation={val!r})"
+
+
 def ddp_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all ``torch.distributed`` ranks (a copy; the input is left alone)."""
     import torch.distributed as dist
@@ -444,7 +677,7 @@ def resolve_all_reduce(all_reduce: AllReduceArg) -> Callable | None:
         return ddp_all_reduce if distributed()[1] > 1 else None
     if all_reduce is None or callable(all_reduce):
         return all_reduce
-    raise TypeError(f"all_reduce must be 'auto', None or a callable summing a tensor over workers; got {all_reduce!r}")
+    raise OptionTypeError(f"all_reduce must be 'auto', None or a callable summing a tensor over workers; got {all_reduce!r}")
 
 
 def _has_items(loader: Iterable) -> bool:
@@ -475,6 +708,7 @@ def finalize_layer(
     unpack: Callable[[Any], tuple[Any, Any]] | None = None,
     call: Callable[[nn.Module, Any], Any] | None = None,
     select: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    allow_hidden_layer: bool = False,
 ) -> tuple[Any, dict]:
     """One no-grad pass over ``loader``, LIP in the core, ``W*`` written into ``classifier``.
 
@@ -488,6 +722,12 @@ def finalize_layer(
     1. Put ``model`` (default: the outermost module containing ``classifier``,
        ``torch.compile``/DDP wrappers peeled off) in eval mode; a forward hook
        on ``classifier`` captures its inputs, the penultimate features ``X``.
+       The classifier's weight and bias must be its own (no other module of
+       the model holds them: a tied head would rewrite the embedding too).
+       On the first batch the hook marks the classifier's output and the
+       model's output must come from it through element-wise ops only
+       (softmax, an activation, a cast, a reshape): a hidden layer is refused
+       unless ``allow_hidden_layer=True`` (multi-head models).
     2. Stream ``(X, labels)`` per chunk into :func:`lip_agnostic.refine_batches`
        with ``W = classifier.weight.T``, the layer's bias and ``rank``
        (``validation`` batches score ``rank="auto"``).
@@ -498,20 +738,20 @@ def finalize_layer(
        anything fails, the layer is left exactly as it was.
     """
     from lip_agnostic import refine_batches
-    from lip_agnostic.full_tail import chooses_on_validation
 
     reducer = resolve_all_reduce(all_reduce)
     if model is None:
         model = find_model(classifier)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        raise OptionTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if not any(m is classifier for m in model.modules()):
-        raise ValueError(f"the classifier is not a submodule of the given model ({type(model).__name__})")
-    if validation is not None and not chooses_on_validation(rank, lip_options.get("tail"), lip_options.get("ridge")):
-        raise ValueError(f"validation data is only used to choose rank='auto' (or tail='full' ridge='auto'); "
-                         f"got rank={rank!r}")
+        raise DataError(f"the classifier is not a submodule of the given model ({type(model).__name__})")
+    check_not_shared(model, classifier)
+    check_selection_use(rank, lip_options, validation=validation is not None)
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 0:
-        raise ValueError(f"chunk_rows must be a non-negative integer; got {chunk_rows!r}")
+        raise OptionError(f"chunk_rows must be a non-negative integer; got {chunk_rows!r}")
+    if not isinstance(allow_hidden_layer, bool):
+        raise OptionTypeError(f"allow_hidden_layer must be True or False; got {allow_hidden_layer!r}")
     proc, world = distributed()
     if device is not None:
         dev = torch.device(device)
@@ -530,7 +770,9 @@ def finalize_layer(
         model.eval()
         stream_kw = dict(l=l, device=dev, input_key=input_key, label_key=label_key, progress=progress and proc == 0,
                          chunk_rows=chunk_rows, unpack=unpack, call=call, select=select)
-        batches = feature_batches(model, capture, loader, desc="LIP fit", counts=fit_counts, **stream_kw)
+        check = None if allow_hidden_layer else (lambda out, marker: check_output_layer(model, classifier, out, marker))
+        batches = feature_batches(model, capture, loader, desc="LIP fit", counts=fit_counts, check_output=check,
+                                  **stream_kw)
         val_batches = (
             None if validation is None
             else feature_batches(model, capture, validation, desc="LIP validation", counts=val_counts, **stream_kw)
@@ -543,18 +785,18 @@ def finalize_layer(
             if b is not None and b.dtype != W.dtype:
                 b = b.to(W.dtype)
             if reducer is None and not _has_items(loader):
-                raise ValueError("the loader is empty: LIP needs at least one batch of (inputs, labels)")
+                raise DataError("the loader is empty: LIP needs at least one batch of (inputs, labels)")
             result = refine_batches(
                 W, batches, rank=rank, validation=val_batches, bias=b, bias_mode=bias_mode,
                 all_reduce=reducer, **lip_options
             )
             new = result.weight.T.to(device=weight.device, dtype=weight.dtype)
             if tuple(new.shape) != tuple(weight.shape):
-                raise ValueError(
+                raise DataError(
                     f"LIP returned a weight of shape {tuple(new.shape)} for a layer of shape {tuple(weight.shape)}"
                 )
             if not bool(torch.isfinite(new).all()):
-                raise ValueError("LIP produced NaN/Inf weights; the classifier was left unchanged")
+                raise NonFiniteError("LIP produced NaN/Inf weights; the classifier was left unchanged")
             # tail="full" (beyond the paper) also refits the bias when it is in the fit
             new_b = None if result.bias is None else result.bias.to(device=classifier.bias.device,
                                                                      dtype=classifier.bias.dtype)
@@ -594,20 +836,3 @@ def with_context(result: Any, context: dict) -> Any:
     import dataclasses
 
     return dataclasses.replace(result, context={**result.context, **context})
-
-
-def log_entry(result: Any) -> dict:
-    """The flat ``lip_*`` numbers a training framework's loggers take (the Keras History keys)."""
-    summary = result.summary
-    entry = {
-        "lip_rank": result.selection.k,
-        "lip_changed": int(result.selection.changed),
-        "lip_n_fit": result.n_fit,
-        "lip_relative_change": float(summary.relative_change),
-        "lip_kept_relative_change": float(summary.kept_relative_change),
-        "lip_top_k_angle": float(summary.top_k_angle),
-    }
-    if result.selection.best_score is not None:
-        entry["lip_val_score"] = float(result.selection.best_score)
-        entry["lip_val_base_score"] = float(result.selection.base_score)
-    return entry

@@ -36,25 +36,26 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import replace
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import keras
 import numpy as np
 
 import lip_agnostic
 from lip_agnostic import LIPResult, project_principal, refine_batches
-from lip_agnostic.errors import LIPError, OptionError, RankOutOfRangeError
-from lip_agnostic.options import UNSET, check_option_names, face_reserved, parse_bias_mode, parse_rank, renamed_option
+from lip_agnostic.errors import DataError, DataTypeError, LIPError, NonFiniteError, OptionError, RankOutOfRangeError
+from lip_agnostic.options import face_reserved, parse_bias_mode, parse_rank
 
+from ._face import check_selection_use, face_options, log_entry
 from ._keras_data import as_labels, check_data, iter_batches
-from ._keras_layer import FeatureExtractor, check_refinable, find_target_layer, layer_path
+from ._keras_layer import FeatureExtractor, check_output_layer, check_refinable, find_target_layer, layer_path
 
 __all__ = ["LIPCallback", "refine_model", "BiasMode", "LIP_OPTIONS"]
 
 BiasMode = Literal["fit", "ignore"]
 
 #: ``refine_batches`` keywords the adapter sets itself (the face's own arguments and the core's reserved names).
-_RESERVED = face_reserved()
+_RESERVED = face_reserved()  # the names every face sets (W, bias, svd, xp...), for LIP_OPTIONS below
 _OWN = ("rank", "validation", "bias_mode")
 
 #: Keywords of :func:`lip_agnostic.refine_batches` that ``refine_model`` / ``LIPCallback`` pass through
@@ -67,25 +68,10 @@ LIP_OPTIONS = tuple(
 DEFAULT_BATCH_SIZE = 256
 
 
-def __getattr__(name: str) -> Any:
-    if name == "REFINE_KEYWORDS":  # the old name, one release
-        import warnings
-
-        warnings.warn("REFINE_KEYWORDS is deprecated; use LIP_OPTIONS", FutureWarning, stacklevel=2)
-        return LIP_OPTIONS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _renamed(rank: Any, k: Any, validation: Any, validation_data: Any) -> tuple[Any, Any]:
-    """``rank``/``validation`` from the new keywords or the deprecated ``k=`` / ``validation_data=``."""
-    rank = renamed_option(rank, k, new_name="rank", old_name="k", default="auto", stacklevel=4)
-    validation = renamed_option(validation, validation_data, new_name="validation", old_name="validation_data",
-                                default=None, stacklevel=4)
-    return rank, validation
-
-
-def _check_lip_options(options: dict) -> dict:
-    return check_option_names(options, reserved=_RESERVED, face="Keras adapter", own=_OWN)
+def _check_lip_options(options: dict, rank: Any, validation: Any) -> dict:
+    options = face_options(face="Keras adapter", reserved={}, own=_OWN, **options)
+    check_selection_use(rank, options, validation=validation is not None)
+    return options
 
 
 def _check_options(rank: Any, bias_mode: Any, batch_size: Any, steps: Any, validation_steps: Any,
@@ -106,15 +92,35 @@ def _variable_to_numpy(variable: Any) -> np.ndarray:
     return np.asarray(variable.numpy())
 
 
+def _check_inputs(xb: Any, name: str) -> None:
+    """NaN/Inf in what the user gave (each floating input array of the batch), not only in the features."""
+    for leaf in keras.tree.flatten(xb):
+        arr = np.asarray(keras.ops.convert_to_numpy(leaf))
+        if np.issubdtype(arr.dtype, np.floating):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                raise NonFiniteError(f"{name}: a batch of inputs holds {bad} NaN/Inf value(s); LIP refuses them "
+                                     "even where the model would hide them (a ReLU turns NaN into 0)")
+
+
 def _feature_stream(
-    features: FeatureExtractor, data: Any, n_classes: int, batch_size: int, steps: int | None, name: str
+    features: FeatureExtractor, data: Any, n_classes: int, batch_size: int, steps: int | None, name: str,
+    first: Callable[[Any], None] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(features (n_b, q), labels)`` batches; features are made one batch at a time."""
+    """``(features (n_b, q), labels)`` batches; features are made one batch at a time.
+
+    Every batch's inputs are checked for NaN/Inf (:func:`_check_inputs`);
+    ``first(x_batch)`` runs on the first batch (the output-layer check).
+    """
     for xb, yb in iter_batches(data, batch_size, steps, name):
+        _check_inputs(xb, name)
         labels = as_labels(yb, n_classes, f"{name} labels")
         feats = features(xb)
+        if first is not None:
+            first(xb)
+            first = None
         if feats.shape[0] != labels.shape[0]:
-            raise ValueError(f"{name}: a batch has {feats.shape[0]} inputs but {labels.shape[0]} labels")
+            raise DataError(f"{name}: a batch has {feats.shape[0]} inputs but {labels.shape[0]} labels")
         yield feats, labels
 
 
@@ -129,16 +135,19 @@ def refine_model(
     batch_size: int = DEFAULT_BATCH_SIZE,
     steps: int | None = None,
     validation_steps: int | None = None,
-    k: Any = UNSET,
-    validation_data: Any = UNSET,
     **lip_options: Any,
 ) -> LIPResult:
     """Apply LIP to a Keras model's classifier ``Dense`` layer, in place.
 
     Steps
     -----
-    1. Target: ``layer`` (object or name), default the model's final
-       ``Dense``; refuse LoRA-enabled, quantized or non-2-D kernels.
+    1. Target: ``layer`` (object or name), default the ``Dense`` producing
+       the model's output (read from the graph; a subclassed model: the last
+       ``Dense`` in tracking order); refuse a layer that is not the output
+       layer (on the first batch, the model's output must order each row as
+       the layer's output does: element-wise layers such as ``Softmax`` at
+       most after it), a layer called twice, LoRA-enabled, quantized or
+       non-2-D kernels. Every batch of inputs is checked for NaN/Inf.
     2. Features: a model ``inputs -> layer.input`` (or a tap on the layer
        for subclassed models), run batch by batch with ``predict_on_batch``;
        features and labels reach the core as NumPy, one batch at a time.
@@ -158,17 +167,15 @@ def refine_model(
     rank : int, float in (0, 1], or "auto"
         Components kept; ``"auto"`` scores every ``k`` on ``validation``
         (or on a hold-out of ``data``, see ``refine_batches(holdout=)``).
-        Old name ``k=`` (``FutureWarning``, one release).
     layer : None, str or keras layer
     validation : same kinds as ``data``, optional
-        Held-out data for ``rank="auto"`` (noisy labels are fine). Old name
-        ``validation_data=`` (``FutureWarning``, one release).
+        Held-out data for ``rank="auto"`` (noisy labels are fine); refused
+        with a fixed rank (it would do nothing).
     bias_mode : {"fit", "ignore"}
         ``"fit"`` (default): the refit targets ``Y - 1 b^T``, consistent
         with a layer that adds ``b``. ``"ignore"``: the paper's reference code
         (targets ``Y``, bias disregarded). The bias itself is kept (except by
-        ``tail="full"``). The old spelling ``"subtract"`` means ``"fit"``
-        (``FutureWarning``, one release).
+        ``tail="full"``).
     batch_size : int
         Rows per batch for ``(x, y)`` arrays.
     steps, validation_steps : int, optional
@@ -195,9 +202,8 @@ def refine_model(
     >>> refine_model(model, (x, y), rank=2).k
     2
     """
-    rank, validation = _renamed(rank, k, validation, validation_data)
     rank, bias_mode = _check_options(rank, bias_mode, batch_size, steps, validation_steps)
-    lip_options = _check_lip_options(lip_options)
+    lip_options = _check_lip_options(lip_options, rank, validation)
     target = find_target_layer(model, layer)
     return _Refiner(model, target, bias_mode).refine(
         data, rank=rank, validation=validation, batch_size=batch_size, steps=steps,
@@ -223,7 +229,7 @@ class _Refiner:
             return RankOutOfRangeError(msg, exc.rank, exc.m)
         if isinstance(exc, LIPError):
             return type(exc)(msg)
-        return (ValueError if isinstance(exc, ValueError) else TypeError)(msg)
+        return (DataError if isinstance(exc, ValueError) else DataTypeError)(msg)
 
     def refine(self, data: Any, *, rank: Any, validation: Any, batch_size: int,
                steps: int | None, validation_steps: int | None, **lip_options: Any) -> LIPResult:
@@ -237,7 +243,8 @@ class _Refiner:
         try:
             if self._features is None:
                 self._features = FeatureExtractor(self._model, layer, self.q)
-            stream = _feature_stream(self._features, data, self.l, batch_size, steps, "data")
+            stream = _feature_stream(self._features, data, self.l, batch_size, steps, "data",
+                                     first=lambda xb: check_output_layer(self._model, layer, xb, self.path))
             val = None
             if validation is not None:
                 val = _feature_stream(self._features, validation, self.l, batch_size,
@@ -246,11 +253,11 @@ class _Refiner:
                                     bias_mode=self.bias_mode, **lip_options)
             new = np.asarray(result.weight, dtype=kernel.dtype)
             if not np.all(np.isfinite(new)):
-                raise ValueError(f"the refined kernel has {int(np.sum(~np.isfinite(new)))} NaN/Inf entries")
+                raise NonFiniteError(f"the refined kernel has {int(np.sum(~np.isfinite(new)))} NaN/Inf entries")
             # tail="full" (beyond the paper) also refits the bias when it is in the fit
             new_b = None if result.bias is None else np.asarray(result.bias, dtype=_variable_to_numpy(layer.bias).dtype)
             if new_b is not None and not np.all(np.isfinite(new_b)):
-                raise ValueError(f"the refit bias has {int(np.sum(~np.isfinite(new_b)))} NaN/Inf entries")
+                raise NonFiniteError(f"the refit bias has {int(np.sum(~np.isfinite(new_b)))} NaN/Inf entries")
         except (ValueError, TypeError) as exc:
             raise self._context(exc) from exc
         if result.selection.changed:
@@ -274,12 +281,6 @@ class _Refiner:
         return kept
 
 
-def _warn_attr(old: str, new: str) -> None:
-    import warnings
-
-    warnings.warn(f"LIPCallback.{old} is deprecated; use .{new}", FutureWarning, stacklevel=3)
-
-
 class LIPCallback(keras.callbacks.Callback):
     """Apply LIP to the classifier layer when training ends (or at epoch ends).
 
@@ -299,8 +300,7 @@ class LIPCallback(keras.callbacks.Callback):
     Parameters
     ----------
     data, rank, layer, validation, bias_mode, batch_size, steps, validation_steps
-        As in :func:`refine_model` (``k=`` and ``validation_data=`` are the
-        deprecated old names).
+        As in :func:`refine_model`.
     when : {"train_end", "epoch_end", "never"}
         ``"epoch_end"``: refine after every ``every``-th epoch instead
         (training then continues from the refined kernel; the keys go into
@@ -345,14 +345,11 @@ class LIPCallback(keras.callbacks.Callback):
         validation_steps: int | None = None,
         project_every: int | None = None,
         project_rank: int | float | None = None,
-        k: Any = UNSET,
-        validation_data: Any = UNSET,
         **lip_options: Any,
     ) -> None:
         super().__init__()
-        rank, validation = _renamed(rank, k, validation, validation_data)
         rank, bias_mode = _check_options(rank, bias_mode, batch_size, steps, validation_steps)
-        lip_options = _check_lip_options(lip_options)
+        lip_options = _check_lip_options(lip_options, rank, validation)
         if when not in ("train_end", "epoch_end", "never"):
             raise OptionError(f"when must be 'train_end', 'epoch_end' or 'never'; got {when!r}")
         for name, v in (("every", every), ("project_every", project_every)):
@@ -385,25 +382,6 @@ class LIPCallback(keras.callbacks.Callback):
         self.report: dict | None = None
         self.reports: list[dict] = []
         self._refiner: _Refiner | None = None
-
-    # -------------------------------------------------- old attribute names, one release
-    @property
-    def k(self) -> Any:
-        """Deprecated: :attr:`rank`."""
-        _warn_attr("k", "rank")
-        return self.rank
-
-    @property
-    def validation_data(self) -> Any:
-        """Deprecated: :attr:`validation`."""
-        _warn_attr("validation_data", "validation")
-        return self.validation
-
-    @property
-    def refine_kwargs(self) -> dict:
-        """Deprecated: :attr:`lip_options`."""
-        _warn_attr("refine_kwargs", "lip_options")
-        return self.lip_options
 
     # ------------------------------------------------------------------ setup
     def _target(self) -> _Refiner:
@@ -448,15 +426,13 @@ class LIPCallback(keras.callbacks.Callback):
         self.reports.append(self.report)
         return result
 
-    @staticmethod
-    def _log_values(result: LIPResult) -> dict:
-        return {
-            "lip_rank": int(result.selection.k),
-            "lip_top_k_angle": float(result.summary.top_k_angle),
-            "lip_kept_relative_change": float(result.summary.kept_relative_change),
-            "lip_relative_change": float(result.summary.relative_change),
-            "lip_n_fit": int(result.n_fit),
-        }
+    #: The keys History gets (a subset of the faces' one log entry, :func:`~lip_agnostic.adapters._face.log_entry`).
+    LOG_KEYS = ("lip_rank", "lip_top_k_angle", "lip_kept_relative_change", "lip_relative_change", "lip_n_fit")
+
+    @classmethod
+    def _log_values(cls, result: LIPResult) -> dict:
+        entry = log_entry(result)
+        return {key: entry[key] for key in cls.LOG_KEYS}
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         done = epoch + 1

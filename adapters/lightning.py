@@ -25,59 +25,42 @@ import torch
 from torch import nn
 
 from lip_agnostic.errors import DataError, OptionError, OptionTypeError
-from lip_agnostic.full_tail import chooses_on_validation
-from lip_agnostic.options import face_reserved, parse_rank
 
+from . import _face
+from ._face import HEAD_NAMES, chooses, log_entry
 from ._torch_data import (
-    check_bias_mode,
+    callback_repr,
+    callback_settings,
+    check_callback_head,
     check_classifier,
-    check_lip_options,
     check_rank,
     distributed,
     finalize_layer,
-    log_entry,
     with_context,
 )
 
 __all__ = ["LIPCallback", "find_head", "HEAD_NAMES"]
 
-#: Last name components tried for the head when ``head`` is not given.
-HEAD_NAMES = ("classifier", "head", "fc", "score", "lm_head", "output", "out")
 #: ``refine_batches`` keywords this face sets itself.
-_RESERVED = face_reserved(validation="validation", bias_mode="bias_mode", rank="rank", all_reduce="all_reduce")
+_RESERVED = {"validation": "validation", "bias_mode": "bias_mode", "rank": "rank", "all_reduce": "all_reduce"}
 
 
 def find_head(module: nn.Module, head: str | nn.Module | None = None) -> tuple[str, nn.Linear]:
-    """The output layer: ``(dotted name, nn.Linear)``.
-
-    ``head`` as a module must be inside ``module``; as a string it is a
-    dotted submodule name. Without it, the one ``nn.Linear`` whose last name
-    component is in :data:`HEAD_NAMES` (``model.classifier``, ``net.fc``, ...).
+    """The output layer: ``(dotted name, nn.Linear)``, by the faces' one head search
+    (:func:`lip_agnostic.adapters._face.find_head`: ``head`` as a name or a submodule; else the first
+    of :data:`HEAD_NAMES` the module has, or its one linear layer whose last name component is in it).
+    That it produces the module's output is checked when the pass runs.
 
     Raises
     ------
-    ValueError
+    OptionError
         Nothing (or more than one layer) matches; the message lists the linear layers.
+    DataTypeError
+        The head is not an ``nn.Linear`` (see :func:`check_classifier`).
     """
-    names = {id(m): n for n, m in module.named_modules()}
-    if isinstance(head, nn.Module):
-        if id(head) not in names:
-            raise OptionError(f"head ({type(head).__name__}) is not a submodule of {type(module).__name__}")
-        return names[id(head)], check_classifier(head)
-    if isinstance(head, str):
-        try:
-            return head, check_classifier(module.get_submodule(head))
-        except AttributeError:
-            raise OptionError(f"{type(module).__name__} has no submodule {head!r}") from None
-    if head is not None:
-        raise OptionTypeError(f"head must be a module name, an nn.Linear of the module, or None; got {type(head).__name__}")
-    linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
-    found = [(n, m) for n, m in linears if n.rsplit(".", 1)[-1] in HEAD_NAMES]
-    if len(found) == 1:
-        return found[0][0], check_classifier(found[0][1])
-    what = "several candidate heads" if found else f"no linear layer named one of {list(HEAD_NAMES)}"
-    listed = [n for n, _ in (found or linears)][-6:]
-    raise OptionError(f"{type(module).__name__} has {what} ({listed}); pass head='<name>'")
+    named = dict(module.named_modules())
+    name = _face.find_head(named, lambda m: isinstance(m, nn.Linear), owner=type(module).__name__, head=head)
+    return name, check_classifier(named[name])
 
 
 def _one_loader(loaders: Any, what: str) -> Iterable | None:
@@ -145,36 +128,20 @@ class LIPCallback(pl.Callback):
         progress: bool = False,
         **lip_options: Any,
     ) -> None:
-        rank = parse_rank(rank)  # the range against the head's size is checked when training starts
-        if head is not None and not isinstance(head, (str, nn.Module)):
-            raise OptionTypeError(f"head must be a module name, an nn.Linear of the module, or None; got {type(head).__name__}")
-        if isinstance(validation, str) and validation != "val":
-            raise OptionError(f"validation must be 'val', None or an iterable of batches; got {validation!r}")
-        for name, value in (("validation", validation), ("train", train)):
-            if value is not None and not isinstance(value, str) and not hasattr(value, "__iter__"):
-                raise OptionTypeError(f"{name} must be an iterable of batches; got {type(value).__name__}")
-        self.rank = rank
-        self.head = head
-        self.bias_mode = check_bias_mode(bias_mode)
-        self.validation = validation
+        callback_settings(self, rank, head, bias_mode, validation, lip_options, label_key=label_key,
+                          progress=progress, named_loader="val", face="Lightning callback", reserved=_RESERVED)
+        if train is not None and not hasattr(train, "__iter__"):
+            raise OptionTypeError(f"train must be an iterable of batches; got {type(train).__name__}")
         self.train = train
         self.input_key = input_key
-        self.label_key = label_key
-        self.progress = bool(progress)
-        self.lip_options = check_lip_options(lip_options, torch.zeros(1, 1), reserved=_RESERVED,
-                                             face="Lightning callback", dry_run=False)
-        self.result: Any = None
 
     def __repr__(self) -> str:
-        return (f"LIPCallback(rank={self.rank!r}, head={self.head!r}, bias_mode={self.bias_mode!r}, "
-                f"validation={self.validation if isinstance(self.validation, (str, type(None))) else '<batches>'!r})")
+        return callback_repr(self)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _, layer = find_head(pl_module, self.head)
-        check_rank(self.rank, layer.weight)
-        check_lip_options(self.lip_options, layer.weight, self.rank,
-                          layer.bias if self.bias_mode == "fit" else None, reserved=_RESERVED,
-                          face="Lightning callback")
+        check_callback_head(layer, self.rank, self.bias_mode, self.lip_options, self.validation,
+                            face="Lightning callback", reserved=_RESERVED)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         name, layer = find_head(pl_module, self.head)
@@ -206,7 +173,7 @@ class LIPCallback(pl.Callback):
                          "pass LIPCallback(train=<loader>)")
 
     def _validation(self, trainer: pl.Trainer, rank: Any) -> tuple[Iterable | None, str | None]:
-        if not chooses_on_validation(rank, self.lip_options.get("tail", "auto"), self.lip_options.get("ridge")):
+        if not chooses(rank, self.lip_options):
             return None, None
         if self.validation is None:
             return None, "holdout"

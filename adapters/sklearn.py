@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.pipeline import Pipeline
+from sklearn.linear_model._base import LinearClassifierMixin
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
@@ -34,8 +35,9 @@ from sklearn.utils.validation import _num_samples, check_array, check_is_fitted,
 
 from lip_agnostic import refine_batches
 from lip_agnostic.errors import DataError, NonFiniteError, OptionError, OptionTypeError
-from lip_agnostic.full_tail import chooses_on_validation
-from lip_agnostic.options import check_holdout, check_min_gain, check_option_names, face_reserved, parse_bias_mode, parse_rank
+from lip_agnostic.options import check_holdout, check_min_gain, parse_bias_mode, parse_rank
+
+from ._face import check_selection_use, chooses, face_options
 
 __all__ = ["LIPClassifier"]
 
@@ -190,6 +192,12 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             return RidgeClassifier()
         if not hasattr(self.estimator, "fit"):
             raise OptionTypeError(f"estimator must be a scikit-learn classifier; got {type(self.estimator).__name__}")
+        final = _final_step(self.estimator)
+        # refused before any training: LIP rewrites a linear layer's coef_, which e.g. a forest does not have
+        if not (isinstance(final, LinearClassifierMixin) or hasattr(type(final), "coef_")):
+            raise OptionTypeError(
+                f"LIP needs a linear classifier with coef_ and intercept_ (or a Pipeline ending in one); "
+                f"{type(final).__name__} is not one (nothing was trained)")
         return self.estimator
 
     def fit(self, X: Any, y: Any, *, validation: tuple[Any, Any] | None = None) -> "LIPClassifier":
@@ -207,11 +215,12 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """
         base = self._base()
         rank, bias_mode, options = self._options()
-        auto = chooses_on_validation(rank, options.get("tail", "auto"), options.get("ridge"))
+        auto = chooses(rank, options)
+        given = {k: v for k, v in (("min_gain", float(self.min_gain) != 0.0), ("confidence", self.confidence != 0.95),
+                                   ("holdout", self.holdout != 0.2)) if v}  # constructor values not the defaults
+        passed = {k: v for k, v in options.items() if k not in ("min_gain", "confidence")}  # always set below
+        check_selection_use(rank, {**passed, **given}, validation=validation is not None)
         if validation is not None:
-            if not auto:
-                raise OptionError(f"validation data is only used to choose rank='auto' (or tail='full' ridge='auto'); "
-                                 f"got rank={rank!r}")
             if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
                 raise OptionTypeError(f"validation must be a tuple (X_val, y_val); got {type(validation).__name__}")
         holdout = self.holdout
@@ -280,10 +289,20 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "validation": "given" if validation is not None else ("holdout" if auto else None),
             "bias_in_fit": b is not None and bias_mode == "fit",
         }
+        refit_all = auto and validation is None and not result.changed
+        if refit_all:
+            # Nothing changed: the answer is the estimator as the user would have fitted it, on every row
+            # (not the one fitted on the rows left after the hold-out).
+            fitted = clone(base).fit(X, y_arr)
+            final = _final_step(fitted)
+            classes = np.asarray(getattr(fitted, "classes_", getattr(final, "classes_", None)))
+            new, new_b = None, None
+        context["refit_on_all_rows"] = refit_all
         result = dataclasses.replace(result, context={**result.context, **context})
         # Everything above may fail; only now is this object changed.
-        old = np.asarray(final.coef_.toarray() if hasattr(final.coef_, "toarray") else final.coef_)
-        final.coef_ = new.reshape(old.shape).astype(old.dtype, copy=True)
+        if new is not None:
+            old = np.asarray(final.coef_.toarray() if hasattr(final.coef_, "toarray") else final.coef_)
+            final.coef_ = new.reshape(old.shape).astype(old.dtype, copy=True)
         if new_b is not None:  # tail="full" (beyond the paper) refits the intercept too
             old_b = np.asarray(final.intercept_)
             final.intercept_ = new_b.reshape(old_b.shape).astype(old_b.dtype, copy=True)
@@ -299,10 +318,10 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         extra = {} if self.lip_options is None else self.lip_options
         if not isinstance(extra, dict):
             raise OptionTypeError(f"lip_options must be a dict of refine_batches keywords; got {type(extra).__name__}")
-        reserved = face_reserved(rank="rank", validation="fit(..., validation=)", holdout="holdout",
-                                 bias_mode="bias_mode", all_reduce=None, min_gain="min_gain",
-                                 confidence="confidence", target_scale="target_scale")
-        extra = check_option_names(extra, reserved=reserved, face="LIPClassifier (lip_options)")
+        reserved = dict(rank="rank", validation="fit(..., validation=)", holdout="holdout",
+                        bias_mode="bias_mode", all_reduce=None, min_gain="min_gain",
+                        confidence="confidence", target_scale="target_scale")
+        extra = face_options(face="LIPClassifier (lip_options)", reserved=reserved, **extra)
         check_min_gain(self.min_gain)
         options = dict(extra, min_gain=float(self.min_gain), confidence=self.confidence,
                        target_scale=self.target_scale)
@@ -320,7 +339,12 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         coef = np.asarray(coef)
         if coef.ndim == 1:
             coef = coef[None, :]
-        l = classes.shape[0] if classes.ndim else 0
+        if classes.ndim != 1:
+            raise OptionTypeError(f"the fitted {type(final).__name__} has no classes_; LIP needs a classifier")
+        if classes.shape[0] < 2:
+            raise DataError(f"the fitted {type(final).__name__} knows {classes.shape[0]} class "
+                            f"{classes.tolist()}; LIP needs training labels of at least 2 classes")
+        l = classes.shape[0]
         if coef.ndim != 2 or not (coef.shape[0] == l or (l == 2 and coef.shape[0] == 1)):
             raise DataError(f"coef_ of shape {coef.shape} does not match {l} classes; expected "
                              f"({l}, n_features){' or (1, n_features)' if l == 2 else ''}")
@@ -356,9 +380,10 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         if y.ndim != 1:
             raise DataError(f"{name} must be 1-D (one label per sample); got shape {y.shape}")
-        idx = np.searchsorted(classes, y)
-        idx = np.clip(idx, 0, classes.shape[0] - 1)
-        unknown = classes[idx] != y
+        # the position of each label in classes_ as the estimator stores it (sorted or not: no searchsorted)
+        where = {c: i for i, c in enumerate(classes.tolist())}
+        idx = np.fromiter((where.get(v, -1) for v in y.tolist()), dtype=np.int64, count=y.shape[0])
+        unknown = idx < 0
         if np.any(unknown):
             bad = np.unique(y[unknown])[:5].tolist()
             raise DataError(f"{name} holds labels the fitted classifier does not know: {bad}; "

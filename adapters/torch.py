@@ -41,10 +41,9 @@ import torch
 from torch import nn
 
 from lip_agnostic import LIPResult, project_principal
-from lip_agnostic.errors import OptionError
-from lip_agnostic.full_tail import chooses_on_validation
-from lip_agnostic.options import UNSET, face_reserved, renamed_option
+from lip_agnostic.errors import DataError, DataTypeError, OptionError, OptionTypeError
 
+from ._face import check_selection_use
 from ._torch_data import (
     DEFAULT_CHUNK_ROWS,
     check_bias_mode,
@@ -61,8 +60,8 @@ BiasMode = Literal["fit", "ignore"]
 Rank = int | float | str
 AllReduceArg = Callable[[torch.Tensor], torch.Tensor] | Literal["auto"] | None
 
-#: ``refine_batches`` keywords the adapter sets itself (the layer's bias, the factors, the namespace).
-_RESERVED = face_reserved(all_reduce="all_reduce")
+#: ``refine_batches`` keywords the adapter sets itself beyond every face's (the layer's bias, the factors...).
+_RESERVED = {"all_reduce": "all_reduce"}
 _STATE_VERSION = 1
 
 
@@ -76,13 +75,6 @@ def _check_bias_mode(bias_mode: Any) -> BiasMode:
     return check_bias_mode(bias_mode, "bias_mode")  # type: ignore[return-value]
 
 
-def _renamed(rank: Any, k: Any, bias_mode: Any, bias: Any) -> tuple[Any, Any]:
-    """``rank``/``bias_mode`` from the new keywords or the deprecated ``k=`` / ``bias=`` (FutureWarning)."""
-    rank = renamed_option(rank, k, new_name="rank", old_name="k", default="auto", stacklevel=4)
-    bias_mode = renamed_option(bias_mode, bias, new_name="bias_mode", old_name="bias", default="fit", stacklevel=4)
-    return rank, bias_mode
-
-
 def _check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias: Any = None, *,
                        dry_run: bool = True) -> dict:
     """Reject unknown or adapter-owned keywords; dry-run the core on them (see ``check_lip_options``)."""
@@ -92,7 +84,7 @@ def _check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias
 def _check_in_optimizer(optimizer: torch.optim.Optimizer, classifier: nn.Linear) -> None:
     ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
     if id(classifier.weight) not in ids:
-        raise ValueError(
+        raise DataError(
             f"classifier.weight (shape {tuple(classifier.weight.shape)}) is not among the optimizer's "
             f"parameters ({len(ids)} tensors in {len(optimizer.param_groups)} group(s)); pass the "
             "classifier of the model this optimizer trains"
@@ -115,8 +107,7 @@ def finalize(
     all_reduce: AllReduceArg = "auto",
     progress: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    k: Rank = UNSET,
-    bias: BiasMode = UNSET,
+    allow_hidden_layer: bool = False,
     **lip_options: Any,
 ) -> LIPResult:
     """Run LIP once on a trained classifier: one no-grad pass, then write ``W*`` in place.
@@ -126,7 +117,10 @@ def finalize(
     1. Put ``model`` (default: the outermost module containing
        ``classifier``, ``torch.compile``/DDP wrappers peeled off) in eval
        mode; a forward hook on ``classifier`` captures its inputs, the
-       penultimate features ``X``.
+       penultimate features ``X``. On the first batch the hook also checks
+       that the model's output comes from ``classifier`` through element-wise
+       ops only (softmax, an activation): a hidden layer is refused, and so
+       is a weight or bias tied to another module (an embedding).
     2. Stream ``(X, labels)`` per batch, never holding all of ``X``, into
        :func:`lip_agnostic.refine_batches` with ``W = classifier.weight.T``
        (``(q, l)``), the layer's bias (in the fit with ``bias_mode="fit"``),
@@ -150,8 +144,7 @@ def finalize(
         What to run on the inputs (default: found from ``classifier``).
     rank : int, float in (0, 1], or "auto"
         Principal components kept (a float is an energy fraction); read by
-        :func:`lip_agnostic.options.parse_rank`. The old name ``k=`` still
-        works for one release, with a ``FutureWarning``.
+        :func:`lip_agnostic.options.parse_rank`.
     validation : iterable, optional
         Held-out batches (noisy labels are fine) to choose ``rank="auto"``.
     bias_mode : {"fit", "ignore"}
@@ -159,7 +152,6 @@ def finalize(
         bias ``b`` (a layer that adds ``b`` is fit against what the weight must produce).
         ``"ignore"``: the paper's reference code (bias left out of the fit).
         The bias itself is changed only by ``tail="full"`` with ``"fit"``.
-        The old name ``bias=`` still works for one release, with a ``FutureWarning``.
     input_key, label_key : str, optional
         Keys of dict batches.
     device : torch.device, optional
@@ -174,6 +166,11 @@ def finalize(
         many rows before they reach the core (bounded memory,
         ``O(chunk_rows * q)``; far less per-batch overhead). ``0``: hand
         over every batch as it comes.
+    allow_hidden_layer : bool
+        The escape hatch for a multi-head model: refine ``classifier`` even
+        though the model's output reaches it through other layers (default
+        False: refused, as refitting a hidden layer against the labels
+        rewrites what the layers after it read).
     **lip_options
         Passed to :func:`lip_agnostic.refine_batches` (``target_scale``,
         ``degenerate``, ``min_gain``, ``holdout``, ...; ``tail="full"``,
@@ -189,8 +186,7 @@ def finalize(
         (the JSON report), and ``.context``: ``bias_mode``, ``bias_in_fit``
         (whether a bias entered the fit), ``bias_refit``, ``tail``, ``dtype``,
         ``device``, ``world_size``, ``n_batches``, ``n_samples_local``,
-        ``n_val_batches`` and ``seconds``. The old dict report's access
-        (``result["k"]``) still works for one release, with a ``FutureWarning``.
+        ``n_val_batches`` and ``seconds``.
 
     Examples
     --------
@@ -203,20 +199,15 @@ def finalize(
     >>> finalize(model[2], data, rank=1, progress=False).n_fit
     60
     """
-    rank, bias_mode = _renamed(rank, k, bias_mode, bias)
     classifier = check_classifier(classifier)
     rank = _check_rank(rank, classifier.weight)
     bias_mode = _check_bias_mode(bias_mode)
     lip_options = _check_lip_options(lip_options, classifier.weight, dry_run=False)  # the real run checks values
-    if validation is not None and not chooses_on_validation(rank, lip_options.get("tail"), lip_options.get("ridge")):
-        raise OptionError(f"validation data is only used to choose rank='auto' (or tail='full' ridge='auto'); "
-                          f"got rank={rank!r}")
     result, facts = finalize_layer(
         classifier, loader, model=model, rank=rank, validation=validation, bias_mode=bias_mode,
         lip_options=lip_options, input_key=input_key, label_key=label_key, device=device, all_reduce=all_reduce,
-        progress=progress, chunk_rows=chunk_rows,
+        progress=progress, chunk_rows=chunk_rows, allow_hidden_layer=allow_hidden_layer,
     )
-    facts["bias"] = facts["bias_mode"]  # the old dict report's key (result["bias"]), one release
     return replace(result, context={**result.context, **facts})
 
 
@@ -240,8 +231,9 @@ class _LIPController:
         self.bias_mode = _check_bias_mode(bias_mode)
         self.lip_options = _check_lip_options(
             lip_options, classifier.weight, self.rank, classifier.bias if self.bias_mode == "fit" else None)
+        check_selection_use(self.rank, self.lip_options)  # before training, not after
         if model is not None and not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+            raise OptionTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         self.model = model
         if project_every is not None:
             if isinstance(project_every, bool) or not isinstance(project_every, int) or project_every < 1:
@@ -268,7 +260,7 @@ class _LIPController:
         """Replace the classifier's weight by its best rank-``k`` approximation (PSP only)."""
         rank = self.project_rank if rank is None else _check_rank(rank, self.classifier.weight, "rank")
         if rank is None:
-            raise ValueError("no projection rank: pass project_now(rank) or project_rank=... at construction")
+            raise OptionError("no projection rank: pass project_now(rank) or project_rank=... at construction")
         weight = self.classifier.weight
         with torch.no_grad():
             Wk = project_principal(weight.detach().T, rank)
@@ -280,10 +272,6 @@ class _LIPController:
         for key in list(kwargs):
             if key not in inspect.signature(finalize).parameters:
                 options[key] = kwargs.pop(key)
-        for new, old in (("rank", "k"), ("bias_mode", "bias")):  # deprecated spellings, as overrides
-            if old in kwargs:
-                kwargs[new] = renamed_option(kwargs.get(new, UNSET), kwargs.pop(old), new_name=new, old_name=old,
-                                             stacklevel=4)
         kwargs.setdefault("model", self.model)
         kwargs.setdefault("rank", self.rank)
         kwargs.setdefault("bias_mode", self.bias_mode)
@@ -294,15 +282,20 @@ class _LIPController:
         return {"version": _STATE_VERSION, "steps": self.steps, "projections": self.projections}
 
     def load_state_dict(self, state: Any) -> None:
+        self.steps, self.projections = self.checked_state(state)
+
+    @staticmethod
+    def checked_state(state: Any) -> tuple[int, int]:
+        """``(steps, projections)`` of a LIP state, validated; nothing is changed."""
         if not isinstance(state, dict):
-            raise TypeError(f"the LIP state must be a dict; got {type(state).__name__}")
+            raise DataTypeError(f"the LIP state must be a dict; got {type(state).__name__}")
         if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"unsupported LIP state version {state.get('version')!r}; expected {_STATE_VERSION}")
+            raise DataError(f"unsupported LIP state version {state.get('version')!r}; expected {_STATE_VERSION}")
         for key in ("steps", "projections"):
             value = state.get(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"LIP state {key!r} must be a non-negative int; got {value!r}")
-        self.steps, self.projections = state["steps"], state["projections"]
+                raise DataError(f"LIP state {key!r} must be a non-negative int; got {value!r}")
+        return state["steps"], state["projections"]
 
 
 # --------------------------------------------------------------------------- the optimizer wrapper
@@ -356,11 +349,11 @@ class LIPOptimizer(_LIPFace, torch.optim.Optimizer):
         The final layer.
     rank : int, float in (0, 1], or "auto"
         Rank for :meth:`finalize` (default ``"auto"``: scored on held-out
-        data). Old name ``k=`` (``FutureWarning``).
+        data).
     model : nn.Module, optional
         The model to run in :meth:`finalize` (default: found from ``classifier``).
     bias_mode : {"fit", "ignore"}
-        See :func:`finalize`. Old name ``bias=`` (``FutureWarning``).
+        See :func:`finalize`.
     project_every : int, optional
         Project every this many optimizer steps (``len(train_loader)`` for
         once per epoch); call :meth:`project_now` to do it by hand.
@@ -397,18 +390,15 @@ class LIPOptimizer(_LIPFace, torch.optim.Optimizer):
         bias_mode: BiasMode = "fit",
         project_every: int | None = None,
         project_rank: int | float | None = None,
-        k: Rank = UNSET,
-        bias: BiasMode = UNSET,
         **lip_options: Any,
     ) -> None:
         if not isinstance(base_optimizer, torch.optim.Optimizer):
-            raise TypeError(f"base_optimizer must be a torch.optim.Optimizer; got {type(base_optimizer).__name__}")
+            raise OptionTypeError(f"base_optimizer must be a torch.optim.Optimizer; got {type(base_optimizer).__name__}")
         if isinstance(base_optimizer, LIPOptimizer):
-            raise TypeError("base_optimizer is already a LIPOptimizer; wrap the plain optimizer once")
+            raise OptionTypeError("base_optimizer is already a LIPOptimizer; wrap the plain optimizer once")
         torch._C._log_api_usage_once("lip_agnostic.adapters.torch.LIPOptimizer")
         check_classifier(classifier)
         _check_in_optimizer(base_optimizer, classifier)
-        rank, bias_mode = _renamed(rank, k, bias_mode, bias)
         self._lip = _LIPController(
             classifier, model=model, rank=rank, bias_mode=bias_mode, project_every=project_every,
             project_rank=project_rank, lip_options=lip_options,
@@ -492,14 +482,16 @@ class LIPOptimizer(_LIPFace, torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load :meth:`state_dict` output, or a bare base-optimizer state dict."""
         if not isinstance(state_dict, dict):
-            raise TypeError(f"state_dict must be a dict; got {type(state_dict).__name__}")
+            raise DataTypeError(f"state_dict must be a dict; got {type(state_dict).__name__}")
         sd = dict(state_dict)
         lip_state = sd.pop("lip", None)
-        if lip_state is not None:
-            self._lip.load_state_dict(lip_state)  # validate before touching the base
-        self.base_optimizer.load_state_dict(sd)
-        if lip_state is None:
-            self._lip.steps = self._lip.projections = 0
+        counts = (0, 0) if lip_state is None else self._lip.checked_state(lip_state)  # validate, change nothing
+        try:
+            self.base_optimizer.load_state_dict(sd)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"the base optimizer refused the state dict ({exc}); the LIP step counter is "
+                            "unchanged") from exc
+        self._lip.steps, self._lip.projections = counts  # only once the base has taken its part
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -570,8 +562,6 @@ def attach(
     bias_mode: BiasMode = "fit",
     project_every: int | None = None,
     project_rank: int | float | None = None,
-    k: Rank = UNSET,
-    bias: BiasMode = UNSET,
     **lip_options: Any,
 ) -> LIPHandle:
     """Give ``optimizer`` LIP's behaviour without replacing it (a step post-hook).
@@ -591,10 +581,9 @@ def attach(
     >>> handle.remove()
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
+        raise OptionTypeError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
     check_classifier(classifier)
     _check_in_optimizer(optimizer, classifier)
-    rank, bias_mode = _renamed(rank, k, bias_mode, bias)
     controller = _LIPController(
         classifier, model=model, rank=rank, bias_mode=bias_mode, project_every=project_every,
         project_rank=project_rank, lip_options=lip_options,

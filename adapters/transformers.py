@@ -29,30 +29,28 @@ import torch
 from torch import nn
 
 from lip_agnostic.errors import DataError, DataTypeError, OptionError, OptionTypeError
-from lip_agnostic.full_tail import chooses_on_validation
-from lip_agnostic.options import face_reserved, parse_rank
 from transformers import TrainerCallback
 
+from . import _face
+from ._face import HEAD_NAMES, chooses, log_entry
 from ._torch_data import (
-    check_bias_mode,
+    callback_repr,
+    callback_settings,
+    check_callback_head,
     check_classifier,
-    check_lip_options,
+    check_not_shared,
     check_rank,
     distributed,
     finalize_layer,
-    log_entry,
     with_context,
 )
 
 __all__ = ["LIPCallback", "attach", "find_head", "HEAD_NAMES", "IGNORE_INDEX"]
 
-#: Module names tried, in order, for the head when ``head`` is not given (a non-linear head
-#: module, e.g. RoBERTa's ``classifier``, is searched for its ``out_proj`` / ``dense`` linear).
-HEAD_NAMES = ("classifier", "score", "lm_head", "cls.predictions.decoder", "head", "output")
 #: Label value Transformers' losses ignore (padding, sub-word continuations).
 IGNORE_INDEX = -100
 #: ``refine_batches`` keywords this face sets itself.
-_RESERVED = face_reserved(validation="validation", bias_mode="bias_mode", rank="rank", all_reduce="all_reduce")
+_RESERVED = {"validation": "validation", "bias_mode": "bias_mode", "rank": "rank", "all_reduce": "all_reduce"}
 
 
 def find_head(model: nn.Module, head: str | nn.Module | None = None) -> tuple[str, nn.Linear]:
@@ -60,41 +58,31 @@ def find_head(model: nn.Module, head: str | nn.Module | None = None) -> tuple[st
 
     Steps
     -----
-    1. ``head`` given as a module: it must be an ``nn.Linear`` inside ``model``;
-       as a string: the submodule of that dotted name.
-    2. Otherwise the first of :data:`HEAD_NAMES` the model has.
-    3. A head that is a container (``RobertaClassificationHead``) resolves to
-       its ``out_proj`` linear layer, the one producing the logits.
+    1. ``head`` given (a dotted name or a submodule): that layer.
+    2. Otherwise the model's output embeddings (``get_output_embeddings()``,
+       a language model's ``lm_head``) when they are an ``nn.Linear``, else
+       the faces' one head search (:func:`lip_agnostic.adapters._face.find_head`,
+       :data:`HEAD_NAMES`); a container head (RoBERTa's ``classifier``)
+       resolves to its ``out_proj`` linear layer, the one producing the logits.
+    3. That the layer produces the model's ``logits`` is checked on the first
+       batch of the pass (a hidden layer such as ``bert.pooler.dense`` is refused).
 
     Raises
     ------
-    ValueError
+    OptionError
         No such module, or nothing found; the message lists the linear layers.
-    TypeError
+    DataTypeError
         The head is not an ``nn.Linear`` (see :func:`check_classifier`).
     """
-    names = {id(m): n for n, m in model.named_modules()}
-    if isinstance(head, nn.Module):
-        if id(head) not in names:
-            raise OptionError(f"head ({type(head).__name__}) is not a submodule of the model ({type(model).__name__})")
-        return names[id(head)], check_classifier(head)
-    candidates = (head,) if isinstance(head, str) else HEAD_NAMES
-    if head is not None and not isinstance(head, str):
-        raise OptionTypeError(f"head must be a module name, an nn.Linear of the model, or None; got {type(head).__name__}")
-    for name in candidates:
-        try:
-            module = model.get_submodule(name)
-        except AttributeError:
-            continue
-        if not isinstance(module, nn.Linear):
-            inner = next((getattr(module, a) for a in ("out_proj", "decoder") if isinstance(getattr(module, a, None),
-                                                                                             nn.Linear)), None)
-            if inner is not None:
-                return names[id(inner)], check_classifier(inner)
-        return name, check_classifier(module)
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-5:]
-    what = f"no module named {head!r}" if head is not None else f"none of {list(HEAD_NAMES)}"
-    raise OptionError(f"{type(model).__name__} has {what}; pass head='<name>' (its last linear layers: {linears})")
+    named = dict(model.named_modules())
+    if head is None:
+        get = getattr(model, "get_output_embeddings", None)
+        out = get() if callable(get) else None
+        if isinstance(out, nn.Linear):
+            head = out
+    name = _face.find_head(named, lambda m: isinstance(m, nn.Linear), owner=f"the model ({type(model).__name__})",
+                           head=head)
+    return name, check_classifier(named[name])
 
 
 def _is_causal_lm(model: nn.Module) -> bool:
@@ -110,19 +98,6 @@ def _is_causal_lm(model: nn.Module) -> bool:
     for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
         names.update([value] if isinstance(value, str) else value)
     return name in names
-
-
-def _tied(model: nn.Module, layer: nn.Linear) -> str | None:
-    """Name of another parameter sharing the head's weight storage (tied input embeddings)."""
-    ptr = layer.weight.data_ptr()
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if p is not layer.weight and p.data_ptr() == ptr:
-            return name
-    for name, module in model.named_modules():
-        w = getattr(module, "weight", None)
-        if module is not layer and isinstance(w, torch.Tensor) and w is layer.weight:
-            return f"{name}.weight"
-    return None
 
 
 class _Batches:
@@ -229,49 +204,28 @@ class LIPCallback(TrainerCallback):
         progress: bool = False,
         **lip_options: Any,
     ) -> None:
-        rank = parse_rank(rank)  # the range against the head's size is checked when training starts
-        if head is not None and not isinstance(head, (str, nn.Module)):
-            raise OptionTypeError(f"head must be a module name, an nn.Linear of the model, or None; got {type(head).__name__}")
-        if isinstance(validation, str) and validation != "eval":
-            raise OptionError(f"validation must be 'eval', None or an iterable of batches; got {validation!r}")
-        if validation is not None and not isinstance(validation, str) and not hasattr(validation, "__iter__"):
-            raise OptionTypeError(f"validation must be 'eval', None or an iterable of batches; got {type(validation).__name__}")
+        callback_settings(self, rank, head, bias_mode, validation, lip_options, label_key=label_key,
+                          progress=progress, named_loader="eval", face="Transformers callback", reserved=_RESERVED)
         if shift_labels not in ("auto", True, False):
             raise OptionError(f"shift_labels must be True, False or 'auto'; got {shift_labels!r}")
-        self.rank = rank
-        self.head = head
-        self.bias_mode = check_bias_mode(bias_mode)
-        self.validation = validation
-        self.label_key = label_key
         self.shift_labels = shift_labels
-        self.progress = bool(progress)
-        self.lip_options = check_lip_options(lip_options, torch.zeros(1, 1), reserved=_RESERVED,
-                                             face="Transformers callback", dry_run=False)
         self.trainer: Any = None
-        self.result: Any = None
 
     def __repr__(self) -> str:
-        return (f"LIPCallback(rank={self.rank!r}, head={self.head!r}, bias_mode={self.bias_mode!r}, "
-                f"validation={self.validation if isinstance(self.validation, (str, type(None))) else '<batches>'!r})")
+        return callback_repr(self)
 
     # ------------------------------------------------------------------ Trainer events
     def _layer(self, model: nn.Module) -> tuple[str, nn.Linear]:
         name, layer = find_head(model, self.head)
-        tied = _tied(model, layer)
-        if tied is not None:
-            raise OptionError(
-                f"the head {name!r} shares its weight with {tied!r} (tied input embeddings, "
-                "tie_word_embeddings=True); LIP would rewrite the embeddings too: untie them or pass another head")
+        check_not_shared(model, layer)  # tie_word_embeddings=True: LIP would rewrite the embeddings too
         return name, layer
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kw: Any) -> None:
         if model is None:
             return
         _, layer = self._layer(model)
-        check_rank(self.rank, layer.weight)
-        check_lip_options(self.lip_options, layer.weight, self.rank,
-                          layer.bias if self.bias_mode == "fit" else None, reserved=_RESERVED,
-                          face="Transformers callback")
+        check_callback_head(layer, self.rank, self.bias_mode, self.lip_options, self.validation,
+                            face="Transformers callback", reserved=_RESERVED)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                      train_dataloader: Iterable | None = None, eval_dataloader: Iterable | None = None,
@@ -299,7 +253,7 @@ class LIPCallback(TrainerCallback):
             state.log_history.append({**logs, "step": int(getattr(state, "global_step", 0))})
 
     def _validation(self, rank: Any, eval_dataloader: Iterable | None) -> tuple[Iterable | None, str | None]:
-        if not chooses_on_validation(rank, self.lip_options.get("tail", "auto"), self.lip_options.get("ridge")):
+        if not chooses(rank, self.lip_options):
             return None, None
         if self.validation is None:
             return None, "holdout"

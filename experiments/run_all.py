@@ -23,10 +23,17 @@ so it never overwrites the committed full results. ``--report-only`` rebuilds
 ``--only full-tail`` runs stage 3 alone and rebuilds ``EVIDENCE.md`` with the
 accuracy study's committed JSON.
 
+A partial run (``--only`` or ``--datasets``) never replaces the committed full
+results (``docs/`` and ``experiments/results/``): without ``--out`` it writes
+under ``experiments/_cache/partial/`` (git-ignored), reading what it needs from
+the committed files, and says where; ``--overwrite-committed`` asks, in so many
+words, for the committed files to be replaced.
+
 Example
 -------
     OMP_NUM_THREADS=2 python -m experiments.run_all            # full, ~35 min on 2 loaded cores
     python -m experiments.run_all --quick --out /tmp/evidence  # digits only
+    python -m experiments.run_all --only accuracy --datasets digits  # -> experiments/_cache/partial/
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ from .methods import VARIANTS
 __all__ = ["main", "write_evidence", "run_analysis_section"]
 
 REPO = Path(__file__).resolve().parent.parent
+#: Where a partial run (``--only``, ``--datasets``) writes unless given ``--out`` or ``--overwrite-committed``.
+PARTIAL_DIR = acc.CACHE_DIR / "partial"
 DISCUSSION = Path(__file__).resolve().parent / "evidence_discussion.md"
 FULLTAIL_DISCUSSION = Path(__file__).resolve().parent / "fulltail_discussion.md"
 
@@ -206,17 +215,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", nargs="+", default=None, help="subset of digits fashion-mnist fonts (full mode)")
     ap.add_argument("--report-only", action="store_true",
                     help="rebuild EVIDENCE.md and the figures from the results JSON and ANALYSIS.md already there")
+    ap.add_argument("--overwrite-committed", action="store_true",
+                    help="let a partial run (--only, --datasets) replace the committed docs/EVIDENCE.md, "
+                         "docs/ANALYSIS.md, figures and experiments/results/*.json")
     a = ap.parse_args(argv)
+    log = lambda s: print(s, flush=True)  # noqa: E731
 
+    committed_docs, committed_results = REPO / "docs", acc.RESULTS_DIR
+    partial = not a.quick and not a.report_only and (a.only is not None or a.datasets is not None)
     if a.out is not None:
         docs_dir = results_dir = a.out
     elif a.quick:
         docs_dir = results_dir = acc.CACHE_DIR / "quick"
+    elif partial and not a.overwrite_committed:
+        docs_dir = results_dir = PARTIAL_DIR
+        log(f"a partial run ({' '.join(f for f, v in (('--only ' + str(a.only), a.only), ('--datasets', a.datasets)) if v)}) "
+            f"writes under {docs_dir}, not over the committed docs/ and experiments/results/ "
+            "(--overwrite-committed replaces them)")
     else:
-        docs_dir, results_dir = REPO / "docs", acc.RESULTS_DIR
+        docs_dir, results_dir = committed_docs, committed_results
+    # what a redirected partial run reads: its own files, else the committed ones
+    inputs_docs = docs_dir if a.out is not None or docs_dir == committed_docs else committed_docs
+    inputs_results = results_dir if a.out is not None or results_dir == committed_results else committed_results
     docs_dir.mkdir(parents=True, exist_ok=True)
     results_dir.mkdir(parents=True, exist_ok=True)
-    log = lambda s: print(s, flush=True)  # noqa: E731
     if a.report_only:
         json_path = results_dir / f"accuracy_{'quick' if a.quick else 'full'}.json"
         if not json_path.exists():
@@ -238,12 +260,15 @@ def main(argv: list[str] | None = None) -> int:
         wall["analysis"] = time.perf_counter() - t
     if a.only == "analysis":
         return 0
-    if analysis_md is None and (docs_dir / "ANALYSIS.md").exists():
-        analysis_md = (docs_dir / "ANALYSIS.md").read_text()
+    for folder in (docs_dir, inputs_docs):
+        if analysis_md is None and (folder / "ANALYSIS.md").exists():
+            analysis_md = (folder / "ANALYSIS.md").read_text()
 
     mode = "quick" if a.quick else "full"
     if a.only == "full-tail":
         json_path = results_dir / f"accuracy_{mode}.json"
+        if not json_path.exists():
+            json_path = inputs_results / f"accuracy_{mode}.json"
         if not json_path.exists():
             raise SystemExit(f"--only full-tail needs the accuracy study's {json_path}; run without --only first")
         result = json.loads(json_path.read_text())

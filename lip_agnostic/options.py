@@ -417,7 +417,8 @@ class LIPOptions:
     Rules across options (checked at construction, one message each):
     ``ridge`` needs the full tail; ``degenerate="keep"`` needs the paper's
     tail; ``min_gain`` and ``confidence`` act only for ``rank="auto"`` (a fixed
-    rank forces the change), so other values are refused there.
+    rank forces the change) and ``holdout`` only when something is chosen on
+    held-out data, so other values are refused there.
 
     Examples
     --------
@@ -449,6 +450,9 @@ class LIPOptions:
                               "(the paper's diagonal refit has no ridge)")
         if self.tail == "full" and self.degenerate != "zero":
             raise OptionError(f"degenerate={self.degenerate!r} applies to tail='diagonal' only")
+        if self.holdout != DEFAULT_HOLDOUT and not self.uses_validation:
+            raise OptionError(f"holdout={self.holdout!r} has no effect with rank={self.rank!r}: nothing is chosen "
+                              "on held-out data (rank='auto', or the full tail's ridge='auto')")
         if self.rank != "auto":
             for name, default in (("confidence", DEFAULT_CONFIDENCE), ("min_gain", 0.0)):
                 value = getattr(self, name)

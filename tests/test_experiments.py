@@ -558,3 +558,33 @@ def test_run_all_full_tail_stage_writes_its_section(tmp_path, monkeypatch):
     assert (tmp_path / "figures" / "fulltail_gain.png").exists()
     with pytest.raises(SystemExit, match="--only full-tail needs the accuracy study's"):
         run_all.main(["--only", "full-tail", "--out", str(tmp_path / "empty")])
+
+
+def test_a_partial_run_never_replaces_the_committed_results_unless_asked(tmp_path, monkeypatch, capsys):
+    import hashlib
+    import shutil
+
+    from experiments import run_all
+
+    repo, results = tmp_path / "repo", tmp_path / "repo" / "results"
+    (repo / "docs").mkdir(parents=True)
+    results.mkdir()
+    shutil.copy(acc.RESULTS_DIR / "accuracy_full.json", results / "accuracy_full.json")
+    (repo / "docs" / "EVIDENCE.md").write_text("the committed evidence\n")
+    monkeypatch.setattr(run_all, "REPO", repo)
+    monkeypatch.setattr(acc, "RESULTS_DIR", results)
+    monkeypatch.setattr(run_all, "PARTIAL_DIR", tmp_path / "partial")
+    tiny = fts.study_plan("tiny")
+    monkeypatch.setattr(fts, "study_plan", lambda mode: tiny)
+
+    def digest():
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(repo.rglob("*")) if p.is_file()}
+
+    before = digest()
+    assert run_all.main(["--only", "full-tail", "--cache", str(tmp_path / "cache")]) == 0
+    assert digest() == before  # the committed files are bit-identical
+    said = capsys.readouterr().out
+    assert f"writes under {tmp_path / 'partial'}, not over the committed docs/" in said
+    assert "## Verdict" in (tmp_path / "partial" / "EVIDENCE.md").read_text()  # read the committed accuracy JSON
+    assert run_all.main(["--only", "full-tail", "--cache", str(tmp_path / "cache"), "--overwrite-committed"]) == 0
+    assert "## Verdict" in (repo / "docs" / "EVIDENCE.md").read_text()  # asked in so many words: replaced

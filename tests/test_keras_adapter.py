@@ -17,6 +17,7 @@ pytest.importorskip("sklearn")
 from experiments.datasets import load_digits  # noqa: E402
 from lip_agnostic import lip_refine, project_principal, refine_batches, summarize_change  # noqa: E402
 from lip_agnostic.adapters.keras import LIPCallback, LIP_OPTIONS, refine_model  # noqa: E402
+from lip_agnostic.errors import NonFiniteError, OptionError  # noqa: E402
 
 # Keras' own TF code converts variables with np.array(...) (NumPy 2 copy= deprecation): not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -563,7 +564,7 @@ def test_layer_lookup_errors(model, digits):
     ({"every": 0}, ValueError, r"every must be a positive integer; got 0"),
     ({"project_every": 2}, ValueError, r"project_every needs a numeric project_rank when rank='auto'"),
     ({"project_every": 1, "project_rank": "auto", "rank": 2}, ValueError, r"project_rank must be an int"),
-    ({"rank": 3, "k": 2}, ValueError, r"pass rank= only: k= is its deprecated old name; got both"),
+    ({"rank": 3, "k": 2}, TypeError, r"unknown LIP option 'k'"),
     ({"fit_bias": True}, TypeError, r"'fit_bias' is set by the Keras adapter; pass bias_mode=\.\.\. instead"),
     ({"bias": np.zeros(10)}, TypeError, r"'bias' is set by the Keras adapter; pass bias_mode=\.\.\. instead"),
     ({"xp": np}, TypeError, r"'xp' is set by the Keras adapter; it is chosen for you"),
@@ -609,25 +610,93 @@ def test_shared_layer_called_twice_is_refused(digits):
         refine_model(model, (x, y), layer="square", rank=2)
 
 
-def test_the_old_keras_spellings_still_work_with_a_future_warning(digits, trained):
+def test_old_keras_spellings_are_refused_not_translated(digits, trained):
     x, y, xv, yv = digits
-    new, old = _compiled(_functional, trained), _compiled(_functional, trained)
-    res = refine_model(new, (x, y), rank="auto", validation=(xv, yv), bias_mode="fit", min_gain=0.0)
-    with pytest.warns(FutureWarning) as record:
-        legacy = refine_model(old, (x, y), k="auto", validation_data=(xv, yv), bias_mode="subtract", min_gain=0.0)
-    said = " | ".join(str(w.message) for w in record)
-    for msg in ("k= is deprecated; use rank=", "validation_data= is deprecated; use validation=",
-                "bias_mode='subtract' is deprecated; use bias_mode='fit'"):
-        assert msg in said
-    np.testing.assert_array_equal(_kernel(old), _kernel(new))
-    assert legacy.to_dict() == res.to_dict() and res.context == {"face": "keras", "layer": "classifier",
-                                                                 "bias_mode": "fit"}
-    with pytest.warns(FutureWarning, match="k= is deprecated"):
-        cb = LIPCallback(data=(x, y), k=2, target_scale=2.0)
-    for old_name, new_name, value in (("k", "rank", 2), ("refine_kwargs", "lip_options", {"target_scale": 2.0}),
-                                      ("validation_data", "validation", None)):
-        with pytest.warns(FutureWarning, match=rf"LIPCallback.{old_name} is deprecated; use .{new_name}"):
-            assert getattr(cb, old_name) == value
+    model = _compiled(_functional, trained)
+    before = _kernel(model).copy()
+    with pytest.raises(TypeError, match=r"unknown LIP option 'k'"):
+        refine_model(model, (x, y), k="auto")
+    with pytest.raises(TypeError, match=r"unknown LIP option 'validation_data'"):
+        LIPCallback(data=(x, y), validation_data=(xv, yv))
     import lip_agnostic.adapters.keras as face
-    with pytest.warns(FutureWarning, match="REFINE_KEYWORDS is deprecated; use LIP_OPTIONS"):
-        assert face.REFINE_KEYWORDS == face.LIP_OPTIONS
+    assert not hasattr(face, "REFINE_KEYWORDS") and not hasattr(LIPCallback(data=(x, y)), "refine_kwargs")
+    np.testing.assert_array_equal(_kernel(model), before)
+
+
+# ----------------------------------------------------------------------------- only the output layer; the user's data checked
+def _weights_of(model):
+    return [np.asarray(w).copy() for w in model.get_weights()]
+
+
+def _same(model, before):
+    return all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
+
+
+def test_a_hidden_layer_named_is_refused_and_nothing_changes(digits, model):
+    x, y, _, _ = digits
+    before = _weights_of(model)
+    with pytest.raises(ValueError, match=r"layer 'hidden' does not produce the model's output \(the output comes "
+                                         r"from 'classifier'\)"):
+        refine_model(model, (x, y), layer="hidden", rank=2)
+    assert _same(model, before)
+
+
+def test_the_default_is_the_output_layer_through_a_softmax_not_the_last_dense_tracked(digits):
+    x, y, _, _ = digits
+    inp = keras.Input((64,))
+    head = keras.layers.Dense(N_CLASSES, name="head")  # created first: tracked before the body
+    body = keras.layers.Dense(HIDDEN, activation="relu", name="body")
+    out = keras.layers.Softmax(name="probs")(head(body(inp)))
+    model = keras.Model(inp, out)
+    res = refine_model(model, (x, y), rank=2)
+    assert res.context["layer"] == "head"
+
+
+def test_a_subclassed_model_with_its_head_defined_first_is_refused_by_the_output_check(digits):
+    x, y, _, _ = digits
+
+    class HeadFirst(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.head = keras.layers.Dense(N_CLASSES, name="head")
+            self.body = keras.layers.Dense(HIDDEN, activation="relu", name="body")
+
+        def call(self, inputs):
+            return self.head(self.body(inputs))
+
+    keras.utils.set_random_seed(0)
+    model = HeadFirst()
+    model(x[:2])
+    before = _weights_of(model)
+    with pytest.raises(ValueError, match=r"layer 'body' does not produce the model's output \(the output comes "
+                                         r"from 'head'\)"):
+        refine_model(model, (x, y), rank=2)  # the last Dense tracked is the body: refused, not rewritten
+    assert _same(model, before)
+    assert refine_model(model, (x, y), layer="head", rank=2).context["layer"] == "head"
+
+
+def test_a_dense_called_twice_in_a_functional_model_is_refused(digits):
+    x, y, _, _ = digits
+    a, b = keras.Input((64,)), keras.Input((64,))
+    shared = keras.layers.Dense(N_CLASSES, name="shared")
+    model = keras.Model([a, b], keras.layers.Add()([shared(a), shared(b)]))
+    with pytest.raises(ValueError, match=r"layer 'shared' is called 2 times in the model"):
+        refine_model(model, ((x, x), y), layer="shared", rank=2)
+
+
+def test_a_nan_input_row_a_relu_would_hide_is_refused(digits, model):
+    x, y, _, _ = digits
+    bad = x.copy()
+    bad[3, :] = np.nan
+    before = _weights_of(model)
+    with pytest.raises(NonFiniteError, match=r"data: a batch of inputs holds 64 NaN/Inf value\(s\)"):
+        refine_model(model, (bad, y), rank=2)
+    assert _same(model, before)
+
+
+def test_validation_with_a_fixed_rank_is_refused(digits, model):
+    x, y, xv, yv = digits
+    with pytest.raises(OptionError, match=r"validation data is only used to choose rank='auto'"):
+        refine_model(model, (x, y), rank=2, validation=(xv, yv))
+    with pytest.raises(OptionError, match=r"confidence only act\(s\) when a candidate is chosen"):
+        LIPCallback(data=(x, y), rank=2, confidence=0.9)

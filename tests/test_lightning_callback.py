@@ -176,7 +176,7 @@ def test_find_head():
         find_head(two)
     with pytest.raises(ValueError, match="has no linear layer named one of"):
         find_head(nn.Sequential(nn.Linear(2, 2)))
-    with pytest.raises(ValueError, match="has no submodule 'nope'"):
+    with pytest.raises(ValueError, match="has no module named 'nope'"):
         find_head(net, "nope")
     with pytest.raises(TypeError, match="classifier must be a torch.nn.Linear"):
         find_head(net, "body")
@@ -202,7 +202,7 @@ def test_bad_options_fail_at_construction(kwargs, error, message):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("kwargs, message", [(dict(rank=9), "rank"), (dict(head="nope"), "no submodule 'nope'"),
+@pytest.mark.parametrize("kwargs, message", [(dict(rank=9), "rank"), (dict(head="nope"), "no module named 'nope'"),
                                              (dict(rank=1, target_scale=-1.0), "target_scale")])
 def test_bad_options_for_this_module_fail_before_training(kwargs, message):
     trainer = _trainer([LIPCallback(**kwargs)])
@@ -262,3 +262,38 @@ def test_ddp_processes_agree_and_equal_one_process_over_all_the_data(ddp_run, na
     else:
         assert r0["validation"] == "val" and r0["n_val"] == w.N_VAL  # the sharded val loader, all-reduced
         assert r0["scores"] == pytest.approx(list(want.selection.scores))
+
+
+# ----------------------------------------------------------------------------- only the output layer, never a tied one
+def test_a_hidden_head_is_refused_and_the_module_is_unchanged():
+    torch.manual_seed(0)
+    model = w.Net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = _trainer([LIPCallback(rank=2, head="body.0")], max_epochs=0)
+    with pytest.raises(ValueError, match=r"the classifier 'body.0' is a hidden layer.*last Linear layer is 'classifier'"):
+        trainer.fit(model, datamodule=w.Data())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_head_tied_to_an_embedding_is_refused_before_it_is_touched():
+    class TiedNet(w.Net):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(w.L, 12)
+            self.classifier.weight = self.emb.weight  # tied: (L, 12) both
+
+    torch.manual_seed(0)
+    model = TiedNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = _trainer([LIPCallback(rank=2)], max_epochs=0)
+    with pytest.raises(ValueError, match=r"the classifier's weight is shared with 'emb.weight' \(tied parameters\)"):
+        trainer.fit(model, datamodule=w.Data())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_validation_batches_with_a_fixed_rank_are_refused_before_training():
+    model = w.Net()
+    trainer = _trainer([LIPCallback(rank=2, validation=[(torch.zeros(2, w.Q_IN), torch.zeros(2, dtype=torch.long))])])
+    with pytest.raises(OptionError, match=r"validation data is only used to choose rank='auto'"):
+        trainer.fit(model, datamodule=w.Data())
+    assert trainer.global_step == 0

@@ -31,7 +31,8 @@ from onnx_models import mlp_model
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "BAD_INPUTS.md")
 ERROR_OF_CODE = {2: errors.UsageError, 3: errors.ModelReadError, 4: errors.ClassifierNotFoundError,
-                 5: errors.UnsupportedWeightError, 6: errors.CalibrationError, 7: errors.OutputRefusedError}
+                 5: errors.UnsupportedWeightError, 6: errors.CalibrationError, 7: errors.OutputRefusedError,
+                 9: errors.WriteFailedError}
 
 
 class Unpickled:
@@ -128,9 +129,9 @@ CASES = [
     Case("data-missing", "external data file missing", ("denoise", "no_data.onnx", "--rank", "1"), 3,
          r"external data file 'no_data\.bin' not found", _den("no_data.onnx", rank=1)),
     Case("rank-too-big", "--rank above min(q, l)", ("denoise", "m.onnx", "--rank", "99"), 2,
-         r"k=99 is out of range: the classifier has min\(q, l\)=6 components", _den("m.onnx", rank=99)),
+         r"--rank 99 is out of range: the classifier has min\(q, l\)=6 components", _den("m.onnx", rank=99)),
     Case("rank-negative", "--rank negative", ("denoise", "m.onnx", "--rank", "-1"), 2,
-         r"k=-1 is out of range: k counts the components kept, it must be >= 0", _den("m.onnx", rank=-1)),
+         r"--rank -1 is out of range: --rank counts the components kept, it must be >= 0", _den("m.onnx", rank=-1)),
     Case("rank-zero-truncation", "--rank 0 without --calib", ("denoise", "m.onnx", "--rank", "0"), 2,
          r"--rank 0 without --calib would zero the classifier", _den("m.onnx", rank=0)),
     Case("rank-auto-no-calib", "--rank auto without --calib", ("denoise", "m.onnx", "--rank", "auto"), 2,
@@ -178,6 +179,12 @@ CASES = [
     Case("layer-unknown", "--layer names no linear layer", ("denoise", "m.onnx", "--rank", "1", "--layer", "nope"), 4,
          r"no Gemm/MatMul layer named 'nope'; linear layers with a constant weight: 'hidden' \(Gemm, W 5x12\), "
          r"'head' \(Gemm, W 12x6\)", _den("m.onnx", rank=1, layer="nope")),
+    Case("layer-hidden", "--layer names a hidden layer", ("denoise", "m.onnx", "--rank", "1", "--layer", "hidden"), 4,
+         r"layer 'hidden' does not produce the model's output \(other layers read its result\); LIP refits only "
+         r"the output layer: 'head' \(Gemm, W 12x6\)", _den("m.onnx", rank=1, layer="hidden")),
+    Case("confidence-fixed-rank", "--confidence with a fixed --rank (it would do nothing)",
+         ("denoise", "m.onnx", "--rank", "1", "--confidence", "0.9"), 2,
+         r"--confidence only act\(s\) when a candidate is chosen on held-out data", _den("m.onnx", rank=1, confidence=0.9)),
     Case("two-heads", "two classifier candidates, no --layer", ("denoise", "two_heads.onnx", "--rank", "1"), 4,
          r"2 classifier candidates; choose one with --layer NAME", _den("two_heads.onnx", rank=1)),
     Case("nan-weight", "NaN in the classifier weight", ("denoise", "nan_weight.onnx", "--rank", "1"), 5,
@@ -229,6 +236,10 @@ CASES = [
          r"output model outdir is a folder", _den("m.onnx", "outdir", rank=1, force=True)),
     Case("output-no-folder", "-o in a missing folder", ("denoise", "m.onnx", "--rank", "1", "-o", "nowhere/r.onnx"), 7,
          r"output model nowhere/r\.onnx: the folder .*nowhere does not exist", _den("m.onnx", "nowhere/r.onnx", rank=1)),
+    Case("output-device", "-o a character device, even with --force",
+         ("denoise", "m.onnx", "--rank", "1", "-o", "/dev/null", "--force"), 7,
+         r"output model /dev/null is a character device; only a regular file is ever replaced",
+         _den("m.onnx", "/dev/null", rank=1, force=True)),
     Case("report-is-output", "--report the output model", ("denoise", "m.onnx", "--rank", "1", "-o", "r.onnx", "--report", "r.onnx"), 7,
          r"--report r\.onnx is the same file as output model r\.onnx", _den("m.onnx", "r.onnx", rank=1, report="r.onnx")),
     Case("report-is-input-data", "--report the input's external data file",
@@ -334,8 +345,11 @@ def render_table(folder: str) -> str:
         "are made by `make_inputs` in that test (`m.onnx`: an MLP with input `x (n, 5)` and a `Gemm` head `W (12, 6)`;\n"
         "`m_dynamo.onnx`: the same with its weights in `m_dynamo.onnx.data`; `calib.npz`: 40 good samples). The test\n"
         "fails when this page and the messages disagree; `python tests/test_onnx_bad_inputs.py --write` rewrites it.\n"
-        "Exit codes: `lip-onnx -h`.\n\n"
-        "| bad input | command | exit | message |\n|---|---|---|---|\n")
+        "Exit 9 (the system refuses the write: a read-only folder, a full disk) cannot be made by a file here; it is\n"
+        "simulated in `tests/test_onnx_safety.py`. The exit codes (`lip-onnx -h`, `lip_agnostic.tools.errors`):\n\n"
+        "| exit | meaning |\n|---|---|\n"
+        + "".join(f"| {code} | {text} |\n" for code, text in errors.EXIT_CODES.items())
+        + "\n| bad input | command | exit | message |\n|---|---|---|---|\n")
     return head + "\n".join(rows) + "\n"
 
 

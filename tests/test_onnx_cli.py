@@ -44,7 +44,7 @@ def test_module_entry_point_denoises_and_prints_a_summary(model_file, tmp_path):
 
 @pytest.mark.parametrize("args, code, msg", [
     (["denoise", "MISSING.onnx", "--rank", "1"], 3, "model file not found"),
-    (["denoise", "{m}", "--rank", "99"], 2, "k=99 is out of range"),
+    (["denoise", "{m}", "--rank", "99"], 2, "--rank 99 is out of range"),
     (["denoise", "{m}", "--rank", "x"], 2, "expected an integer k or 'auto'"),
     (["denoise", "{m}", "--rank", "1", "--energy", "0.5"], 2, "not allowed with argument"),
     (["denoise", "{m}"], 2, "truncation needs --rank K or --energy F"),

@@ -92,7 +92,7 @@ def test_failed_validation_leaves_no_file(small, tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == before      # no output, no staging folder
 
 
-@pytest.mark.parametrize("rank, msg", [(7, r"k=7 is out of range.*\[1, 6\] \(0 only with --calib\)"), (-1, r"k=-1 is out of range"),
+@pytest.mark.parametrize("rank, msg", [(7, r"--rank 7 is out of range.*\[1, 6\] \(0 only with --calib\)"), (-1, r"--rank -1 is out of range"),
                                        (1.5, r"--energy must lie in \(0, 1\]"), (0.0, r"--energy must lie in"),
                                        ("auto", "--rank auto needs held-out data: give --calib"),
                                        (None, "truncation needs --rank K or --energy F"),

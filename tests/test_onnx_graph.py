@@ -60,8 +60,12 @@ def test_two_heads_are_ambiguous_and_listed_until_layer_is_given():
         select_classifier(loaded, "nope")
 
 
-def test_layer_can_pick_a_hidden_linear_layer():
-    c = select_classifier(load_model(mlp_model()[0]), "hidden")
+def test_a_hidden_linear_layer_is_refused_for_a_refit_and_readable_for_inspection():
+    loaded = load_model(mlp_model()[0])
+    with pytest.raises(ClassifierNotFoundError, match=r"layer 'hidden' does not produce the model's output.*"
+                                                      r"LIP refits only the output layer: 'head'"):
+        select_classifier(loaded, "hidden")
+    c = select_classifier(loaded, "hidden", output_only=False)  # inspect / compare only read it
     assert (c.q, c.l) == (5, 6)
 
 

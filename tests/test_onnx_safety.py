@@ -4,9 +4,13 @@ and renamed; options are checked before any file; concurrent runs never leave a 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
+import subprocess
+import sys
 import threading
 import time
 
@@ -167,10 +171,10 @@ def test_options_are_checked_before_the_output(inline, capsys):
     assert cli.main(["denoise", "m.onnx", "--rank", "2", "-q"]) == 0
     capsys.readouterr()
     cases = [(["--rank", "2", "--calib", "missing.npz"], 6, "calibration file not found"),
-             (["--rank", "-1"], 2, "k=-1 is out of range"),
+             (["--rank", "-1"], 2, "--rank -1 is out of range"),
              (["--energy", "1.5"], 2, "--energy must lie in (0, 1]"),
              (["--rank", "2", "--layer", "nope"], 4, "no Gemm/MatMul layer named 'nope'"),
-             (["--rank", "99"], 2, "k=99 is out of range"),
+             (["--rank", "99"], 2, "--rank 99 is out of range"),
              (["--rank", "2", "--min-gain", "-0.1"], 2, "--min-gain must be >= 0"),
              (["--rank", "2", "--batch-size", "0"], 2, "--batch-size must be positive"),
              (["--rank", "2", "--target-scale", "-3"], 2, "--target-scale must be positive"),
@@ -341,3 +345,151 @@ def test_help_documents_every_option_exit_codes_and_what_compare_compares(capsys
 def test_version(capsys):
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"lip-onnx (lip-agnostic) {lip.__version__}"
+
+
+# ----------------------------------------------------------------------------- targets that are not regular files, write errors
+def _cli(args):
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from lip_agnostic.tools import cli
+
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        code = cli.main([str(a) for a in args])
+    return code, err.getvalue()
+
+
+def _mlp_file(folder):
+    from lip_agnostic.tools.testing import mlp_model
+
+    path = os.path.join(folder, "m.onnx")
+    onnx.save(mlp_model()[0], path)
+    return path
+
+
+def test_a_fifo_target_is_refused_even_with_force(tmp_path):
+    m = _mlp_file(tmp_path)
+    fifo = tmp_path / "out.onnx"
+    os.mkfifo(fifo)
+    code, err = _cli(["denoise", m, "--rank", "1", "-o", fifo, "--force"])
+    assert code == 7 and "is a FIFO (named pipe); only a regular file is ever replaced" in err, err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_a_character_device_target_is_refused_even_with_force(tmp_path):
+    m = _mlp_file(tmp_path)
+    code, err = _cli(["denoise", m, "--rank", "1", "-o", "/dev/null", "--force"])
+    assert code == 7 and "/dev/null is a character device" in err, err
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_link_to_the_standard_output_is_refused_in_a_real_process(tmp_path):
+    m = _mlp_file(tmp_path)
+    link = tmp_path / "out.onnx"
+    os.symlink("/proc/self/fd/1", link)
+    proc = subprocess.run([sys.executable, "-m", "lip_agnostic.tools", "denoise", m, "--rank", "1", "-o", str(link),
+                           "--force"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 7, proc.stderr
+    assert "only a regular file is ever replaced" in proc.stderr and "Traceback" not in proc.stderr
+    assert os.path.islink(link) and os.readlink(link) == "/proc/self/fd/1"
+
+
+@pytest.mark.parametrize("err, words", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "read-only file system"),
+                                        (errno.EACCES, "no permission")])
+def test_a_write_the_system_refuses_is_one_line_exit_9_and_leaves_nothing(tmp_path, monkeypatch, err, words):
+    from lip_agnostic.tools import writer
+
+    m = _mlp_file(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+
+    def refuse(src, dst):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(writer, "_replace", refuse)
+    code, text = _cli(["denoise", m, "--rank", "1", "-o", tmp_path / "r.onnx", "--report", tmp_path / "r.json"])
+    assert code == 9 and "Traceback" not in text, text
+    assert text.count("\n") == 1 and words in text and "nothing was written" in text, text
+    assert sorted(os.listdir(tmp_path)) == before  # nothing partial left
+
+
+def test_a_full_disk_while_staging_is_exit_9(tmp_path, monkeypatch):
+    import tempfile
+
+    m = _mlp_file(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    code, text = _cli(["denoise", m, "--rank", "1", "-o", tmp_path / "r.onnx"])
+    assert code == 9 and "the disk is full" in text and sorted(os.listdir(tmp_path)) == before, text
+
+
+def test_a_bias_another_node_reads_is_never_refit(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lip_agnostic.tools import api
+    from lip_agnostic.tools.errors import UnsupportedWeightError
+
+    rng = np.random.default_rng(0)
+    W = numpy_helper.from_array(rng.normal(size=(5, 4)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.normal(size=(4,)).astype(np.float32), "b")
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["logits"], name="head"),
+             helper.make_node("Add", ["logits", "b"], ["shifted"], name="reader")]  # reads the bias too
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5])],
+                          [helper.make_tensor_value_info("shifted", TensorProto.FLOAT, ["n", 4])], [W, b])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(size=(200, 5)).astype(np.float32)
+    calib = {"x": x, "labels": rng.integers(0, 4, 200)}
+    with pytest.raises(UnsupportedWeightError, match=r"the refit changes bias 'b', which 1 other node\(s\) "
+                                                     r"\['reader'\] also read"):
+        api.denoise(model, rank=0, calib=calib, tail="full", ridge=1.0)
+    api.denoise(model, rank=2, calib=calib, tail="diagonal")  # the paper's refit leaves the bias alone
+
+
+@pytest.mark.parametrize("extra, flags", [(["--confidence", "0.9"], "--confidence"),
+                                          (["--min-gain", "0.01"], "--min-gain"),
+                                          (["--confidence", "0.9", "--min-gain", "0.01"], "--confidence and --min-gain")])
+def test_selection_options_with_a_fixed_rank_are_refused(tmp_path, extra, flags):
+    m = _mlp_file(tmp_path)
+    code, err = _cli(["denoise", m, "--rank", "1", *extra])
+    assert code == 2 and f"{flags} only act(s) when a candidate is chosen on held-out data" in err, err
+
+
+def test_fp16_calibration_values_that_overflow_say_so(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lip_agnostic.tools import api
+    from lip_agnostic.tools.errors import CalibrationError
+
+    rng = np.random.default_rng(0)
+    W = numpy_helper.from_array(rng.normal(size=(5, 4)).astype(np.float16), "W")
+    g = helper.make_graph([helper.make_node("Gemm", ["x", "W"], ["logits"], name="head")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["n", 5])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT16, ["n", 4])], [W])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    x[3, 2] = 1e6  # finite in float32, infinite in float16
+    with pytest.raises(CalibrationError, match=r"calibration array 'x' overflows float16, the dtype of model input "
+                                               r"'x': its values reach 1e\+06 but float16 holds at most 6.55e\+04"):
+        api.denoise(model, rank=2, calib={"x": x, "labels": rng.integers(0, 4, 40)})
+
+
+def test_a_fixed_rank_with_the_full_tail_unchanged_says_what_was_searched(tmp_path):
+    from lip_agnostic.tools import demo
+
+    folder = tmp_path / "d"
+    demo.save_inputs(str(folder))
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from lip_agnostic.tools import cli
+
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(io.StringIO()):
+        code = cli.main(["denoise", str(folder / "model.onnx"), "--calib", str(folder / "calib.npz"), "--tail", "full",
+                         "--rank", "3", "--confidence", "0.000001", "-o", str(tmp_path / "out2.onnx")])
+    said = out.getvalue()
+    assert code == 0 and "no ridge at k=3 beat the unchanged model" in said and "--rank K forces" not in said, said

@@ -199,3 +199,9 @@ def test_the_core_raises_typed_errors(rng):
         lip.lip_refine(W, X, y, 2, degenerate="drop")
     with pytest.raises(OptionTypeError, match=r"validation must be a pair \(X_val, Y_val\) of arrays; got ndarray"):
         lip.lip_refine(W, X, y, "auto", validation=X)
+
+
+def test_holdout_is_refused_where_nothing_is_chosen_on_held_out_data():
+    with pytest.raises(OptionError, match=r"^holdout=0.3 has no effect with rank=2: nothing is chosen on held-out data"):
+        LIPOptions(rank=2, holdout=0.3)
+    assert LIPOptions(rank=2, tail="full", holdout=0.3).holdout == 0.3  # the ridge is chosen on it

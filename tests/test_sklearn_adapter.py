@@ -134,7 +134,7 @@ def test_auto_holds_out_a_seeded_stratified_fraction():
     assert 90 <= ctx["n_holdout"] <= 110  # about 20 %, rounded per class
     assert a.lip_result_.selection.n_val == ctx["n_holdout"]
     np.testing.assert_array_equal(a.coef_, b.coef_)  # same seed, same split
-    assert not np.array_equal(a.estimator_.coef_, c.estimator_.coef_)  # another seed, another split
+    assert a.lip_result_.selection.base_score != c.lip_result_.selection.base_score  # another seed, another split
 
 
 def test_explicit_validation_trains_on_everything():
@@ -176,7 +176,8 @@ def test_a_failed_fit_leaves_the_previous_fit_bit_identical():
         (lambda: LIPClassifier(lip_options=[1]), "fit", OptionTypeError, "lip_options must be a dict"),
         (lambda: LIPClassifier(min_gain=float("nan")), "fit", OptionError, "min_gain must be a finite number"),
         (lambda: LIPClassifier(rank=50), "fit", RankOutOfRangeError, "50"),
-        (lambda: LIPClassifier(KNeighborsClassifier(), rank=1), "fit", OptionTypeError, "has no coef_"),
+        (lambda: LIPClassifier(KNeighborsClassifier(), rank=1), "fit", OptionTypeError,
+         "KNeighborsClassifier is not one \\(nothing was trained\\)"),
         (lambda: LIPClassifier(object()), "fit", OptionTypeError, "estimator must be a scikit-learn classifier"),
         (lambda: LIPClassifier(rank=1), "validation", OptionError, "only used to choose rank='auto'"),
         (lambda: LIPClassifier(), "bad_validation", OptionTypeError, r"validation must be a tuple \(X_val, y_val\)"),
@@ -217,3 +218,63 @@ def test_full_tail_beyond_the_paper_refits_the_intercept_too():
     # ridge="auto" chooses on held-out data, so validation is accepted with a fixed rank
     auto = LIPClassifier(RidgeClassifier(), rank=2, lip_options={"tail": "full"}).fit(X, y, validation=(Xv, yv))
     assert auto.lip_result_.context["validation"] == "given"
+
+
+def test_unchanged_means_the_estimator_fitted_on_every_row():
+    X, y = _data(n=400, seed=11)
+    plain = RidgeClassifier().fit(X, y)
+    clf = LIPClassifier(RidgeClassifier(), rank="auto", random_state=0, lip_options={"tail": "diagonal"},
+                        confidence=1e-9).fit(X, y)  # a guard nothing passes: nothing changes
+    assert not clf.lip_result_.changed and clf.lip_result_.context["refit_on_all_rows"]
+    np.testing.assert_array_equal(clf.estimator_.coef_, plain.coef_)
+    np.testing.assert_array_equal(clf.predict(X), plain.predict(X))
+
+
+def test_a_non_linear_estimator_is_refused_before_it_is_trained():
+    from sklearn.ensemble import RandomForestClassifier
+
+    class Counted(RandomForestClassifier):
+        fits = 0
+
+        def fit(self, X, y, sample_weight=None):
+            type(self).fits += 1
+            return super().fit(X, y, sample_weight)
+
+    X, y = _data(n=60, seed=12)
+    with pytest.raises(OptionTypeError, match=r"Counted is not one \(nothing was trained\)"):
+        LIPClassifier(Counted(n_estimators=3), rank=1).fit(X, y)
+    assert Counted.fits == 0
+
+
+@pytest.mark.parametrize("kw", [dict(confidence=0.9), dict(min_gain=0.01), dict(holdout=0.3)])
+def test_selection_parameters_with_a_fixed_rank_are_refused(kw):
+    X, y = _data(n=60, seed=13)
+    with pytest.raises(OptionError, match=rf"{next(iter(kw))} only act\(s\) when a candidate is chosen"):
+        LIPClassifier(RidgeClassifier(), rank=2, **kw).fit(X, y)
+
+
+def test_unsorted_classes_are_mapped_by_position_not_by_sorting():
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.linear_model import LogisticRegression
+
+    class Reordered(ClassifierMixin, BaseEstimator):
+        """A linear classifier that stores classes_ in its own (unsorted) order, rows of coef_ to match."""
+
+        coef_ = None
+
+        def fit(self, X, y):
+            inner = LogisticRegression(max_iter=500).fit(X, y)
+            order = np.arange(len(inner.classes_))[::-1]
+            self.classes_ = inner.classes_[order]
+            self.coef_, self.intercept_ = inner.coef_[order], inner.intercept_[order]
+            return self
+
+        def decision_function(self, X):
+            return X @ self.coef_.T + self.intercept_
+
+        def predict(self, X):
+            return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    X, y = _data(n=200, seed=14)
+    clf = LIPClassifier(Reordered(), rank=2).fit(X, y)
+    assert clf.lip_result_.k == 2 and list(clf.classes_) == sorted(set(y), reverse=True)

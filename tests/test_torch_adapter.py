@@ -14,6 +14,7 @@ from torch import nn  # noqa: E402
 
 from lip_agnostic import lip_refine, LIPResult, project_principal, refine_batches  # noqa: E402
 from lip_agnostic.adapters.torch import LIPHandle, LIPOptimizer, attach, finalize  # noqa: E402
+from lip_agnostic.errors import DataError, LIPError, OptionError, OptionTypeError  # noqa: E402
 
 BATCH = 64
 NOISE = 0.3
@@ -85,7 +86,7 @@ def test_finalize_writes_lip_refine_of_independently_computed_features(model, di
     assert not torch.equal(fc.weight, W0)
     assert torch.equal(fc.bias, b0)  # the bias is never rewritten
     assert report.k == 4 and report.n_fit == x.shape[0] == report.context["n_samples_local"]
-    assert report.context["bias"] == bias and report.context["n_batches"] == len(_batches(x, y))
+    assert report.context["bias_mode"] == bias and report.context["n_batches"] == len(_batches(x, y))
     assert report.to_dict()["summary"]["spectrum_before"] == pytest.approx(torch.linalg.svdvals(W0).tolist(), rel=1e-5)
     # float32 weights: singular values agree to rounding of the largest (|W| eps ~ 3e-7)
     assert report.to_dict()["summary"]["spectrum_after"] == pytest.approx(torch.linalg.svdvals(fc.weight).tolist(), rel=1e-5, abs=1e-6)
@@ -568,8 +569,8 @@ def test_nan_weights_are_rejected_up_front():
         (dict(rank=2, min_gain=float("nan")), ValueError, "min_gain must be a finite number"),
         (dict(rank="auto", confidence=95), ValueError, r"confidence must lie in \(0, 1\)"),
         (dict(rank="auto", holdout=0.0), ValueError, r"holdout must lie in \(0, 0.5\]"),
-        (dict(rank=2, k=3), ValueError, r"pass rank= only: k= is its deprecated old name; got both"),
-        (dict(rank=2, bias_mode="ignore", bias="fit"), ValueError, r"pass bias_mode= only: bias= is its deprecated"),
+        (dict(rank=2, k=3), TypeError, r"unknown LIP option 'k'"),
+        (dict(rank=2, bias_mode="ignore", bias="fit"), TypeError, r"'bias' is set by the PyTorch adapter"),
         (dict(rank=2, fit_bias=False), TypeError, r"'fit_bias' is set by the PyTorch adapter; pass bias_mode=\.\.\. instead"),
         (dict(rank=2, xp=np), TypeError, "'xp' is set by the PyTorch adapter"),
         (dict(rank=2, momentum=0.9), TypeError, "unknown LIP option 'momentum'"),
@@ -709,27 +710,161 @@ def test_model_discovery_errors():
     finalize(lone, [(torch.randn(8, 5), torch.zeros(8, dtype=torch.long))], model=a, rank=1, progress=False)
 
 
-def test_the_old_k_and_bias_keywords_and_dict_access_still_work_with_a_future_warning(digits):
+def test_old_spellings_are_refused_not_translated(digits):
+    # nothing was ever released: one spelling per option (k= and bias= meaning bias_mode are gone)
     x, y, _, _ = digits
-    new, old = _mlp(), _mlp()
-    old.load_state_dict(new.state_dict())
-    result = finalize(new[4], _batches(x, y), rank=3, bias_mode="ignore", progress=False)
-    with pytest.warns(FutureWarning, match=r"k= is deprecated; use rank="):
-        with pytest.warns(FutureWarning, match=r"bias= is deprecated; use bias_mode="):
-            legacy = finalize(old[4], _batches(x, y), k=3, bias="ignore", progress=False)
-    assert torch.equal(new[4].weight, old[4].weight) and legacy.k == result.k == 3
-    assert isinstance(result, LIPResult) and result.context["bias_mode"] == "ignore"
-    with pytest.warns(FutureWarning, match=r"result\['k'\] is deprecated: LIPResult is not a dict"):
-        assert legacy["k"] == 3
-    with pytest.warns(FutureWarning):
-        assert legacy["n_fit"] == x.shape[0] and legacy["bias"] == "ignore"
-    with pytest.warns(FutureWarning):
-        assert legacy["selection"] == legacy.to_dict()["selection"]
-    with pytest.raises(KeyError):
-        legacy["no such key"]
-    with pytest.warns(FutureWarning, match="k= is deprecated"):
-        opt = LIPOptimizer(torch.optim.SGD(new.parameters(), lr=0.1), new[4], k=2)
-    assert "rank=2" in repr(opt)
-    with pytest.warns(FutureWarning, match="bias= is deprecated"):
-        res = opt.finalize(_batches(x, y), bias="ignore", progress=False)
-    assert res.k == 2 and res.context["bias_mode"] == "ignore" and res.context["steps"] == 0
+    model = _mlp()
+    before = model[4].weight.detach().clone()
+    with pytest.raises(OptionTypeError, match=r"unknown LIP option 'k'"):
+        finalize(model[4], _batches(x, y), k=3, progress=False)
+    with pytest.raises(OptionTypeError, match=r"'bias' is set by the PyTorch adapter"):
+        finalize(model[4], _batches(x, y), rank=3, bias="ignore", progress=False)
+    finalize(model[4], _batches(x, y), rank=3, bias_mode="ignore", progress=False)
+    assert not torch.equal(model[4].weight, before)  # the spelled-right call runs
+
+
+# ----------------------------------------------------------------------------- the layer refit is the output layer
+def _data(q=8, n=40, l=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, q, generator=g), torch.randint(0, l, (n,), generator=g))]
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model, before):
+    return all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_hidden_layer_is_refused_and_nothing_changes():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    before = _weights(model)
+    with pytest.raises(DataError, match=r"the classifier '0' is a hidden layer: the model's output reaches it "
+                                        r"through Addmm.*its last Linear layer is '2'"):
+        finalize(model[0], _data(), rank=2, progress=False)
+    assert _unchanged(model, before)
+    # the explicit escape hatch, named as such, for a multi-head model's head
+    finalize(model[0], _data(), rank=2, progress=False, allow_hidden_layer=True)
+    assert not torch.equal(model[0].weight, before["0.weight"])
+
+
+@pytest.mark.parametrize("tail", [nn.Softmax(dim=1), nn.LogSoftmax(dim=1), nn.Sigmoid(), nn.Identity()])
+def test_the_output_layer_passes_through_element_wise_ops(tail):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4), tail)
+    before = model[2].weight.detach().clone()
+    finalize(model[2], _data(), rank=2, progress=False)
+    assert not torch.equal(model[2].weight, before)
+
+
+def test_an_unused_layer_is_refused():
+    torch.manual_seed(0)
+
+    class Aux(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head, self.aux = nn.Linear(8, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            h = self.body(x)
+            self.aux(h)  # computed, not returned
+            return self.head(h)
+
+    model = Aux()
+    before = _weights(model)
+    with pytest.raises(DataError, match=r"the model's output does not depend on the classifier 'aux'"):
+        finalize(model.aux, _data(), rank=2, progress=False)
+    assert _unchanged(model, before)
+
+
+def test_a_head_tied_to_an_embedding_is_refused():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(6, 8)
+            self.body = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 6, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    model = Tied()
+    before = _weights(model)
+    with pytest.raises(DataError, match=r"the classifier's weight is shared with 'emb.weight' \(tied parameters\)"):
+        finalize(model.head, _data(l=6), rank=2, progress=False)
+    assert _unchanged(model, before)
+
+
+def test_a_meta_device_weight_is_refused():
+    with torch.device("meta"):
+        layer = nn.Linear(8, 4)
+    with pytest.raises(DataError, match=r"classifier.weight is on the meta device"):
+        finalize(layer, _data(), model=layer, rank=2, progress=False)
+
+
+def test_a_model_also_held_by_a_container_asks_for_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    keep = nn.ModuleList([model, nn.Linear(2, 2)])  # noqa: F841 - a live container holding the model
+    before = _weights(model)
+    with pytest.raises(DataError, match=r"outermost module holding the classifier is a ModuleList.*pass model="):
+        finalize(model[2], _data(), rank=2, progress=False)
+    assert _unchanged(model, before)
+    finalize(model[2], _data(), model=model, rank=2, progress=False)
+
+
+@pytest.mark.parametrize("kw", [dict(confidence=0.9), dict(min_gain=0.01), dict(holdout=0.5)])
+def test_selection_options_with_a_fixed_rank_are_refused(kw):
+    model = _mlp()
+    before = _weights(model)
+    with pytest.raises(OptionError, match=rf"{next(iter(kw))} only act\(s\) when a candidate is chosen"):
+        finalize(model[4], _data(q=64, l=10), rank=3, progress=False, **kw)
+    assert _unchanged(model, before)
+
+
+def test_a_failed_optimizer_load_leaves_the_step_counter_alone():
+    model = _mlp()
+    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model[4], rank=2)
+    sd = opt.state_dict()
+    sd["lip"] = {"version": 1, "steps": 7, "projections": 0}
+    sd["param_groups"] = sd["param_groups"] * 2  # the base refuses: two groups for one
+    with pytest.raises(DataError, match=r"the base optimizer refused the state dict"):
+        opt.load_state_dict(sd)
+    assert opt.lip_steps == 0
+
+
+def test_selection_options_with_a_fixed_rank_fail_at_construction():
+    model = _mlp()
+    with pytest.raises(OptionError, match=r"confidence only act\(s\) when a candidate is chosen"):
+        LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model[4], rank=3, confidence=0.9)
+
+
+def test_concatenated_heads_are_output_layers():
+    torch.manual_seed(0)
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 2), nn.Linear(16, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.body(x))
+            return torch.cat([self.a(h), self.b(h)], dim=1)
+
+    model = TwoHeads()
+    before = model.a.weight.detach().clone()
+    finalize(model.a, [(torch.randn(40, 8), torch.randint(0, 2, (40,)))], rank=1, progress=False)
+    assert not torch.equal(model.a.weight, before)
+
+
+def test_numpy_batches_reach_the_model_as_tensors():
+    model = _mlp()
+    x, y = torch.randn(30, 64), torch.randint(0, 10, (30,))
+    ref = _mlp()
+    ref.load_state_dict(model.state_dict())
+    finalize(model[4], [(x.numpy(), y.numpy())], rank=3, progress=False)
+    finalize(ref[4], [(x, y)], rank=3, progress=False)
+    assert torch.equal(model[4].weight, ref[4].weight)

@@ -201,7 +201,7 @@ def test_causal_lm_head_shifts_labels_and_refuses_tied_embeddings(tmp_path):
     tied = GPT2LMHeadModel(GPT2Config(**cfg))
     before = {k: v.clone() for k, v in tied.state_dict().items()}
     trainer = Trainer(model=tied, args=_args(tmp_path), train_dataset=rows, callbacks=[LIPCallback(rank=4)])
-    with pytest.raises(ValueError, match="shares its weight with 'transformer.wte.weight'"):
+    with pytest.raises(ValueError, match="weight is shared with 'transformer.wte.weight'"):
         trainer.train()
     assert trainer.state.global_step == 0  # refused before training
     assert all(torch.equal(before[k], v) for k, v in tied.state_dict().items())
@@ -294,3 +294,14 @@ def test_bad_options_for_this_model_fail_before_training(tmp_path, kwargs, error
 def test_attach_needs_a_trainer():
     with pytest.raises(OptionTypeError, match="trainer must be a transformers.Trainer; got object"):
         attach(object())
+
+
+def test_a_hidden_head_such_as_the_pooler_is_refused_and_nothing_changes(tmp_path):
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(_bert_config(num_labels=3))
+    snap = Snapshot("bert.pooler.dense")
+    trainer = Trainer(model=model, args=_args(tmp_path), train_dataset=_seq_data(32, 1),
+                      callbacks=[snap, LIPCallback(rank=1, head="bert.pooler.dense")])
+    with pytest.raises(ValueError, match=r"the classifier 'bert.pooler.dense' is a hidden layer.*Addmm"):
+        trainer.train()
+    assert model.bert.pooler.dense.weight.detach().numpy().tobytes() == snap.weight.numpy().tobytes()

@@ -18,13 +18,14 @@ import onnx
 
 import lip_agnostic as lip
 from lip_agnostic.errors import LIPError, NonFiniteError, OptionError, RankOutOfRangeError
-from lip_agnostic.full_tail import chooses_on_validation
+from lip_agnostic.adapters import _face
 from lip_agnostic.options import parse_rank
 from lip_agnostic.lowrank import low_rank_blocks, truncate_top
 
 from .calibrate import CalibrationData, feature_batches, load_calibration
 from .errors import CalibrationError, UnsupportedWeightError, UsageError
-from .graph import Classifier, classifier_candidates, find_linear_layers, read_bias, read_weight, select_classifier, weight_tensor
+from .graph import (Classifier, classifier_candidates, find_linear_layers, read_bias, read_weight, select_classifier,
+                    shared_bias_users, weight_tensor)
 from .model_io import LoadedModel, iter_tensors, load_model, read_tensor, tensor_nbytes
 from .runtime import Session
 from .validate import check_model_file, compare_outputs, random_inputs
@@ -66,7 +67,7 @@ def _check_rank(rank: Any, calib: bool) -> Any:
     try:
         rank = parse_rank(rank, name="rank")
     except RankOutOfRangeError as exc:
-        raise UsageError(f"k={exc.rank} is out of range: k counts the components kept, it must be >= 0") from None
+        raise UsageError(f"--rank {exc.rank} is out of range: --rank counts the components kept, it must be >= 0") from None
     except OptionError as exc:
         if isinstance(rank, (float, np.floating)):
             raise UsageError(f"--energy must lie in (0, 1]; got {rank}") from None
@@ -83,7 +84,7 @@ def _check_rank(rank: Any, calib: bool) -> Any:
 def _check_rank_range(rank: Any, m: int, calib: bool) -> Any:
     if isinstance(rank, int) and rank > m:
         where = f"[0, {m}]" if calib else f"[1, {m}] (0 only with --calib)"
-        raise UsageError(f"k={rank} is out of range: the classifier has min(q, l)={m} components, k must lie in {where}")
+        raise UsageError(f"--rank {rank} is out of range: the classifier has min(q, l)={m} components, --rank must lie in {where}")
     return rank
 
 
@@ -146,6 +147,13 @@ def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFA
             ridge = _finite_number(ridge, "--ridge")
             if ridge < 0:
                 raise UsageError(f"--ridge must be 'auto' or a number >= 0; got {ridge}")
+    unused = [flag for flag, given in (("--confidence", confidence != lip.DEFAULT_CONFIDENCE),
+                                       ("--min-gain", min_gain != 0.0)) if given]
+    if unused and not _face.chooses(rank, {"tail": tail, "ridge": ridge}):
+        # the faces' rule (lip_agnostic.adapters._face.check_selection_use): never silently ignored
+        raise UsageError(f"{' and '.join(unused)} only act(s) when a candidate is chosen on held-out data "
+                         f"(--rank auto, or --tail full --ridge auto); got --rank {rank}: drop "
+                         f"{'it' if len(unused) == 1 else 'them'}")
     if tail == "full" and calib is None:
         raise UsageError("--tail full refits the classifier against labels: it needs --calib DATA.npz")
     if ridge is not None and calib is None:
@@ -237,7 +245,7 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
         session = Session(loaded, [c.input_name])
         batches = feature_batches(session, c, cal.inputs, cal.labels, batch_size, progress=progress)
         val = None
-        if cal.val_inputs is not None and chooses_on_validation(rank, tail, ridge):
+        if cal.val_inputs is not None and _face.chooses(rank, {"tail": tail, "ridge": ridge}):
             val = feature_batches(session, c, cal.val_inputs, cal.val_labels, batch_size, progress=progress,
                                   desc="held-out")
         try:
@@ -257,7 +265,8 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
                                  "labels": "integer" if cal.labels.ndim == 1 else "target matrix",
                                  "bias_refit": res.bias is not None}
         report["tail"], report["beyond_paper"] = res.tail, res.tail != "diagonal"
-        if chooses_on_validation(rank, tail, ridge):
+        report["rank"]["asked"] = rank  # what --rank said: a fixed k with --tail full searches only the ridge
+        if _face.chooses(rank, {"tail": tail, "ridge": ridge}):
             report["rank"]["metric"] = _metric(cal)
             report["rank"]["held_out"] = _held_out_text(res.selection)
         value = to_stored(np.asarray(res.weight), c.layout, c.alpha, dtype, c.weight.name)
@@ -271,6 +280,11 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
 def _bias_value(loaded: LoadedModel, c: Classifier, b: np.ndarray) -> tuple[int, np.ndarray]:
     """``(tensor index, stored value)`` of the refit bias ``b (l,)`` (``tail="full"``): ``C = b / beta``
     for ``Gemm``, in the stored shape and dtype."""
+    users = shared_bias_users(loaded, c)
+    if users:
+        raise UnsupportedWeightError(f"the refit changes bias {c.bias.name!r}, which {len(users)} other node(s) "
+                                     f"{users} also read: their outputs would change too; refused "
+                                     "(--bias-mode ignore or --tail diagonal leave the bias alone)")
     tensor = weight_tensor(loaded, c.bias)
     stored = np.asarray(read_tensor(tensor, loaded.base_dir))
     beta = c.beta if c.op_type == "Gemm" else 1.0
@@ -313,6 +327,11 @@ def _outcome(report: dict) -> str:
                   else f"{len(rk['ks']) - 1} ranks")
         guard = (f"one-sided sign test, confidence {conf:g}, Bonferroni over {tested}; "
                  if conf is not None else "no significance test (--confidence none); ")
+        asked = rk.get("asked", "auto")
+        if asked != "auto":  # --rank K --tail full: only the ridge was searched
+            return (f"unchanged: no ridge at k={asked} beat the unchanged model's {rk['metric']} "
+                    f"({rk['base_score']:.4f}) significantly ({guard}--min-gain {rk['extra'].get('min_gain', 0.0):g}) "
+                    f"on {rk['held_out']}, so the weights are the input's; --ridge R forces a change")
         return (f"unchanged: no k < {rk['m']} beat the unchanged model's {rk['metric']} ({rk['base_score']:.4f}) "
                 f"significantly ({guard}--min-gain {rk['extra'].get('min_gain', 0.0):g}) on {rk['held_out']}, "
                 "so the weights are the input's; --rank K forces a change")
@@ -533,7 +552,7 @@ def inspect(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, layer: s
     """
     loaded = load_model(model)
     if layer is not None:
-        cands, quantized = [select_classifier(loaded, layer)], []
+        cands, quantized = [select_classifier(loaded, layer, output_only=False)], []
     else:
         cands, quantized = classifier_candidates(loaded)
     out = {"model": model if isinstance(model, (str, os.PathLike)) else "<in memory>",
@@ -567,7 +586,7 @@ def compare(model_a: Any, model_b: Any, /, *, layer_a: str | None = None, layer_
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise UsageError(f"--k must be a positive integer (a rank to compare); got {k!r}")
     la, lb = load_model(model_a), load_model(model_b)
-    ca, cb = select_classifier(la, layer_a), select_classifier(lb, layer_b)
+    ca, cb = select_classifier(la, layer_a, output_only=False), select_classifier(lb, layer_b, output_only=False)
     if ca.l != cb.l:
         raise UsageError(f"the classifiers have different numbers of classes: {ca.l} and {cb.l}")
     Wa, Wb = _weight_f(la, ca), _weight_f(lb, cb)

@@ -86,7 +86,14 @@ def _check_input(name: str, key: str, arr: np.ndarray, vi: onnx.ValueInfoProto) 
         raise CalibrationError(f"calibration array {key!r} is empty")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise CalibrationError(f"calibration array {key!r} contains NaN/Inf")
-    return arr.astype(want, copy=False)
+    cast = arr.astype(want, copy=False)
+    if cast.dtype.kind == "f" and cast is not arr and not np.all(np.isfinite(cast)):
+        # finite in the file, infinite in the model's dtype (float32 values above float16's 65504)
+        raise CalibrationError(
+            f"calibration array {key!r} overflows {want.name}, the dtype of model input {name!r}: its values reach "
+            f"{float(np.max(np.abs(arr))):.4g} but {want.name} holds at most {float(np.finfo(want).max):.4g}; "
+            "scale the inputs as the model expects them")
+    return cast
 
 
 def _dims_text(dims) -> str:
@@ -174,7 +181,7 @@ def load_calibration(source: "str | os.PathLike | Mapping[str, np.ndarray]", loa
             if arr.dtype.kind == "O":
                 raise CalibrationError(f"calibration array {key!r} is an object array; refused (store numeric arrays)")
     else:
-        raise TypeError(f"calibration data must be a path or a mapping of arrays; got {type(source).__name__}")
+        raise CalibrationError(f"calibration data must be a path or a mapping of arrays; got {type(source).__name__}")
     ins = {v.name: v for v in graph_inputs(loaded)}
     expected = sorted(ins) + [LABELS]
     allowed = set(expected) | {VAL_PREFIX + k for k in expected}
@@ -246,5 +253,10 @@ def feature_batches(session: Session, classifier: Classifier, inputs: Mapping[st
             raise CalibrationError(f"the classifier input {name!r} has {X.shape[1]} features, the weight expects q={classifier.q}")
         if X.dtype != np.float64 and X.dtype != np.float32:
             X = X.astype(np.float32)
+        if not np.all(np.isfinite(X)):
+            raise CalibrationError(
+                f"the classifier input {name!r}, computed by the model from finite calibration data, holds "
+                f"{int(X.size - np.count_nonzero(np.isfinite(X)))} NaN/Inf value(s) in a batch (an overflow inside the "
+                "model, e.g. float16 activations?); LIP needs finite features")
         yield X, labels[start:start + n_b]
         start += n_b

@@ -20,7 +20,9 @@ Exit codes
       to, the input model, one of its external data files, or another
       output of the same run)
 8     the output model failed validation (nothing was written)
-9     ``denoise --exit-code`` only: the weights were left unchanged
+9     the output could not be written (read-only folder, disk full,
+      permission denied; nothing partial is left)
+10    ``denoise --exit-code`` only: the weights were left unchanged
       (the output is written, as with exit 0)
 130   interrupted (Ctrl-C)
 ====  ==============================================================
@@ -39,11 +41,14 @@ __all__ = [
     "CalibrationError",
     "OutputRefusedError",
     "ValidationFailedError",
+    "WriteFailedError",
 ]
 
+from lip_agnostic.errors import LIPError
 
-class LipOnnxError(Exception):
-    """Base class: a user-facing error with a message and an exit code."""
+
+class LipOnnxError(LIPError):
+    """Base class: a user-facing error with a message and an exit code (a :class:`LIPError`)."""
 
     exit_code: int = 1
 
@@ -90,8 +95,14 @@ class ValidationFailedError(LipOnnxError, RuntimeError):
     exit_code = 8
 
 
+class WriteFailedError(LipOnnxError, OSError):
+    """The output could not be written: read-only folder, full disk, no permission (exit 9)."""
+
+    exit_code = 9
+
+
 #: Exit status of ``denoise --exit-code`` when the weights were left unchanged (not an error).
-UNCHANGED_EXIT = 9
+UNCHANGED_EXIT = 10
 
 #: Exit code -> meaning (the table above, for ``--help`` and the docs).
 EXIT_CODES = {
@@ -104,6 +115,7 @@ EXIT_CODES = {
     6: "calibration data do not match the model",
     7: "output refused (exists without --force; is the input, its data, or another output of the run)",
     8: "output model failed validation (nothing written)",
-    9: "denoise --exit-code only: the weights were left unchanged (the output is still written)",
+    9: "output could not be written (read-only folder, disk full; nothing partial left)",
+    10: "denoise --exit-code only: the weights were left unchanged (the output is still written)",
     130: "interrupted",
 }

@@ -288,9 +288,17 @@ def classifier_candidates(loaded: LoadedModel) -> tuple[list[Classifier], list[s
     Returns ``(candidates, quantized)``: the float candidates, and a
     description of each quantized linear op found last on a path instead.
     """
+    found, quantized, _ = _last_linear(loaded)
+    return [found[i] for i in sorted(found)], quantized
+
+
+def _last_linear(loaded: LoadedModel) -> tuple[dict[int, Classifier], list[str], set[int]]:
+    """The walk back from the graph outputs: float candidates by node index, the quantized ones
+    described, and the index of every linear node met last on some path (float or quantized)."""
     g = _Graph(loaded)
     found: dict[int, Classifier] = {}
     quantized: list[str] = []
+    last: set[int] = set()
     seen: set[str] = set()
     stack = list(g.outputs)
     while stack:
@@ -304,26 +312,31 @@ def classifier_candidates(loaded: LoadedModel) -> tuple[list[Classifier], list[s
         node = g.graph.node[i]
         if node.op_type in QUANTIZED_OPS and node.op_type != "QuantizeLinear":
             quantized.append(f"{node.name or node.output[0]} ({node.op_type})")
+            last.add(i)
             continue
         c = _linear(g, i)
         if c is not None:
+            last.add(i)
             if any(op in QUANTIZED_OPS for op in c.weight.via) or c.weight.dtype in ("int8", "uint8", "int4", "uint4"):
                 quantized.append(f"{c.label} ({c.op_type} on {c.weight.dtype} weight {c.weight.name!r} via {list(c.weight.via)})")
             else:
                 found[i] = c
             continue
         stack.extend(n for n in node.input if n)
-    return [found[i] for i in sorted(found)], quantized
+    return found, quantized, last
 
 
-def select_classifier(loaded: LoadedModel, layer: str | None = None) -> Classifier:
+def select_classifier(loaded: LoadedModel, layer: str | None = None, *, output_only: bool = True) -> Classifier:
     """The classifier to refine, checked for what LIP can handle.
 
     Steps
     -----
     1. ``layer`` given: the linear layer whose node name, weight name or
        output name equals it; else the unique candidate of
-       :func:`classifier_candidates`.
+       :func:`classifier_candidates`. With ``output_only`` (what ``denoise``
+       uses) a named layer must be one of those candidates, a layer whose
+       result reaches a graph output through no other linear layer: a hidden
+       ``Gemm`` is refused (``inspect`` and ``compare`` only read, and may name one).
     2. Refuse quantized weights, weights shared with other nodes, and
        non-float weights.
 
@@ -343,6 +356,14 @@ def select_classifier(loaded: LoadedModel, layer: str | None = None) -> Classifi
         if len(match) > 1:
             raise ClassifierNotFoundError(f"--layer {layer!r} matches {len(match)} layers; use a node name")
         chosen = match[0]
+        found, _, last = _last_linear(loaded)
+        outputs = [found[i] for i in sorted(found)]
+        if output_only and chosen.node_index not in last:
+            # a hidden layer: refitting it against the labels rewrites what the layers after it read
+            named = ", ".join(c.brief() for c in outputs) or "(none found)"
+            raise ClassifierNotFoundError(
+                f"layer {chosen.label!r} does not produce the model's output (other layers read its result); "
+                f"LIP refits only the output layer: {named}")
         if any(op in QUANTIZED_OPS for op in chosen.weight.via):
             raise UnsupportedWeightError(f"layer {chosen.label!r} has a quantized weight (via {list(chosen.weight.via)}); LIP needs float weights")
     else:
@@ -382,10 +403,33 @@ def select_classifier(loaded: LoadedModel, layer: str | None = None) -> Classifi
     return chosen
 
 
+def shared_bias_users(loaded: LoadedModel, c: Classifier) -> list[str]:
+    """Nodes other than the classifier's own that read its bias (empty when it has none or owns it)."""
+    if c.bias is None:
+        return []
+    g = _Graph(loaded)
+    node = g.graph.node[c.node_index]
+    if c.bias_node is None:
+        start, own = node.input[2], c.node_index
+    else:
+        add = g.producer[c.output_name]
+        start, own = next(n for n in g.graph.node[add].input if n != node.output[0]), add
+    users: list[str] = []
+    for link in _chain(g, start, len(c.bias.via)):
+        users += [g.graph.node[u].name or g.graph.node[u].output[0] for u in g.consumers.get(link, []) if u != own]
+        own = g.producer.get(link, -1)
+    return users
+
+
 def _weight_chain(g: _Graph, c: Classifier) -> list[str]:
     """Tensor names from the classifier's weight input back to the stored tensor."""
-    names, cur = [], g.graph.node[c.node_index].input[1]
-    for _ in range(len(c.weight.via) + 1):
+    return _chain(g, g.graph.node[c.node_index].input[1], len(c.weight.via))
+
+
+def _chain(g: _Graph, cur: str, hops: int) -> list[str]:
+    """Tensor names from ``cur`` back through ``hops`` pass-through nodes to the stored tensor."""
+    names = []
+    for _ in range(hops + 1):
         names.append(cur)
         i = g.producer.get(cur)
         if i is None or g.graph.node[i].op_type == "Constant":
@@ -429,4 +473,4 @@ def read_bias(loaded: LoadedModel, c: Classifier) -> np.ndarray | None:
     return np.ascontiguousarray(b)
 
 
-__all__ += ["weight_tensor", "read_weight", "read_bias"]
+__all__ += ["weight_tensor", "read_weight", "read_bias", "shared_bias_users"]

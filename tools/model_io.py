@@ -170,7 +170,7 @@ def load_model(source: "str | os.PathLike | onnx.ModelProto | bytes") -> LoadedM
             raise ModelReadError(f"{path} is not a readable ONNX model (truncated, or not ONNX: the protobuf does not parse)") from None
         base_dir = os.path.dirname(os.path.abspath(path))
     else:
-        raise TypeError(f"model must be a path, bytes or onnx.ModelProto; got {type(source).__name__}")
+        raise ModelReadError(f"model must be a path, bytes or onnx.ModelProto; got {type(source).__name__}")
     name = path or "the model"
     if not model.HasField("graph") or len(model.graph.node) == 0:
         raise ModelReadError(f"{name} is not an ONNX model with a graph (no nodes found)")

@@ -10,14 +10,20 @@ moved into place with ``os.replace`` (atomic on one file system) by
 :func:`commit_files`, under an exclusive lock on the output folder so that
 two concurrent runs commit one after the other (a model never ends up with
 another run's data file). A failure at any step removes what was staged: no
-partial file is ever left, and the input is never opened for writing.
+partial file is ever left, and the input is never opened for writing. An
+existing target that is not a regular file (a FIFO, a device, a socket, or a
+symlink to one such as ``/proc/self/fd/1``) is refused even with ``force``; a
+write the system refuses (read-only folder, full disk, no permission) is one
+:class:`WriteFailedError` (exit 9), never a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -26,7 +32,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from .errors import OutputRefusedError, UnsupportedWeightError
+from .errors import LipOnnxError, OutputRefusedError, UnsupportedWeightError, WriteFailedError
 from .model_io import LoadedModel, external_info, iter_tensors, tensor_nbytes
 
 __all__ = ["write_bytes_atomic", "BlockSource", "StagedModel", "default_output", "check_output_path", "check_outputs",
@@ -101,6 +107,34 @@ def uses_external_output(loaded: LoadedModel) -> bool:
     return loaded.uses_external_data or _total_bytes(loaded.model) > INLINE_LIMIT
 
 
+@contextlib.contextmanager
+def writing(path: str) -> Iterator[None]:
+    """Turn an ``OSError`` of the system (read-only folder, full disk, no
+    permission) while writing ``path`` into one :class:`WriteFailedError` line."""
+    try:
+        yield
+    except LipOnnxError:
+        raise
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        hint = {errno.ENOSPC: " (the disk is full)", errno.EROFS: " (read-only file system)",
+                errno.EACCES: " (no permission to write in that folder)"}.get(exc.errno, "")
+        raise WriteFailedError(f"could not write {path}: {why}{hint}; nothing was written") from None
+
+
+def _special_target(path: str) -> str | None:
+    """What an existing non-regular target is (``"a FIFO"``...), or None for a regular file / no file."""
+    try:
+        st = os.stat(path)  # follows symlinks: a link to /proc/self/fd/1 is judged by what it points to
+    except OSError:
+        return None
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(st.st_mode):
+            return name
+    return None if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) else "not a regular file"
+
+
 def same_file(a: str, b: str) -> bool:
     """Whether two paths name one file: equal after resolving ``.``/``..`` and
     symlinks (``os.path.realpath``), or, both existing, one inode on one device
@@ -146,6 +180,11 @@ def check_outputs(outputs: "list[tuple[str, str]]", protected: "list[tuple[str, 
             raise OutputRefusedError(f"{what} {path}: the folder {folder} does not exist")
         if os.path.isdir(path):
             raise OutputRefusedError(f"{what} {path} is a folder")
+        special = _special_target(path)
+        if special is not None:
+            link = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
+            raise OutputRefusedError(f"{what} {path} is {special}{link}; only a regular file is ever replaced, "
+                                     "--force or not: choose another path")
         for pwhat, ppath in protected:
             if same_file(path, ppath):
                 raise OutputRefusedError(f"{what} {path} would overwrite {pwhat} ({ppath}); the input is never "
@@ -210,7 +249,8 @@ def commit_files(moves: "list[tuple[str, str]]", force: bool) -> None:
                     raise OutputRefusedError(f"output {dst} appeared while this run was working (another run?); "
                                              "pass --force to overwrite it")
         for src, dst in moves:
-            _replace(src, dst)
+            with writing(dst):
+                _replace(src, dst)
 
 
 def stage_bytes(path: str, data: bytes) -> str:
@@ -218,13 +258,15 @@ def stage_bytes(path: str, data: bytes) -> str:
     file system, so :func:`commit_files` renames it atomically); return its path."""
     folder = os.path.dirname(os.path.abspath(path))
     suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".lip-onnx-", suffix=suffix, dir=folder)
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(prefix=".lip-onnx-", suffix=suffix, dir=folder)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        with writing(path):
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -301,38 +343,40 @@ def stage_model(
     if external is None:
         external = loaded.uses_external_data or _total_bytes(loaded.model) > INLINE_LIMIT
     folder = os.path.dirname(os.path.abspath(out_path)) or "."
-    staging = tempfile.mkdtemp(prefix=".lip-onnx-", dir=folder)
+    with writing(out_path):
+        staging = tempfile.mkdtemp(prefix=".lip-onnx-", dir=folder)
     staged = StagedModel(out_path=out_path, staging=staging)
     try:
-        if external:
-            data_name = _data_name(out_path)
-            with open(os.path.join(staging, data_name), "wb") as fh:
-                staged.files.append(data_name)
+        with writing(out_path):
+            if external:
+                data_name = _data_name(out_path)
+                with open(os.path.join(staging, data_name), "wb") as fh:
+                    staged.files.append(data_name)
+                    for idx, (src, dst) in enumerate(zip(originals, copies)):
+                        new = replacements.get(idx)
+                        nbytes = tensor_nbytes(src)
+                        if nbytes < EXTERNAL_THRESHOLD and src.data_location != TensorProto.EXTERNAL:
+                            if new is not None:
+                                _set_inline(dst, new)
+                            continue
+                        pad = (-fh.tell()) % 64
+                        fh.write(b"\0" * pad)
+                        offset = fh.tell()
+                        if new is not None:
+                            _write_value(fh, new)
+                        elif src.data_location == TensorProto.EXTERNAL:
+                            _copy_range(fh, *external_info(src, loaded.base_dir))
+                        else:
+                            fh.write(_inline_bytes(src))
+                        _set_external(dst, data_name, offset, fh.tell() - offset)
+            else:
                 for idx, (src, dst) in enumerate(zip(originals, copies)):
                     new = replacements.get(idx)
-                    nbytes = tensor_nbytes(src)
-                    if nbytes < EXTERNAL_THRESHOLD and src.data_location != TensorProto.EXTERNAL:
-                        if new is not None:
-                            _set_inline(dst, new)
-                        continue
-                    pad = (-fh.tell()) % 64
-                    fh.write(b"\0" * pad)
-                    offset = fh.tell()
                     if new is not None:
-                        _write_value(fh, new)
-                    elif src.data_location == TensorProto.EXTERNAL:
-                        _copy_range(fh, *external_info(src, loaded.base_dir))
-                    else:
-                        fh.write(_inline_bytes(src))
-                    _set_external(dst, data_name, offset, fh.tell() - offset)
-        else:
-            for idx, (src, dst) in enumerate(zip(originals, copies)):
-                new = replacements.get(idx)
-                if new is not None:
-                    _set_inline(dst, new)
-        with open(staged.staged_model, "wb") as fh:
-            fh.write(model.SerializeToString())
-        staged.files.append(os.path.basename(out_path))
+                        _set_inline(dst, new)
+            with open(staged.staged_model, "wb") as fh:
+                fh.write(model.SerializeToString())
+            staged.files.append(os.path.basename(out_path))
     except BaseException:
         staged.discard()
         raise

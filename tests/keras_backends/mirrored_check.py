@@ -61,17 +61,19 @@ def main() -> None:
     out = {"replicas": int(strategy.num_replicas_in_sync)}
     for k in (4, "auto"):
         rec = AtTrainEnd()
-        lip = LIPCallback(data=(x, y), rank=k, validation=(xv, yv))
+        val = (xv, yv) if k == "auto" else None  # held-out data only where a rank is chosen (else refused)
+        lip = LIPCallback(data=(x, y), rank=k, validation=val)
         model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[rec, lip])
         got = model.get_layer("classifier").kernel.numpy()
         W = rec.weights
         feats = lambda a: np.maximum(a @ W[0] + W[1], 0.0).astype(np.float32)  # noqa: E731
-        ref = refine_batches(W[2], [(feats(x), y)], rank=k, validation=[(feats(xv), yv)], bias=W[3])
+        ref = refine_batches(W[2], [(feats(x), y)], rank=k, validation=None if val is None else [(feats(xv), yv)],
+                             bias=W[3])
         direct = ref.weight
         direct_b = W[3] if ref.bias is None else ref.bias
         plain = build()
         plain.set_weights(W)
-        res = refine_model(plain, (x, y), rank=k, validation=(xv, yv))
+        res = refine_model(plain, (x, y), rank=k, validation=val)
         out[str(k)] = {
             "k": lip.report["selection"]["k"],
             "k_plain": res.selection.k,
