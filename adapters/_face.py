@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from lip_agnostic.errors import OptionError, OptionTypeError
+from lip_agnostic.options import LIPOptions, SELECTION_DEFAULTS, check_option_names, face_reserved, inert_options
 
 __all__ = [
     "HEAD_NAMES",
@@ -40,8 +41,8 @@ __all__ = [
     "log_entry",
 ]
 
-#: Options that only act when candidates are scored on held-out data.
-SELECTION_OPTIONS = ("confidence", "min_gain", "holdout")
+#: Options that only act when candidates are scored on held-out data (the core's list).
+SELECTION_OPTIONS = tuple(SELECTION_DEFAULTS)
 
 #: Names tried for a model's output layer, in order: a dotted name from the model's root first
 #: (Transformers' conventions), then, among linear layers, a unique last name component.
@@ -55,13 +56,14 @@ def face_options(*, face: str, reserved: Mapping[str, str], own: Any = (), **lip
 
     Steps
     -----
-    1. Every name must be a keyword of :func:`lip_agnostic.refine_batches`
-       that neither the core's faces (``W``, ``bias``, ``svd``, ``xp``...)
+    1. Every name must be an option of :class:`lip_agnostic.LIPOptions` or a
+       driver input of :func:`lip_agnostic.refine_batches` that neither the core
        nor this face set themselves (``reserved`` maps each core name the
        face sets to the face's own keyword, or None, for the message);
        ``own`` lists the face's own keywords.
-    2. ``min_gain``, ``holdout`` and ``confidence`` values are checked now;
-       the others by the core when it runs.
+    2. Every option value is parsed by the core's one parser
+       (:data:`lip_agnostic.options.CONSTRAINTS`), so a typo or a bad value
+       fails when the face is built, not after training.
 
     Returns the options as a new dict.
 
@@ -71,10 +73,8 @@ def face_options(*, face: str, reserved: Mapping[str, str], own: Any = (), **lip
         An unknown or face-owned name (the message names the face and the
         keyword to use instead).
     OptionError
-        A bad ``min_gain``, ``holdout`` or ``confidence``.
+        A bad value.
     """
-    from lip_agnostic.options import check_option_names, face_reserved
-
     kwargs: dict = {"reserved": face_reserved(**reserved), "face": face}
     if own:
         kwargs["own"] = own
@@ -82,39 +82,37 @@ def face_options(*, face: str, reserved: Mapping[str, str], own: Any = (), **lip
 
 
 def chooses(rank: Any, options: Mapping[str, Any]) -> bool:
-    """Whether a run with this ``rank`` and these options picks a candidate on held-out data."""
-    from lip_agnostic.full_tail import chooses_on_validation
-
-    return bool(chooses_on_validation(rank, options.get("tail", "auto"), options.get("ridge")))
+    """Whether a run with this ``rank`` and these options picks a candidate on held-out data
+    (:attr:`lip_agnostic.LIPOptions.uses_validation`)."""
+    return LIPOptions(rank=rank, tail=options.get("tail", "auto"), ridge=options.get("ridge"),
+                      degenerate=options.get("degenerate", "zero")).uses_validation
 
 
 def unused_selection_options(rank: Any, options: Mapping[str, Any]) -> list[str]:
-    """The names in ``options`` among :data:`SELECTION_OPTIONS` that would do nothing for this run."""
-    if chooses(rank, options):
-        return []
-    return [name for name in SELECTION_OPTIONS if name in options]
+    """The names in ``options`` among :data:`SELECTION_OPTIONS` that would do nothing for this run
+    (the core's one rule, :func:`lip_agnostic.options.inert_options`)."""
+    return inert_options({**options, "rank": rank})
 
 
 def check_selection_use(rank: Any, options: Mapping[str, Any], *, validation: bool = False) -> None:
-    """Refuse held-out data or selection options with a run that selects nothing (a fixed rank).
+    """Refuse held-out data or selection options that would do nothing (a fixed rank).
 
     Raises
     ------
     OptionError
-        ``validation`` given, or one of :data:`SELECTION_OPTIONS` in
-        ``options``, while ``rank`` is fixed (and not ``tail='full'`` with
-        ``ridge='auto'``): they would be silently ignored.
+        ``validation`` given while nothing is chosen on held-out data, or one
+        of :data:`SELECTION_OPTIONS` in ``options`` that cannot act (the
+        guard's ``confidence``/``min_gain`` with a fixed rank; ``holdout`` when
+        nothing is chosen): they would be silently ignored.
     """
-    if chooses(rank, options):
-        return
-    if validation:
+    if validation and not chooses(rank, options):
         raise OptionError(f"validation data is only used to choose rank='auto' (or tail='full' ridge='auto'); "
                           f"got rank={rank!r}")
     unused = unused_selection_options(rank, options)
     if unused:
         raise OptionError(f"{', '.join(unused)} only act(s) when a candidate is chosen on held-out data "
-                          f"(rank='auto', or tail='full' with ridge='auto'); got rank={rank!r}: drop "
-                          f"{'it' if len(unused) == 1 else 'them'}")
+                          f"(confidence/min_gain: rank='auto'; holdout: rank='auto' or tail='full' with "
+                          f"ridge='auto'); got rank={rank!r}: drop {'it' if len(unused) == 1 else 'them'}")
 
 
 def find_head(named: Mapping[str, Any], is_linear: Callable[[Any], bool], *, owner: str,

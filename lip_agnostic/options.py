@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 from .errors import OptionError, OptionTypeError, RankOutOfRangeError
 
@@ -54,6 +54,8 @@ __all__ = [
     "check_rtol",
     "face_reserved",
     "check_option_names",
+    "inert_options",
+    "SELECTION_DEFAULTS",
 ]
 
 Rank = int | float | Literal["auto"]
@@ -383,6 +385,25 @@ def _auto_tail_bytes(q: int, l: int, itemsize: int) -> int:
     return n_candidates * q * l * int(itemsize) + 8 * (q * q + 2 * q * l)
 
 
+def _repair_for(rank: Any, tail: str, ridge: Any, degenerate: str, shape: tuple[int, int],
+                itemsize: int) -> tuple[str, str]:
+    """The policy behind :meth:`LIPOptions.plan` (steps 1-4 there): which repair, and why."""
+    if tail != "auto":
+        return tail, "requested"
+    if ridge is not None:
+        return "full", "tail='auto' with a ridge: the full-tail refit (beyond the paper)"
+    if degenerate != "zero":
+        return "diagonal", f"tail='auto' with degenerate={degenerate!r}: the paper's diagonal refit"
+    if not (isinstance(rank, str) and rank == "auto"):
+        return "diagonal", "tail='auto' with a fixed rank: the paper's diagonal refit"
+    q, l = int(shape[0]), int(shape[1])
+    need = _auto_tail_bytes(q, l, itemsize)
+    if need > AUTO_TAIL_MEMORY_BYTES:
+        return "diagonal", (f"tail='auto': the full-tail search for a {q} x {l} head needs ~{need / 2**30:.1f} GiB "
+                            f"(limit {AUTO_TAIL_MEMORY_BYTES / 2**30:.1f} GiB): the paper's diagonal refit")
+    return "full", "tail='auto' with rank='auto': the guarded full-tail choice (beyond the paper)"
+
+
 @dataclass(frozen=True)
 class LIPOptions:
     """The options of one refinement, each parsed once by its entry in :data:`CONSTRAINTS`.
@@ -450,16 +471,14 @@ class LIPOptions:
                               "(the paper's diagonal refit has no ridge)")
         if self.tail == "full" and self.degenerate != "zero":
             raise OptionError(f"degenerate={self.degenerate!r} applies to tail='diagonal' only")
-        if self.holdout != DEFAULT_HOLDOUT and not self.uses_validation:
-            raise OptionError(f"holdout={self.holdout!r} has no effect with rank={self.rank!r}: nothing is chosen "
-                              "on held-out data (rank='auto', or the full tail's ridge='auto')")
-        if self.rank != "auto":
-            for name, default in (("confidence", DEFAULT_CONFIDENCE), ("min_gain", 0.0)):
-                value = getattr(self, name)
-                if value != default:
-                    raise OptionError(
-                        f"{name}={value!r} has no effect with rank={self.rank!r}: the significance guard runs "
-                        "only for rank='auto' (a fixed rank forces the change)")
+        for name in inert_options(self.to_dict()):
+            value = getattr(self, name)
+            if name == "holdout":
+                raise OptionError(f"holdout={value!r} has no effect with rank={self.rank!r}: nothing is chosen "
+                                  "on held-out data (rank='auto', or the full tail's ridge='auto')")
+            raise OptionError(
+                f"{name}={value!r} has no effect with rank={self.rank!r}: the significance guard runs "
+                "only for rank='auto' (a fixed rank forces the change)")
 
     @classmethod
     def from_kwargs(cls, options: dict, /, *, where: str = "refine_batches") -> "LIPOptions":
@@ -506,26 +525,41 @@ class LIPOptions:
         >>> LIPOptions(rank=3).plan((64, 10)).reason
         "tail='auto' with a fixed rank: the paper's diagonal refit"
         """
-        q, l = int(shape[0]), int(shape[1])
+        repair, reason = _repair_for(self.rank, self.tail, self.ridge, self.degenerate, shape, itemsize)
         auto_rank = self.rank == "auto"
-        if self.tail != "auto":
-            repair, reason = self.tail, "requested"
-        elif self.ridge is not None:
-            repair, reason = "full", "tail='auto' with a ridge: the full-tail refit (beyond the paper)"
-        elif self.degenerate != "zero":
-            repair, reason = "diagonal", f"tail='auto' with degenerate={self.degenerate!r}: the paper's diagonal refit"
-        elif not auto_rank:
-            repair, reason = "diagonal", "tail='auto' with a fixed rank: the paper's diagonal refit"
-        else:
-            need = _auto_tail_bytes(q, l, itemsize)
-            if need > AUTO_TAIL_MEMORY_BYTES:
-                repair, reason = "diagonal", (
-                    f"tail='auto': the full-tail search for a {q} x {l} head needs ~{need / 2**30:.1f} GiB "
-                    f"(limit {AUTO_TAIL_MEMORY_BYTES / 2**30:.1f} GiB): the paper's diagonal refit")
-            else:
-                repair, reason = "full", "tail='auto' with rank='auto': the guarded full-tail choice (beyond the paper)"
         choose_ridge = repair == "full" and (self.ridge is None or self.ridge == "auto")
         return Plan(repair=repair, reason=reason, choose_rank=auto_rank, choose_ridge=choose_ridge)
+
+
+#: Options that act only when something is chosen on held-out data, and their defaults.
+SELECTION_DEFAULTS: dict[str, Any] = {"confidence": DEFAULT_CONFIDENCE, "min_gain": 0.0, "holdout": DEFAULT_HOLDOUT}
+
+
+def inert_options(options: Mapping[str, Any], /) -> list[str]:
+    """The one rule for options that would do nothing: the names in ``options`` with a
+    non-default value that cannot act given its ``rank``, ``tail`` and ``ridge``.
+
+    ``confidence`` and ``min_gain`` are the guard's, which runs only for
+    ``rank="auto"`` (a fixed rank forces the change); ``holdout`` acts only when
+    something is chosen on held-out data (``rank="auto"``, or the full tail's
+    ``ridge="auto"``). Faces word the refusal with their own option names.
+
+    >>> inert_options({"rank": 3, "confidence": 0.9, "holdout": 0.2})
+    ['confidence']
+    >>> inert_options({"rank": 3, "tail": "full", "holdout": 0.3})
+    []
+    """
+    rank = options.get("rank", "auto")
+    auto = isinstance(rank, str) and rank == "auto"
+    ridge = options.get("ridge")
+    repair, _ = _repair_for(rank, options.get("tail", "auto"), ridge, options.get("degenerate", "zero"), (1, 1), 4)
+    chooses = auto or (repair == "full" and (ridge is None or ridge == "auto"))
+    out = []
+    for name, default in SELECTION_DEFAULTS.items():
+        if name in options and options[name] != default:
+            if (name == "holdout" and not chooses) or (name != "holdout" and not auto):
+                out.append(name)
+    return out
 
 
 #: The option names, in :class:`LIPOptions`' order.

@@ -17,10 +17,13 @@ import numpy as np
 import onnx
 
 import lip_agnostic as lip
+from lip_agnostic import metrics
+from lip_agnostic.options import DEFAULT_CONFIDENCE
+from lip_agnostic.report import summarize_refit
 from lip_agnostic.errors import LIPError, NonFiniteError, OptionError, RankOutOfRangeError
 from lip_agnostic.adapters import _face
 from lip_agnostic.options import parse_rank
-from lip_agnostic.lowrank import low_rank_blocks, truncate_top
+from lip_agnostic.svd import low_rank_blocks, truncate_top
 
 from .calibrate import CalibrationData, feature_batches, load_calibration
 from .errors import CalibrationError, UnsupportedWeightError, UsageError
@@ -98,7 +101,7 @@ def _finite_number(value: Any, option: str) -> float:
 
 
 def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFAULT_BATCH, target_scale: Any = 1.0,
-                  min_gain: Any = 0.0, confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: Any = "fit",
+                  min_gain: Any = 0.0, confidence: Any = DEFAULT_CONFIDENCE, bias_mode: Any = "fit",
                   tail: Any = "auto", ridge: Any = None) -> dict:
     """Check every option that needs no file; return them normalized.
 
@@ -147,7 +150,7 @@ def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFA
             ridge = _finite_number(ridge, "--ridge")
             if ridge < 0:
                 raise UsageError(f"--ridge must be 'auto' or a number >= 0; got {ridge}")
-    unused = [flag for flag, given in (("--confidence", confidence != lip.DEFAULT_CONFIDENCE),
+    unused = [flag for flag, given in (("--confidence", confidence != DEFAULT_CONFIDENCE),
                                        ("--min-gain", min_gain != 0.0)) if given]
     if unused and not _face.chooses(rank, {"tail": tail, "ridge": ridge}):
         # the faces' rule (lip_agnostic.adapters._face.check_selection_use): never silently ignored
@@ -233,7 +236,7 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
             W_new = lip.project_principal(W, sel.k, svd=f)
             kept = np.concatenate([np.asarray(f.s[:sel.k]), np.zeros(f.rank_max - sel.k, dtype=f.s.dtype)])
             report["rank"] = sel.to_dict()
-            report["summary"] = lip.summarize_refit(f.s, kept, sel.k, shape=tuple(W.shape), V=f.V, W_before=W,
+            report["summary"] = summarize_refit(f.s, kept, sel.k, shape=tuple(W.shape), V=f.V, W_before=W,
                                                    W_after=W_new).to_dict()
             value = to_stored(np.asarray(W_new), c.layout, c.alpha, dtype, c.weight.name)
     else:
@@ -380,7 +383,7 @@ def _stamp(model: onnx.ModelProto, report: dict) -> None:
 def denoise(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, rank: Any = None,
             calib: "str | os.PathLike | Mapping[str, np.ndarray] | None" = None, layer: str | None = None,
             batch_size: int = DEFAULT_BATCH, target_scale: Any = 1.0, min_gain: float = 0.0,
-            confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: str = "fit", tail: str = "auto",
+            confidence: Any = DEFAULT_CONFIDENCE, bias_mode: str = "fit", tail: str = "auto",
             ridge: Any = None, validate: bool = True, progress: bool = False, return_report: bool = False) -> Any:
     """Refine a model's classifier; return the new model in memory (the input is untouched).
 
@@ -449,7 +452,7 @@ def denoise_file(model_path: "str | os.PathLike", output: "str | os.PathLike | N
                  rank: Any = None, calib: Any = None, layer: str | None = None, force: bool = False,
                  report: "str | os.PathLike | None" = None,
                  batch_size: int = DEFAULT_BATCH, target_scale: Any = 1.0, min_gain: float = 0.0,
-                 confidence: Any = lip.DEFAULT_CONFIDENCE, bias_mode: str = "fit", tail: str = "auto",
+                 confidence: Any = DEFAULT_CONFIDENCE, bias_mode: str = "fit", tail: str = "auto",
                  ridge: Any = None, validate: bool = True, progress: bool = False) -> dict:
     """File to file: what ``lip-onnx denoise`` runs. Returns the report.
 
@@ -515,9 +518,9 @@ def denoise_file(model_path: "str | os.PathLike", output: "str | os.PathLike | N
 
 
 def _spectrum_facts(W: np.ndarray, s: Any = None) -> dict:
-    s = lip.singular_spectrum(W) if s is None else s
-    return {"spectrum": [float(v) for v in s], "effective_rank": float(lip.effective_rank(s)),
-            "stable_rank": float(lip.stable_rank(s))}
+    s = metrics.singular_spectrum(W) if s is None else s
+    return {"spectrum": [float(v) for v in s], "effective_rank": float(metrics.effective_rank(s)),
+            "stable_rank": float(metrics.stable_rank(s))}
 
 
 def _large_spectrum_facts(loaded: LoadedModel, c: Classifier, top: int = 64) -> dict:
@@ -598,8 +601,8 @@ def compare(model_a: Any, model_b: Any, /, *, layer_a: str | None = None, layer_
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= m:
             raise UsageError(f"k={k!r} is out of range [1, {m}]")
-        theta = lip.principal_angles(fa.V[:, :k], fb.V[:, :k])
-        rows.append({"k": k, "phi": float(lip.subspace_similarity(fa.V, fb.V, k, k)),
+        theta = metrics.principal_angles(fa.V[:, :k], fb.V[:, :k])
+        rows.append({"k": k, "phi": float(metrics.subspace_similarity(fa.V, fb.V, k, k)),
                      "max_angle_deg": float(np.degrees(np.max(theta))),
                      "mean_angle_deg": float(np.degrees(np.mean(theta)))})
     return {"a": {"layer": ca.label, "shape": [ca.q, ca.l], **_spectrum_facts(Wa, fa.s)},

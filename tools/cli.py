@@ -131,7 +131,8 @@ def _epilog(extra: str = "") -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (shared by ``lip-onnx`` and ``python -m lip_agnostic.tools``)."""
-    from lip_agnostic import DEFAULT_CONFIDENCE, __version__
+    from lip_agnostic import __version__
+    from lip_agnostic.options import DEFAULT_CONFIDENCE
 
     p = _Parser(prog="lip-onnx", description="LIP (principal-subspace preservation + label-ambiguity "
                 "purification) for ONNX classifiers trained on noisy labels.",
