@@ -224,14 +224,14 @@ def _real(value: Any, name: str) -> float:
 
 
 def check_min_gain(value: Any) -> float:
-    """``min_gain``: a finite number (the held-out gain a change must exceed).
+    """``min_gain``: a finite number ``>= 0`` (the held-out gain a change must exceed).
 
     >>> check_min_gain(0.01)
     0.01
     """
     f = _real(value, "min_gain")
-    if not math.isfinite(f):
-        raise OptionError(f"min_gain must be a finite number; got {f}")
+    if not (math.isfinite(f) and f >= 0.0):
+        raise OptionError(f"min_gain must be a finite number >= 0 (the held-out gain a change must exceed); got {f}")
     return f
 
 
