@@ -140,7 +140,7 @@ class LIPCallback(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _, layer = find_head(pl_module, self.head)
-        check_callback_head(layer, self.rank, self.bias_mode, self.lip_options, self.validation,
+        check_callback_head(pl_module, layer, self.rank, self.bias_mode, self.lip_options, self.validation,
                             face="Lightning callback", reserved=_RESERVED)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
