@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import inspect
-import math
 import numbers
 import time
 from typing import Any, Callable, Iterable, Iterator, Literal

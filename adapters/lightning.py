@@ -21,10 +21,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import lightning.pytorch as pl
-import torch
 from torch import nn
 
-from lip_agnostic.errors import DataError, OptionError, OptionTypeError
+from lip_agnostic.errors import DataError, OptionTypeError
 
 from . import _face
 from ._face import HEAD_NAMES, chooses, log_entry
