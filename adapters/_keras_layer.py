@@ -58,7 +58,7 @@ def output_layers(model: Any) -> list | None:
     """
     try:
         outputs = model.outputs
-    except (AttributeError, ValueError):
+    except Exception:  # noqa: BLE001 - an unbuilt Sequential, a subclassed model: no graph to read
         return None
     if not outputs:
         return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import inspect
-import math
 import numbers
 import time
 from typing import Any, Callable, Iterable, Iterator, Literal
@@ -638,9 +637,11 @@ def callback_settings(cb: Any, rank: Any, head: Any, bias_mode: Any, validation:
     cb.label_key, cb.progress, cb.lip_options, cb.result = label_key, bool(progress), options, None
 
 
-def check_callback_head(layer: nn.Linear, rank: Rank, bias_mode: str, lip_options: dict, validation: Any, *,
-                        face: str, reserved: dict) -> None:
-    """Before training: the selection rule, the rank against the head, and a dry run of the options on it."""
+def check_callback_head(model: nn.Module, layer: nn.Linear, rank: Rank, bias_mode: str, lip_options: dict,
+                        validation: Any, *, face: str, reserved: dict) -> None:
+    """Before training: a head of its own (not tied), the selection rule, the rank against the head, and a
+    dry run of the options on it."""
+    check_not_shared(model, layer)
     check_selection_use(rank, lip_options, validation=validation is not None and not isinstance(validation, str))
     check_rank(rank, layer.weight)
     check_lip_options(lip_options, layer.weight, rank, layer.bias if bias_mode == "fit" else None,

@@ -21,10 +21,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import lightning.pytorch as pl
-import torch
 from torch import nn
 
-from lip_agnostic.errors import DataError, OptionError, OptionTypeError
+from lip_agnostic.errors import DataError, OptionTypeError
 
 from . import _face
 from ._face import HEAD_NAMES, chooses, log_entry
@@ -140,7 +139,7 @@ class LIPCallback(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _, layer = find_head(pl_module, self.head)
-        check_callback_head(layer, self.rank, self.bias_mode, self.lip_options, self.validation,
+        check_callback_head(pl_module, layer, self.rank, self.bias_mode, self.lip_options, self.validation,
                             face="Lightning callback", reserved=_RESERVED)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

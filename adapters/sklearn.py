@@ -34,7 +34,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _num_samples, check_array, check_is_fitted, column_or_1d
 
 from lip_agnostic import refine_batches
-from lip_agnostic.errors import DataError, NonFiniteError, OptionError, OptionTypeError
+from lip_agnostic.errors import DataError, NonFiniteError, OptionTypeError
 from lip_agnostic.options import check_holdout, check_min_gain, parse_bias_mode, parse_rank
 
 from ._face import check_selection_use, chooses, face_options

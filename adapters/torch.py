@@ -49,6 +49,7 @@ from ._torch_data import (
     check_bias_mode,
     check_classifier,
     check_lip_options,
+    check_not_shared,
     check_rank,
     ddp_all_reduce,
     finalize_layer,
@@ -234,6 +235,8 @@ class _LIPController:
         check_selection_use(self.rank, self.lip_options)  # before training, not after
         if model is not None and not isinstance(model, nn.Module):
             raise OptionTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        if model is not None:
+            check_not_shared(model, classifier)  # a tied head: refused before training, not after
         self.model = model
         if project_every is not None:
             if isinstance(project_every, bool) or not isinstance(project_every, int) or project_every < 1:

@@ -224,7 +224,7 @@ class LIPCallback(TrainerCallback):
         if model is None:
             return
         _, layer = self._layer(model)
-        check_callback_head(layer, self.rank, self.bias_mode, self.lip_options, self.validation,
+        check_callback_head(model, layer, self.rank, self.bias_mode, self.lip_options, self.validation,
                             face="Transformers callback", reserved=_RESERVED)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
