@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from lip_agnostic.errors import OptionError, OptionTypeError
-from lip_agnostic.options import LIPOptions, SELECTION_DEFAULTS, check_option_names, face_reserved, inert_options
+from lip_agnostic.options import OPTION_NAMES, SELECTION_DEFAULTS, LIPOptions, check_option_names, face_reserved, inert_options
 
 __all__ = [
     "HEAD_NAMES",
@@ -108,11 +108,8 @@ def check_selection_use(rank: Any, options: Mapping[str, Any], *, validation: bo
     if validation and not chooses(rank, options):
         raise OptionError(f"validation data is only used to choose rank='auto' (or tail='full' ridge='auto'); "
                           f"got rank={rank!r}")
-    unused = unused_selection_options(rank, options)
-    if unused:
-        raise OptionError(f"{', '.join(unused)} only act(s) when a candidate is chosen on held-out data "
-                          f"(confidence/min_gain: rank='auto'; holdout: rank='auto' or tail='full' with "
-                          f"ridge='auto'); got rank={rank!r}: drop {'it' if len(unused) == 1 else 'them'}")
+    # the core's one rule and message (lip_agnostic.options.inert_options, via LIPOptions)
+    LIPOptions(rank=rank, **{k: v for k, v in options.items() if k in OPTION_NAMES})
 
 
 def find_head(named: Mapping[str, Any], is_linear: Callable[[Any], bool], *, owner: str,

@@ -9,8 +9,6 @@ consumes, and writes the core's ``W*`` back into the layer
 from __future__ import annotations
 
 import gc
-import inspect
-import numbers
 import time
 from typing import Any, Callable, Iterable, Iterator, Literal
 
@@ -498,50 +496,26 @@ def check_bias_mode(bias_mode: Any, name: str = "bias_mode") -> str:
 
 
 def check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias: Any = None, *,
-                      reserved: dict, face: str, dry_run: bool = True) -> dict:
-    """Reject unknown or face-owned keywords, and have the core check the values now.
+                      reserved: dict, face: str, combine: bool = True) -> dict:
+    """Reject unknown or face-owned keywords, and have the core parse the values now.
 
     Steps
     -----
-    1. The names (and the simple values) are checked by the faces' one
-       checker, :func:`lip_agnostic.adapters._face.face_options`.
-    2. Dry run (at construction): the core refines a small stand-in weight
-       (at most 3 x 3, diagonal, its SVD handed over: no factorization, and
-       none of the real weight) on a synthetic stream with these options, so
-       a bad ``target_scale``, ``degenerate``, ``holdout``, ``confidence``, ...
-       fails at construction with the core's own message, not after
-       training. The layer is not touched.
+    1. The names (and every value, by the core's one parser) are checked by
+       the faces' one checker, :func:`lip_agnostic.adapters._face.face_options`.
+    2. The options together with ``rank`` are built into the core's
+       :class:`lip_agnostic.LIPOptions` , so a bad combination
+       (a ridge with the paper's tail, ``degenerate="keep"`` with the full
+       tail, ...) fails at construction with the core's own message, not after
+       training. Nothing runs and the layer is not touched.
     """
-    from lip_agnostic import SVD, refine_batches
+    from lip_agnostic.options import OPTION_NAMES, LIPOptions
 
     from ._face import face_options
 
-    params = inspect.signature(refine_batches).parameters
     options = face_options(face=face, reserved=reserved, **options)
-    if not dry_run:
-        return dict(options)
-    holdout = options.get("holdout", params["holdout"].default if "holdout" in params else 0.2)
-    try:
-        period = int(round(1.0 / float(holdout))) if float(holdout) > 0 else 2
-    except (TypeError, ValueError, OverflowError):
-        period = 2
-    # The options do not depend on the weight's values: a diagonal stand-in with the real weight's
-    # dtype and at most 3 features / classes, whose SVD (identity vectors) is given, checks them all.
-    l, q = (min(3, int(d)) for d in weight.shape)
-    m = min(q, l)
-    n = max(2 * period, 16)  # enough rows for the hold-out to get some
-    g = torch.Generator().manual_seed(0)
-    dtype = weight.dtype if weight.dtype in (torch.float32, torch.float64) else torch.float32
-    with torch.no_grad():
-        s = torch.arange(m, 0, -1, dtype=dtype)
-        U, V = torch.eye(q, m, dtype=dtype), torch.eye(l, m, dtype=dtype)
-        W = (U * s) @ V.T
-        X = torch.randn(n, q, generator=g, dtype=dtype)
-        y = torch.arange(n) % l
-        b = None if bias is None else bias.detach()[:l].to("cpu", dtype)
-        # rank itself was checked against the real weight's min(q, l)
-        stand_in = min(int(rank), m) if isinstance(rank, numbers.Integral) and not isinstance(rank, bool) else rank
-        refine_batches(W, [(X, y)], rank=stand_in, bias=b, svd=SVD(U, s, V), **options)
+    if combine:
+        LIPOptions(rank=rank, **{k: v for k, v in options.items() if k in OPTION_NAMES})
     return dict(options)
 
 
@@ -632,15 +606,15 @@ def callback_settings(cb: Any, rank: Any, head: Any, bias_mode: Any, validation:
     if validation is not None and not isinstance(validation, str) and not hasattr(validation, "__iter__"):
         raise OptionTypeError(f"validation must be {named_loader!r}, None or an iterable of batches; "
                               f"got {type(validation).__name__}")
-    options = check_lip_options(lip_options, torch.zeros(1, 1), reserved=reserved, face=face, dry_run=False)
+    options = check_lip_options(lip_options, torch.zeros(1, 1), reserved=reserved, face=face, combine=False)
     cb.rank, cb.head, cb.bias_mode, cb.validation = rank, head, check_bias_mode(bias_mode), validation
     cb.label_key, cb.progress, cb.lip_options, cb.result = label_key, bool(progress), options, None
 
 
 def check_callback_head(model: nn.Module, layer: nn.Linear, rank: Rank, bias_mode: str, lip_options: dict,
                         validation: Any, *, face: str, reserved: dict) -> None:
-    """Before training: a head of its own (not tied), the selection rule, the rank against the head, and a
-    dry run of the options on it."""
+    """Before training: a head of its own (not tied), the selection rule, the rank against the head, and the
+    options parsed by the core's LIPOptions."""
     check_not_shared(model, layer)
     check_selection_use(rank, lip_options, validation=validation is not None and not isinstance(validation, str))
     check_rank(rank, layer.weight)

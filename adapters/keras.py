@@ -34,7 +34,6 @@ Example
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import replace
 from typing import Any, Callable, Iterator, Literal
 
@@ -44,7 +43,7 @@ import numpy as np
 import lip_agnostic
 from lip_agnostic import LIPResult, project_principal, refine_batches
 from lip_agnostic.errors import DataError, DataTypeError, LIPError, NonFiniteError, OptionError, RankOutOfRangeError
-from lip_agnostic.options import face_reserved, parse_bias_mode, parse_rank
+from lip_agnostic.options import DRIVER_INPUTS, OPTION_NAMES, face_reserved, parse_bias_mode, parse_rank
 
 from ._face import check_selection_use, face_options, log_entry
 from ._keras_data import as_labels, check_data, iter_batches
@@ -60,10 +59,7 @@ _OWN = ("rank", "validation", "bias_mode")
 
 #: Keywords of :func:`lip_agnostic.refine_batches` that ``refine_model`` / ``LIPCallback`` pass through
 #: (``**lip_options``).
-LIP_OPTIONS = tuple(
-    p for p, v in inspect.signature(refine_batches).parameters.items()
-    if v.kind is inspect.Parameter.KEYWORD_ONLY and p not in _RESERVED and p not in _OWN
-)
+LIP_OPTIONS = tuple(p for p in OPTION_NAMES + DRIVER_INPUTS if p not in _RESERVED and p not in _OWN)
 
 DEFAULT_BATCH_SIZE = 256
 

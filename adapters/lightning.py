@@ -81,7 +81,7 @@ class LIPCallback(pl.Callback):
     Steps
     -----
     1. ``on_fit_start``: find the head (:func:`find_head`), check ``rank``
-       against its size and dry-run the LIP options (fail before training).
+       against its size and parse the LIP options (the core's LIPOptions) (fail before training).
     2. ``on_fit_end``: one no-grad pass of the LightningModule over the
        Trainer's train loader (``trainer.train_dataloader``; the datamodule's
        ``train_dataloader()`` if the Trainer holds none). ``rank="auto"`` is

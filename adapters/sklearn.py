@@ -216,10 +216,9 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         base = self._base()
         rank, bias_mode, options = self._options()
         auto = chooses(rank, options)
-        given = {k: v for k, v in (("min_gain", float(self.min_gain) != 0.0), ("confidence", self.confidence != 0.95),
-                                   ("holdout", self.holdout != 0.2)) if v}  # constructor values not the defaults
-        passed = {k: v for k, v in options.items() if k not in ("min_gain", "confidence")}  # always set below
-        check_selection_use(rank, {**passed, **given}, validation=validation is not None)
+        # the constructor's selection values (defaults or not: the core's rule looks at the values)
+        given = {"min_gain": self.min_gain, "confidence": self.confidence, "holdout": self.holdout}
+        check_selection_use(rank, {**options, **given}, validation=validation is not None)
         if validation is not None:
             if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
                 raise OptionTypeError(f"validation must be a tuple (X_val, y_val); got {type(validation).__name__}")

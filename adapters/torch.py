@@ -77,9 +77,9 @@ def _check_bias_mode(bias_mode: Any) -> BiasMode:
 
 
 def _check_lip_options(options: dict, weight: torch.Tensor, rank: Rank = 2, bias: Any = None, *,
-                       dry_run: bool = True) -> dict:
-    """Reject unknown or adapter-owned keywords; dry-run the core on them (see ``check_lip_options``)."""
-    return check_lip_options(options, weight, rank, bias, reserved=_RESERVED, face="PyTorch adapter", dry_run=dry_run)
+                       combine: bool = True) -> dict:
+    """Reject unknown or adapter-owned keywords; parse them with the core's LIPOptions (see ``check_lip_options``)."""
+    return check_lip_options(options, weight, rank, bias, reserved=_RESERVED, face="PyTorch adapter", combine=combine)
 
 
 def _check_in_optimizer(optimizer: torch.optim.Optimizer, classifier: nn.Linear) -> None:
@@ -203,7 +203,7 @@ def finalize(
     classifier = check_classifier(classifier)
     rank = _check_rank(rank, classifier.weight)
     bias_mode = _check_bias_mode(bias_mode)
-    lip_options = _check_lip_options(lip_options, classifier.weight, dry_run=False)  # the real run checks values
+    lip_options = _check_lip_options(lip_options, classifier.weight, combine=False)  # the real run checks values
     result, facts = finalize_layer(
         classifier, loader, model=model, rank=rank, validation=validation, bias_mode=bias_mode,
         lip_options=lip_options, input_key=input_key, label_key=label_key, device=device, all_reduce=all_reduce,

@@ -149,7 +149,7 @@ class LIPCallback(TrainerCallback):
     Steps
     -----
     1. ``on_train_begin``: find the head (:func:`find_head`), check ``rank``
-       against its size and dry-run the LIP options, so a bad option fails
+       against its size and parse the LIP options (the core's LIPOptions), so a bad option fails
        before training, not after it.
     2. ``on_train_end``: one no-grad pass over the Trainer's train dataloader
        (under ``torch.distributed`` each process streams its shard and the

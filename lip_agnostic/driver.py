@@ -184,8 +184,9 @@ def _batch(item: Any, i: int, where: str, W: Any) -> tuple[Any, Any]:
                             f"got ({type(X).__name__}, {type(Y).__name__})")
     namespace(W, X, Y)  # one library for the weight and the data (DataTypeError otherwise)
     if X.ndim >= 1 and Y.ndim >= 1 and int(X.shape[0]) != int(Y.shape[0]):
-        raise DataError(f"{where} batch {i}: X and Y must have the same number of rows; "
-                        f"got X {tuple(X.shape)} and Y {tuple(Y.shape)}")
+        what = "labels" if Y.ndim == 1 else "target rows"
+        raise DataError(f"{where} batch {i} has {int(X.shape[0])} rows but Y has {int(Y.shape[0])} {what}: "
+                        "features and labels must pair up row by row")
     return X, Y
 
 
@@ -292,6 +293,9 @@ def refine_batches(
     prog = as_progress(progress)
     if not isinstance(label_issues, bool):
         raise OptionTypeError(f"label_issues must be True or False; got {type(label_issues).__name__}")
+    if all_reduce is not None and not callable(all_reduce):
+        raise OptionTypeError(f"all_reduce must be a function that sums an array over workers; "
+                              f"got {type(all_reduce).__name__}")
     if label_issues:
         require_reiterable(batches)
     xp = namespace(W, bias, xp=xp)

@@ -59,7 +59,7 @@ def test_a_validation_pair_is_one_batch_as_lip_refine_takes_it(problem):
     ([[[0.0] * 12, [0]]], DataTypeError, r"^fit batch 0 must be a pair \(X, Y\) of arrays; got \(list, list\)$"),
     ([np.zeros((3, 12))], DataTypeError, r"^fit batch 0 must be a pair \(X, Y\) of arrays; got a ndarray$"),
     ([(np.zeros((3, 12)), np.zeros(2, int))], DataError,
-     r"^fit batch 0: X and Y must have the same number of rows; got X \(3, 12\) and Y \(2,\)$"),
+     r"^fit batch 0 has 3 rows but Y has 2 labels: features and labels must pair up row by row$"),
 ])
 def test_malformed_batches_get_one_typed_line(problem, batches, exc, msg):
     W, *_ = problem

@@ -44,13 +44,14 @@ def test_torch_finalize_and_lip_optimizer_write_the_full_tail_refit():
         fc.bias.copy_(b0)
     xv, yv = _data(1, 200)
     val = [(torch.from_numpy(xv).double(), torch.from_numpy(yv))]
-    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), fc, rank=2, tail="full", confidence=None)
+    opt = LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), fc, rank=2, tail="full")
     rep = opt.finalize(loader, validation=val, progress=False)
     with torch.no_grad():
         fv = model[:2](val[0][0])
     from lip_agnostic import FullTailAccumulator
 
-    sel = FullTailAccumulator(W0.T, 2, bias=b0).update(feats, Y).scores(fv, val[0][1], confidence=None)
+    # a fixed rank forces the change: the best ridge on the held-out data, no guard
+    sel = FullTailAccumulator(W0.T, 2, bias=b0).update(feats, Y).scorer().update(fv, val[0][1]).best(guarded=False)
     assert (rep.to_dict()["selection"]["k"], rep.to_dict()["selection"]["ridge"]) == (sel.k, sel.ridge)
     with pytest.raises(ValueError, match=r"tail must be 'auto', 'diagonal' \(the paper\) or 'full'"):
         LIPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), fc, rank=2, tail="wide")

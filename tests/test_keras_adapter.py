@@ -565,10 +565,10 @@ def test_layer_lookup_errors(model, digits):
     ({"project_every": 2}, ValueError, r"project_every needs a numeric project_rank when rank='auto'"),
     ({"project_every": 1, "project_rank": "auto", "rank": 2}, ValueError, r"project_rank must be an int"),
     ({"rank": 3, "k": 2}, TypeError, r"unknown LIP option 'k'"),
-    ({"fit_bias": True}, TypeError, r"'fit_bias' is set by the Keras adapter; pass bias_mode=\.\.\. instead"),
+    ({"fit_bias": True}, TypeError, r"unknown LIP option 'fit_bias'"),
     ({"bias": np.zeros(10)}, TypeError, r"'bias' is set by the Keras adapter; pass bias_mode=\.\.\. instead"),
     ({"xp": np}, TypeError, r"'xp' is set by the Keras adapter; it is chosen for you"),
-    ({"holdot": 0.1}, TypeError, r"unknown LIP option 'holdot'; refine_batches accepts \[.*'holdout'"),
+    ({"holdot": 0.1}, TypeError, r"unknown LIP option 'holdot'; the Keras adapter accepts \[.*'holdout'"),
 ])
 def test_bad_options(kwargs, exc, match, digits):
     x, y, _, _ = digits
@@ -589,7 +589,7 @@ def test_core_option_errors_keep_the_kernel(model, digits, trained):
     _untouched_after(lambda: refine_model(model, (x, y), rank="auto", holdout=0.9), model, trained[2],
                      ValueError, r"^holdout must lie in \(0, 0.5\]; got 0.9$")  # checked before any pass
     _untouched_after(lambda: refine_model(model, (x, y), rank=2, target_scale=-1.0), model, trained[2],
-                     ValueError, r"target_scale must be a positive number.*left unchanged")
+                     ValueError, r"^target_scale must be a positive number or 'logits'; got -1.0$")  # parsed before any pass
 
 
 def test_shared_layer_called_twice_is_refused(digits):
@@ -698,5 +698,5 @@ def test_validation_with_a_fixed_rank_is_refused(digits, model):
     x, y, xv, yv = digits
     with pytest.raises(OptionError, match=r"validation data is only used to choose rank='auto'"):
         refine_model(model, (x, y), rank=2, validation=(xv, yv))
-    with pytest.raises(OptionError, match=r"confidence only act\(s\) when a candidate is chosen"):
+    with pytest.raises(OptionError, match=r"confidence=0.9 has no effect with rank=\d: the significance guard runs only for rank='auto'"):
         LIPCallback(data=(x, y), rank=2, confidence=0.9)

@@ -191,9 +191,10 @@ def test_find_head():
         (dict(validation="test"), OptionError, "validation must be 'val', None or an iterable"),
         (dict(train=3), OptionTypeError, "train must be an iterable of batches"),
         (dict(head=1.5), OptionTypeError, "head must be a module name"),
-        (dict(fit_bias=True), TypeError, "'fit_bias' is set by the Lightning callback; pass bias_mode="),
+        (dict(fit_bias=True), TypeError, "unknown LIP option 'fit_bias'"),
         (dict(foo=1), TypeError, "unknown LIP option 'foo'"),
         (dict(holdout=0.9), ValueError, r"holdout must lie in \(0, 0.5\]"),
+        (dict(rank=1, target_scale=-1.0), ValueError, "target_scale"),  # every value parsed by the core, now
     ],
 )
 def test_bad_options_fail_at_construction(kwargs, error, message):
@@ -202,8 +203,7 @@ def test_bad_options_fail_at_construction(kwargs, error, message):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("kwargs, message", [(dict(rank=9), "rank"), (dict(head="nope"), "no module named 'nope'"),
-                                             (dict(rank=1, target_scale=-1.0), "target_scale")])
+@pytest.mark.parametrize("kwargs, message", [(dict(rank=9), "rank"), (dict(head="nope"), "no module named 'nope'")])
 def test_bad_options_for_this_module_fail_before_training(kwargs, message):
     trainer = _trainer([LIPCallback(**kwargs)])
     with pytest.raises(ValueError, match=message):

@@ -37,7 +37,7 @@ def test_module_entry_point_denoises_and_prints_a_summary(model_file, tmp_path):
     assert "truncation (PSP): k=2 of 6" in r.stdout and "validate  checker ok" in r.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["rank"]["k"] == 2 and report["output"].endswith("m.lip.onnx")
-    assert {"spectrum_before", "spectrum_after", "principal_angle"} <= set(report["summary"])
+    assert {"spectrum_before", "spectrum_after", "top_k_angle"} <= set(report["summary"])
     r = _run("denoise", model_file, "--rank", "2")
     assert r.returncode == 7 and "exists; pass --force" in r.stderr and "Traceback" not in r.stderr
 

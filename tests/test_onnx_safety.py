@@ -361,7 +361,7 @@ def _cli(args):
 
 
 def _mlp_file(folder):
-    from lip_agnostic.tools.testing import mlp_model
+    from onnx_models import mlp_model
 
     path = os.path.join(folder, "m.onnx")
     onnx.save(mlp_model()[0], path)
@@ -455,7 +455,7 @@ def test_a_bias_another_node_reads_is_never_refit(tmp_path):
 def test_selection_options_with_a_fixed_rank_are_refused(tmp_path, extra, flags):
     m = _mlp_file(tmp_path)
     code, err = _cli(["denoise", m, "--rank", "1", *extra])
-    assert code == 2 and f"{flags} only act(s) when a candidate is chosen on held-out data" in err, err
+    assert code == 2 and f"{flags} only act(s) when a candidate is chosen on held-out data behind the significance guard" in err, err
 
 
 def test_fp16_calibration_values_that_overflow_say_so(tmp_path):
@@ -477,19 +477,25 @@ def test_fp16_calibration_values_that_overflow_say_so(tmp_path):
         api.denoise(model, rank=2, calib={"x": x, "labels": rng.integers(0, 4, 40)})
 
 
-def test_a_fixed_rank_with_the_full_tail_unchanged_says_what_was_searched(tmp_path):
-    from lip_agnostic.tools import demo
-
-    folder = tmp_path / "d"
-    demo.save_inputs(str(folder))
+def test_a_fixed_rank_with_the_full_tail_forces_the_change_and_chooses_only_the_ridge(tmp_path):
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
     from lip_agnostic.tools import cli
 
+    folder = tmp_path / "d"
+    demo.save_inputs(str(folder))
     out = io.StringIO()
     with redirect_stdout(out), redirect_stderr(io.StringIO()):
         code = cli.main(["denoise", str(folder / "model.onnx"), "--calib", str(folder / "calib.npz"), "--tail", "full",
-                         "--rank", "3", "--confidence", "0.000001", "-o", str(tmp_path / "out2.onnx")])
+                         "--rank", "3", "-o", str(tmp_path / "out2.onnx"), "--report", str(tmp_path / "r.json")])
     said = out.getvalue()
-    assert code == 0 and "no ridge at k=3 beat the unchanged model" in said and "--rank K forces" not in said, said
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert code == 0 and report["rank"]["k"] == 3 and report["rank"]["changed"] is True, said
+    assert report["rank"]["extra"]["guarded"] is False and report["rank"]["ridge"] is not None
+    assert "unchanged" not in report["outcome"] and "forces a change" not in said
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        code = cli.main(["denoise", str(folder / "model.onnx"), "--calib", str(folder / "calib.npz"), "--tail", "full",
+                         "--rank", "3", "--confidence", "0.5", "-o", str(tmp_path / "out3.onnx")])
+    assert code == 2 and "--confidence only act(s) when a candidate is chosen" in err.getvalue()

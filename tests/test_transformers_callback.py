@@ -266,6 +266,7 @@ def test_find_head_names_and_errors():
         (dict(head=3), OptionTypeError, "head must be a module name"),
         (dict(bias="fit"), TypeError, "'bias' is set by the Transformers callback; pass bias_mode="),
         (dict(foo=1), TypeError, "unknown LIP option 'foo'"),
+        (dict(rank=1, target_scale=-1.0), ValueError, "target_scale"),  # every value parsed by the core, now
     ],
 )
 def test_bad_options_fail_at_construction(kwargs, error, message):
@@ -279,7 +280,6 @@ def test_bad_options_fail_at_construction(kwargs, error, message):
     [
         (dict(rank=50), RankOutOfRangeError, "50"),
         (dict(head="nope"), OptionError, "has no module named 'nope'"),
-        (dict(rank=1, target_scale=-1.0), ValueError, "target_scale"),
     ],
 )
 def test_bad_options_for_this_model_fail_before_training(tmp_path, kwargs, error, message):

@@ -150,13 +150,14 @@ def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFA
             ridge = _finite_number(ridge, "--ridge")
             if ridge < 0:
                 raise UsageError(f"--ridge must be 'auto' or a number >= 0; got {ridge}")
-    unused = [flag for flag, given in (("--confidence", confidence != DEFAULT_CONFIDENCE),
-                                       ("--min-gain", min_gain != 0.0)) if given]
-    if unused and not _face.chooses(rank, {"tail": tail, "ridge": ridge}):
-        # the faces' rule (lip_agnostic.adapters._face.check_selection_use): never silently ignored
+    # the core's one rule (lip_agnostic.options.inert_options), worded with the flags: never silently ignored
+    inert = _face.unused_selection_options(rank, {"tail": tail, "ridge": ridge, "confidence": confidence,
+                                                  "min_gain": min_gain})
+    unused = ["--" + name.replace("_", "-") for name in inert]
+    if unused:
         raise UsageError(f"{' and '.join(unused)} only act(s) when a candidate is chosen on held-out data "
-                         f"(--rank auto, or --tail full --ridge auto); got --rank {rank}: drop "
-                         f"{'it' if len(unused) == 1 else 'them'}")
+                         f"behind the significance guard (--rank auto); got --rank {rank}, which forces a "
+                         f"change: drop {'it' if len(unused) == 1 else 'them'}")
     if tail == "full" and calib is None:
         raise UsageError("--tail full refits the classifier against labels: it needs --calib DATA.npz")
     if ridge is not None and calib is None:
@@ -330,11 +331,6 @@ def _outcome(report: dict) -> str:
                   else f"{len(rk['ks']) - 1} ranks")
         guard = (f"one-sided sign test, confidence {conf:g}, Bonferroni over {tested}; "
                  if conf is not None else "no significance test (--confidence none); ")
-        asked = rk.get("asked", "auto")
-        if asked != "auto":  # --rank K --tail full: only the ridge was searched
-            return (f"unchanged: no ridge at k={asked} beat the unchanged model's {rk['metric']} "
-                    f"({rk['base_score']:.4f}) significantly ({guard}--min-gain {rk['extra'].get('min_gain', 0.0):g}) "
-                    f"on {rk['held_out']}, so the weights are the input's; --ridge R forces a change")
         return (f"unchanged: no k < {rk['m']} beat the unchanged model's {rk['metric']} ({rk['base_score']:.4f}) "
                 f"significantly ({guard}--min-gain {rk['extra'].get('min_gain', 0.0):g}) on {rk['held_out']}, "
                 "so the weights are the input's; --rank K forces a change")
