@@ -56,9 +56,19 @@ def _directive(module, name: str) -> str | None:
     target = f"{module.__name__}.{name}"
     if kind == "data":
         return f".. autodata:: {target}\n   :no-value:\n"
+    role = "func" if kind == "function" else "class"
     if home and home != module.__name__ and _exported_by_page(home, name):
-        return f"- :py:{'func' if kind == 'function' else 'class'}:`{name} <{home}.{name}>`\n"
+        return f"- :py:{role}:`{name} <{home}.{name}>`\n"
+    # An object whose home module has no page is documented on the first page that exports it
+    # (pages are written in MODULES order) and linked from the others: one anchor per object.
+    first = _DOCUMENTED.setdefault(id(obj), target)
+    if first != target:
+        return f"- :py:{role}:`{name} <{first}>`\n"
     return f".. auto{kind}:: {target}\n"
+
+
+#: id(object) -> the target it was documented under (filled as the pages are written).
+_DOCUMENTED: dict[int, str] = {}
 
 
 def _exported_by_page(home: str, name: str) -> bool:
@@ -71,6 +81,7 @@ def _exported_by_page(home: str, name: str) -> bool:
 def write_pages(out: str, modules: list[tuple[str, str]] | None = None) -> list[str]:
     """Write ``out/<module>.rst`` for each public module (unchanged pages keep their mtime); return the paths."""
     paths = []
+    _DOCUMENTED.clear()
     os.makedirs(out, exist_ok=True)
     for mod_name, title in MODULES if modules is None else modules:
         module = importlib.import_module(mod_name)
