@@ -8,6 +8,8 @@ consumes, and writes the core's ``W*`` back into the layer
 
 from __future__ import annotations
 
+import sys
+
 import gc
 import time
 from typing import Any, Callable, Iterable, Iterator, Literal
@@ -608,7 +610,7 @@ def callback_settings(cb: Any, rank: Any, head: Any, bias_mode: Any, validation:
                               f"got {type(validation).__name__}")
     options = check_lip_options(lip_options, torch.zeros(1, 1), reserved=reserved, face=face, combine=False)
     cb.rank, cb.head, cb.bias_mode, cb.validation = rank, head, check_bias_mode(bias_mode), validation
-    cb.label_key, cb.progress, cb.lip_options, cb.result = label_key, bool(progress), options, None
+    cb.label_key, cb.progress, cb.lip_options, cb.result = label_key, (None if progress is None else bool(progress)), options, None
 
 
 def check_callback_head(model: nn.Module, layer: nn.Linear, rank: Rank, bias_mode: str, lip_options: dict,
@@ -678,7 +680,7 @@ def finalize_layer(
     label_key: str | None = None,
     device: torch.device | str | None = None,
     all_reduce: AllReduceArg = "auto",
-    progress: bool = True,
+    progress: bool | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     unpack: Callable[[Any], tuple[Any, Any]] | None = None,
     call: Callable[[nn.Module, Any], Any] | None = None,
@@ -737,6 +739,8 @@ def finalize_layer(
     l = int(weight.shape[0])
     start = time.perf_counter()
 
+    if progress is None:  # a progress display on a terminal only: log files stay clean
+        progress = sys.stderr.isatty()
     modes = module_modes(model)
     capture = FeatureCapture(classifier)
     fit_counts: dict = {}
@@ -763,7 +767,7 @@ def finalize_layer(
                 raise DataError("the loader is empty: LIP needs at least one batch of (inputs, labels)")
             result = refine_batches(
                 W, batches, rank=rank, validation=val_batches, bias=b, bias_mode=bias_mode,
-                all_reduce=reducer, **lip_options
+                all_reduce=reducer, progress=bool(progress) and proc == 0, **lip_options
             )
             new = result.weight.T.to(device=weight.device, dtype=weight.dtype)
             if tuple(new.shape) != tuple(weight.shape):

@@ -108,8 +108,9 @@ class LIPCallback(pl.Callback):
         Batches to refit on instead of the Trainer's train loader.
     input_key, label_key : str, optional
         Keys of dict batches (defaults try common names).
-    progress : bool
-        tqdm bars during the pass (rank 0 only).
+    progress : bool or None
+        Progress on stderr during the pass (rank 0 only); ``None`` (default):
+        on a terminal only, so log files stay clean.
     **lip_options
         Passed to :func:`lip_agnostic.refine_batches`.
     """
@@ -124,7 +125,7 @@ class LIPCallback(pl.Callback):
         train: Iterable | None = None,
         input_key: str | None = None,
         label_key: str | None = None,
-        progress: bool = False,
+        progress: bool | None = None,
         **lip_options: Any,
     ) -> None:
         callback_settings(self, rank, head, bias_mode, validation, lip_options, label_key=label_key,

@@ -106,7 +106,7 @@ def finalize(
     label_key: str | None = None,
     device: torch.device | str | None = None,
     all_reduce: AllReduceArg = "auto",
-    progress: bool = True,
+    progress: bool | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     allow_hidden_layer: bool = False,
     **lip_options: Any,
@@ -161,7 +161,9 @@ def finalize(
         ``"auto"``: ``torch.distributed.all_reduce`` when a process group
         with more than one rank is initialized.
     progress : bool
-        tqdm progress bar (rank 0 only).
+        Progress on stderr (rank 0 only): a tqdm bar over the feature pass, and
+        the core's lines for the statistics, candidates and held-out pass;
+        ``None`` (default): on a terminal only, so log files stay clean.
     chunk_rows : int
         Consecutive batches are concatenated into chunks of at least this
         many rows before they reach the core (bounded memory,

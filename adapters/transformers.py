@@ -179,8 +179,9 @@ class LIPCallback(TrainerCallback):
     shift_labels : bool or "auto"
         Shift labels one position left (causal LM heads). ``"auto"``: when the
         model is one of Transformers' causal language models (its loss shifts too).
-    progress : bool
-        tqdm bars during the pass (rank 0 only).
+    progress : bool or None
+        Progress on stderr during the pass (rank 0 only); ``None`` (default):
+        on a terminal only, so log files stay clean.
     **lip_options
         Passed to :func:`lip_agnostic.refine_batches` (``target_scale``,
         ``min_gain``, ``confidence``, ``holdout``, ``degenerate``, ...).
@@ -201,7 +202,7 @@ class LIPCallback(TrainerCallback):
         validation: str | Iterable | None = "eval",
         label_key: str | None = None,
         shift_labels: bool | str = "auto",
-        progress: bool = False,
+        progress: bool | None = None,
         **lip_options: Any,
     ) -> None:
         callback_settings(self, rank, head, bias_mode, validation, lip_options, label_key=label_key,

@@ -868,3 +868,12 @@ def test_numpy_batches_reach_the_model_as_tensors():
     finalize(model[4], [(x.numpy(), y.numpy())], rank=3, progress=False)
     finalize(ref[4], [(x, y)], rank=3, progress=False)
     assert torch.equal(model[4].weight, ref[4].weight)
+
+
+def test_progress_defaults_to_a_terminal_only(capfd):
+    """Logs and pipes stay clean by default; progress=True shows the bar and the core's lines."""
+    model = _mlp()
+    finalize(model[4], _data(q=64, l=10), rank=2)
+    assert capfd.readouterr().err == ""  # stderr is not a terminal here
+    finalize(model[4], _data(q=64, l=10), rank=2, progress=True)
+    assert "LIP fit" in capfd.readouterr().err

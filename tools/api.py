@@ -255,7 +255,7 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
         try:
             res = lip.refine_batches(W, batches, rank=rank, validation=val, bias=bias, target_scale=target_scale,
                                      min_gain=min_gain, confidence=confidence, bias_mode=bias_mode,
-                                     tail=tail, ridge=ridge)
+                                     tail=tail, ridge=ridge, progress=bool(progress))
         except LIPError as exc:  # the core's typed errors: data (shapes, labels, NaN) or option values
             if isinstance(exc, OptionError):
                 raise UsageError(str(exc)) from None
