@@ -42,12 +42,10 @@ def namespace(*arrays: Any, xp: Any = None) -> Any:
     if xp is None:
         try:
             xp = array_api_compat.array_namespace(*present)
-        except TypeError as exc:
+        except TypeError:
             kinds = sorted({type(a).__module__ + "." + type(a).__name__ for a in present})
             raise DataTypeError(
-                "inputs must all be arrays of one array-API library; got "
-                + ", ".join(kinds)
-                + f" ({exc})"
+                "inputs must all be arrays of one array-API library; got " + ", ".join(kinds)
             ) from None
     linalg = getattr(xp, "linalg", None)
     if linalg is None or not hasattr(linalg, "svd"):
