@@ -94,11 +94,17 @@ class LIPResult:
         if sel.strategy == "auto" and not sel.changed:
             conf = sel.extra.get("confidence")
             n_cand = len(sel.extra.get("p_values", ()))
-            what = "(k, ridge) candidates" if sel.tail == "full" else "ranks"
-            guard = (f"one-sided sign test at confidence {conf:g}, Bonferroni over {n_cand} {what}"
-                     if conf is not None else "no significance test (confidence=None)")
-            return (f"unchanged: no candidate beat the unchanged layer's held-out score ({sel.base_score:.4f} on "
-                    f"{sel.n_val} samples) significantly ({guard}; min_gain {sel.extra.get('min_gain', 0.0):g}); "
+            full = sel.tail == "full"
+            guard = (f"one-sided sign test, confidence {conf:g}, Bonferroni over {n_cand} "
+                     f"{'(k, ridge) candidates' if full else 'ranks'}" if conf is not None
+                     else "no significance test (confidence None)")
+            source = sel.extra.get("source", "")
+            held = (f"the validation data ({sel.n_val} samples)" if source == "validation"
+                    else f"every {source.split('/')[-1]}th fit sample, held out of the fit ({sel.n_val} samples)"
+                    if source.startswith("holdout 1/") else f"{sel.n_val} held-out samples")
+            return (f"unchanged: no {'(k, ridge) candidate' if full else f'k < {m}'} beat the unchanged model's "
+                    f"{sel.extra.get('metric', 'held-out score')} ({sel.base_score:.4f}) significantly ({guard}; "
+                    f"min_gain {sel.extra.get('min_gain', 0.0):g}) on {held}, so the weights are the input's; "
                     "a fixed rank forces a change")
         if not sel.changed:
             return f"unchanged: k={sel.k} keeps all {m} components"

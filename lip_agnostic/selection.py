@@ -34,6 +34,12 @@ __all__ = [
 #: Above this many components the automatic choice scores a grid of ranks, not all of them.
 FULL_SCAN_LIMIT = 256
 
+#: What the held-out score measures, for integer labels and for a target matrix.
+METRICS = {
+    "labels": "top-1 accuracy against the held-out labels",
+    "matrix": "target value of the predicted class / row max (target matrix; 1 = predicted class is a candidate)",
+}
+
 #: Columns of the stacked candidate logits a :class:`StackedScorer` computes per matmul (``g l``
 #: for a group of ``g`` candidates of an ``l``-class head).
 SCORE_GROUP_COLUMNS = 8192
@@ -221,6 +227,7 @@ class HeldOutScorer(FlatSums):
         self.candidates = tuple(candidates)
         self._J = len(self.candidates) + 1
         self._sums = xp.zeros((3 * self._J + 1,), dtype=sdt, device=device)
+        self._targets: set[str] = set()  # "labels" and/or "matrix": what the hits were scored against
 
     @property
     def ks(self) -> tuple[int, ...]:
@@ -239,6 +246,7 @@ class HeldOutScorer(FlatSums):
         q, l = self.shape
         X = as_features(xp, X, q, self._work, "X_val", finite=False)
         Y, is_labels = as_targets(xp, Y, int(X.shape[0]), l, self._work, "Y_val")
+        self._targets.add("labels" if is_labels else "matrix")
         sdt = self._sdt
         rowmax = None if is_labels else _row_max(xp, Y)
         Z = X @ self._W0
@@ -339,6 +347,7 @@ class HeldOutScorer(FlatSums):
             at_k = {c[0]: scores[i] for i, c in enumerate(self.candidates)}
             per_rank = tuple(at_k[kk] for kk in ks[:-1]) + (base,)
         extra = {"min_gain": float(min_gain), "confidence": confidence, "guarded": bool(guarded),
+                 "metric": METRICS["labels" if self._targets == {"labels"} else "matrix"],
                  "p_values": list(pvals), "wins": list(self._block(1)[:-1]), "losses": list(self._block(2)[:-1])}
         if ridges:
             extra["candidates"] = [list(c) for c in self.candidates]

@@ -116,8 +116,9 @@ def test_the_result_reads_in_a_few_lines_and_its_dict_carries_the_outcome(proble
     noisy = rng.integers(0, 4, 900)
     same = refine_batches(W, [(X[:600], noisy[:600])], validation=[(X[600:], noisy[600:])])
     assert not same.changed
-    assert same.outcome.startswith("unchanged: no candidate beat the unchanged layer's held-out score")
-    assert "sign test at confidence 0.95" in same.outcome and "300 samples" in same.outcome
+    assert same.outcome.startswith("unchanged: no (k, ridge) candidate beat the unchanged model's top-1 accuracy "
+                                   "against the held-out labels")
+    assert "sign test, confidence 0.95" in same.outcome and "on the validation data (300 samples)" in same.outcome
     paper = refine_batches(W, [(X, y)], rank=2)
     assert paper.outcome == ("changed: the top 2 of 4 components kept, the other 2 singular values refit "
                              "against the labels (the paper's LIP)")

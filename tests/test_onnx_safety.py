@@ -296,12 +296,12 @@ def test_auto_that_keeps_the_model_says_so_and_why(tmp_path, monkeypatch, capsys
     result = [line for line in out.splitlines() if line.startswith("result")][0]
     assert "unchanged: no k < 10 beat the unchanged model's top-1 accuracy against the held-out labels" in result
     assert "one-sided sign test, confidence 0.95" in result
-    assert "the held-out split of the calibration data (val_*, 300 samples)" in result
+    assert "on the validation data (300 samples)" in result  # the core's sentence: LIPResult.outcome
     with np.load("calib.npz") as z:
         np.savez("nosplit.npz", pixels=z["pixels"], labels=z["labels"])
     assert cli.main(["denoise", "model.onnx", "--calib", "nosplit.npz", "-o", "b.onnx", "--tail", "diagonal"]) == 0
     out = capsys.readouterr().out
-    assert "every 5th calibration sample, held out of the fit (200 samples)" in out
+    assert "every 5th fit sample, held out of the fit (200 samples)" in out
 
 
 def test_bias_mode_and_confidence_reach_the_core(tmp_path, monkeypatch):

@@ -271,12 +271,13 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
         report["tail"], report["beyond_paper"] = res.tail, res.tail != "diagonal"
         report["rank"]["asked"] = rank  # what --rank said: a fixed k with --tail full searches only the ridge
         if _face.chooses(rank, {"tail": tail, "ridge": ridge}):
-            report["rank"]["metric"] = _metric(cal)
+            report["rank"]["metric"] = res.selection.extra["metric"]  # the core's words for the held-out score
             report["rank"]["held_out"] = _held_out_text(res.selection)
         value = to_stored(np.asarray(res.weight), c.layout, c.alpha, dtype, c.weight.name)
         if res.bias is not None:
             extra = dict([_bias_value(loaded, c, np.asarray(res.bias, dtype=np.float64))])
-    report["outcome"] = _outcome(report)
+    # LIP: the core's outcome sentence, the one LIPResult.to_dict() carries; truncation: the tool's own
+    report["outcome"] = res.outcome if report["mode"] == "lip" else _outcome(report)
     report["seconds_refine"] = time.perf_counter() - t0
     return {_weight_index(loaded, c): value, **extra}, report
 
@@ -305,13 +306,6 @@ def _bias_value(loaded: LoadedModel, c: Classifier, b: np.ndarray) -> tuple[int,
     raise UnsupportedWeightError(f"bias {c.bias.name!r} not found among the model's tensors")
 
 
-def _metric(cal: CalibrationData) -> str:
-    """The held-out score ``--rank auto`` compares, in words."""
-    if cal.labels.ndim == 1:
-        return "top-1 accuracy against the held-out labels"
-    return "target value of the predicted class / row max (target matrix; 1 = predicted class is a candidate)"
-
-
 def _held_out_text(sel: Any) -> str:
     source = sel.extra.get("source", "")
     if source == "validation":
@@ -323,27 +317,11 @@ def _held_out_text(sel: Any) -> str:
 
 
 def _outcome(report: dict) -> str:
-    """One sentence: what happened to the weights, and for ``--rank auto`` why."""
+    """One sentence for ``--rank`` truncation (no calibration data: PSP alone); LIP runs carry the
+    core's :attr:`lip_agnostic.LIPResult.outcome`."""
     rk = report["rank"]
-    if rk.get("strategy") == "auto" and not rk.get("changed"):
-        conf = rk.get("extra", {}).get("confidence")
-        tested = (f"{len(rk['extra']['candidates'])} (k, ridge) candidates" if "candidates" in rk.get("extra", {})
-                  else f"{len(rk['ks']) - 1} ranks")
-        guard = (f"one-sided sign test, confidence {conf:g}, Bonferroni over {tested}; "
-                 if conf is not None else "no significance test (--confidence none); ")
-        return (f"unchanged: no k < {rk['m']} beat the unchanged model's {rk['metric']} ({rk['base_score']:.4f}) "
-                f"significantly ({guard}--min-gain {rk['extra'].get('min_gain', 0.0):g}) on {rk['held_out']}, "
-                "so the weights are the input's; --rank K forces a change")
     if not rk.get("changed", rk["k"] < rk["m"]):
         return f"unchanged: k={rk['k']} keeps all {rk['m']} components"
-    if report["mode"] == "lip" and report.get("tail") == "full" and rk["k"] == 0:
-        return (f"changed: a ridge head (k=0: no component kept, the whole layer ridge-refit against the labels; "
-                f"ridge {rk.get('ridge'):.4g}; tail=full, beyond the paper)")
-    if report["mode"] == "lip" and report.get("tail") == "full":
-        return (f"changed: the top {rk['k']} components kept, the whole complement ridge-refit against the labels "
-                f"(ridge {rk.get('ridge'):.4g}; tail=full, beyond the paper)")
-    if report["mode"] == "lip":
-        return f"changed: the top {rk['k']} components kept, the other {rk['m'] - rk['k']} refit against the labels"
     return f"changed: the top {rk['k']} components kept, the other {rk['m'] - rk['k']} dropped"
 
 
