@@ -6,15 +6,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from ._arrays import device_of, namespace
-from .errors import DataError, DataTypeError, NonFiniteError, OptionTypeError
+from .errors import DataError, DataTypeError, NonFiniteError, OptionError, OptionTypeError
 from .label_issues import LabelIssues, find_label_issues
 from .options import LIPOptions
 from .out_of_fold import require_reiterable
 from .progress import Progress, as_progress
 from .repairs import REPAIRS
-from .report import ChangeSummary
+from .report import ChangeSummary, summarize_change
 from .selection import Selection
 from .svd import SVD, check_factors
+from .temperature import HeadCalibration, calibrate_head
 
 __all__ = ["LIPResult", "refine_batches"]
 
@@ -46,15 +47,20 @@ class LIPResult:
     bias : array (l,) or None
         The refit bias ``b*`` to write into the layer with the weight (the
         full tail with a bias and ``bias_mode="fit"``); None: the bias stays.
-    tail : {"diagonal", "full"}
-        Which repair ran: ``"diagonal"`` is the paper's, ``"full"`` is beyond the paper.
+    tail : {"diagonal", "full", "labels"}
+        Which repair ran: ``"diagonal"`` is the paper's, ``"full"`` and ``"labels"``
+        (``label_repair``) are beyond the paper.
     tail_reason : str
         Why ``tail="auto"`` chose it (empty when the tail was given).
     options : LIPOptions or None
         The options the run used.
     label_issues : LabelIssues or None
-        With ``label_issues=True``: the rows of the fit stream whose given label
-        looks wrong (beyond the paper; :func:`lip_agnostic.label_issues.find_label_issues`).
+        With ``label_repair`` or ``label_issues=True``: the rows of the fit stream whose given
+        label looks wrong (beyond the paper; :func:`lip_agnostic.label_issues.find_label_issues`).
+    calibration : HeadCalibration or None
+        With ``temperature=True`` after a change beyond the paper: the temperature fit on
+        the held-out data, whether it was written into the head, and the held-out NLL and
+        ECE of the unchanged layer and of the new head before and after it.
     context : dict
         Facts a face adds about its own run (JSON-friendly: the layer's name,
         dtype, batch counts, seconds, ...); empty from the core itself.
@@ -70,6 +76,7 @@ class LIPResult:
     tail_reason: str = ""
     options: LIPOptions | None = None
     label_issues: LabelIssues | None = None
+    calibration: HeadCalibration | None = None
     context: dict = field(default_factory=dict)
 
     @property
@@ -94,7 +101,7 @@ class LIPResult:
         if sel.strategy == "auto" and not sel.changed:
             conf = sel.extra.get("confidence")
             n_cand = len(sel.extra.get("p_values", ()))
-            full = sel.tail == "full"
+            full = sel.tail in ("full", "labels")
             guard = (f"one-sided sign test, confidence {conf:g}, Bonferroni over {n_cand} "
                      f"{'(k, ridge) candidates' if full else 'ranks'}" if conf is not None
                      else "no significance test (confidence None)")
@@ -108,19 +115,28 @@ class LIPResult:
                     "a fixed rank forces a change")
         if not sel.changed:
             return f"unchanged: k={sel.k} keeps all {m} components"
-        if self.tail == "full":
+        temp = (f"; logits x {self.calibration.fit.scale:.3g} (temperature)"
+                if self.calibration is not None and self.calibration.applied else "")
+        if sel.labels != "given":
+            n_f = self.label_issues.n_flagged if self.label_issues is not None else 0
+            how = (f"refit without the {n_f} fit rows flagged as mislabelled" if sel.labels == "filter"
+                   else f"refit with the {n_f} fit rows flagged as mislabelled relabelled")
+            bias = ", bias refit" if self.bias is not None else ""
+            return f"changed: a ridge head {how}; ridge {sel.ridge:.4g}{bias}{temp}; beyond the paper"
+        if self.tail in ("full", "labels"):
             head = ("a ridge head (k=0: no component kept, the whole layer ridge-refit against the labels"
                     if sel.k == 0 else
                     f"the top {sel.k} of {m} components kept, the whole complement ridge-refit against the labels")
             bias = ", bias refit" if self.bias is not None else ""
-            return f"changed: {head}; ridge {sel.ridge:.4g}{bias}; beyond the paper)"
+            return f"changed: {head}; ridge {sel.ridge:.4g}{bias}{temp}; beyond the paper)"
         return (f"changed: the top {sel.k} of {m} components kept, the other {m - sel.k} singular values "
                 "refit against the labels (the paper's LIP)")
 
     def __str__(self) -> str:
         sel, s = self.selection, self.summary
         q, l = s.shape
-        ran = "full tail (beyond the paper)" if self.beyond_paper else "diagonal (the paper's LIP)"
+        ran = {"diagonal": "diagonal (the paper's LIP)", "full": "full tail (beyond the paper)",
+               "labels": "label-aware: full tail plus filtered/relabelled ridge heads (beyond the paper)"}[self.tail]
         lines = [f"LIPResult: {self.outcome}",
                  f"  repair: {ran}" + (f"; {self.tail_reason}" if self.tail_reason else ""),
                  f"  head: W (q={q}, l={l}), fit on {self.n_fit} samples, rank k={sel.k} of {sel.m}"
@@ -137,6 +153,8 @@ class LIPResult:
             lines.append(f"  change: relative {s.relative_change:.3g}; kept components unchanged: {s.kept_unchanged}")
         if self.label_issues is not None:
             lines.append(f"  label issues: {self.label_issues} (result.label_issues.rows())")
+        if self.calibration is not None:
+            lines.append(f"  {self.calibration}")
         return "\n".join(line for line in lines if line)
 
     def __repr__(self) -> str:
@@ -162,6 +180,8 @@ class LIPResult:
         if self.label_issues is not None:
             out["label_issues"] = {"method": self.label_issues.method, "n_flagged": self.label_issues.n_flagged,
                                    "n_rows": int(self.label_issues.suspects.flags.shape[0])}
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.to_dict()
         if self.context:
             out["context"] = dict(self.context)
         return out
@@ -302,13 +322,17 @@ def refine_batches(
     if all_reduce is not None and not callable(all_reduce):
         raise OptionTypeError(f"all_reduce must be a function that sums an array over workers; "
                               f"got {type(all_reduce).__name__}")
-    if label_issues:
-        require_reiterable(batches)
     xp = namespace(W, bias, xp=xp)
     if getattr(W, "ndim", None) != 2:
         raise DataError(f"W must be a 2-D (q, l) weight; got shape {tuple(getattr(W, 'shape', ()))}")
     shape = (int(W.shape[0]), int(W.shape[1]))
     plan = options.plan(shape, itemsize=_itemsize(W))
+    two_pass = plan.repair == "labels"
+    if two_pass and all_reduce is not None:
+        raise OptionError(f"label_repair={options.label_repair!r} needs every fit row in one process (confident "
+                          "learning ranks rows across the whole set); drop all_reduce or label_repair")
+    if label_issues or two_pass:
+        require_reiterable(batches)
     if validation is not None and not plan.uses_validation:
         raise DataError(f"validation data are only used when something is chosen on held-out data (rank='auto', "
                         f"or the full tail's ridge='auto'); rank={options.rank!r} with the {plan.repair} refit "
@@ -320,30 +344,32 @@ def refine_batches(
 
     validation = _as_stream(validation)
     period = max(2, int(round(1.0 / options.holdout))) if plan.uses_validation and validation is None else 0
-    held: list[tuple[Any, Any]] = []
-    seen = 0
+    fit_rows = _FitRows(batches, period, W)
     with prog.step("fit statistics") as step:
-        for X, Y in _batches(batches, "fit", W):
-            n_b = int(X.shape[0]) if X.ndim >= 1 else 0
-            if period:
-                X, Y, Xh, Yh = _split_rows(xp, X, Y, seen % period, period)
-                if Xh is not None:
-                    held.append((Xh, Yh))
+        for X, Y in fit_rows:
             if int(X.shape[0]):
                 repair.update(X, Y)
-            seen += n_b
             step.advance()
+    held, seen = fit_rows.held, fit_rows.seen
     if all_reduce is not None:
         repair.load_partial_sums(_reduced(all_reduce, repair.partial_sums, "the fit statistics"))
     if repair.n_samples == 0:
         raise DataError("no samples reached LIP: the batches were empty")
+    issues = None
+    if two_pass:
+        with prog.step("out-of-fold pass (label issues)") as step:
+            issues = repair.second_pass(_Advancing(_FitRows(batches, period, W, keep_held=False), step))
 
+    calibrate = options.temperature and plan.beyond_paper and plan.uses_validation
+    kept_val: list[tuple[Any, Any]] = []
     if plan.uses_validation:
         scorer = repair.scorer(plan, options, progress=prog)
         source = validation if validation is not None else held
         with prog.step("held-out scoring") as step:
             for X, Y in _batches(source, "validation" if validation is not None else "held-out", W):
                 scorer.update(X, Y)
+                if calibrate and validation is not None:
+                    kept_val.append((X, Y))
                 step.advance()
         if all_reduce is not None:
             scorer.load_partial_sums(_reduced(all_reduce, scorer.partial_sums, "the held-out scores"))
@@ -354,11 +380,15 @@ def refine_batches(
         selection = scorer.best(options.min_gain, options.confidence, guarded=plan.choose_rank)
         src = "validation" if validation is not None else f"holdout 1/{period}"
         selection = _with_source(selection, src)
+        if validation is None:
+            kept_val = held
     else:
         selection = repair.fixed_selection(options)
     built = repair.refit(selection)
-    issues = None
-    if label_issues:
+    calibration = None
+    if calibrate and selection.changed and all_reduce is None:
+        built, calibration = _with_temperature(built, kept_val, W, bias, selection, repair.svd, xp)
+    if label_issues and issues is None:
         with prog.step("label issues (two passes)", unit="step") as step:
             issues = find_label_issues(batches, shape[1])
             step.advance()
@@ -373,7 +403,61 @@ def refine_batches(
         tail_reason=plan.reason if options.tail == "auto" else "",
         options=options,
         label_issues=issues,
+        calibration=calibration,
     )
+
+
+class _FitRows:
+    """The fit stream as the repair sees it, re-iterable when the source is: every
+    ``period``-th row (by global position) goes to :attr:`held` instead (``period`` 0: none)."""
+
+    def __init__(self, source: Any, period: int, W: Any, *, keep_held: bool = True) -> None:
+        self._source, self._period, self._W, self._keep = source, period, W, keep_held
+        self.held: list[tuple[Any, Any]] = []
+        self.seen = 0
+
+    def __iter__(self) -> Any:
+        xp = namespace(self._W)
+        self.held, self.seen = [], 0
+        for X, Y in _batches(self._source, "fit", self._W):
+            n_b = int(X.shape[0]) if X.ndim >= 1 else 0
+            if self._period:
+                X, Y, Xh, Yh = _split_rows(xp, X, Y, self.seen % self._period, self._period)
+                if Xh is not None and self._keep:
+                    self.held.append((Xh, Yh))
+            self.seen += n_b
+            yield X, Y
+
+
+class _Advancing:
+    """A re-iterable source that advances a progress step per batch."""
+
+    def __init__(self, source: Any, step: Any) -> None:
+        self._source, self._step = source, step
+
+    def __iter__(self) -> Any:
+        for item in self._source:
+            yield item
+            self._step.advance()
+
+
+def _with_temperature(built: Any, held: list, W: Any, bias: Any, selection: Selection, svd: SVD, xp: Any) -> tuple:
+    """Fit one temperature for the chosen head on the held-out rows; write it where the layer can take it."""
+    if not held or any(getattr(Y, "ndim", None) != 1 for _, Y in held):
+        return built, None
+    cal = calibrate_head(held, built.weight, built.bias, W, bias, xp=xp)
+    note = ""
+    if selection.k > 0:
+        note = f"the top {selection.k} components are kept exactly, and scaling would change them"
+    elif bias is not None and built.bias is None:
+        note = "the layer's bias is not refit (bias_mode='ignore'), so the logits cannot be scaled as a whole"
+    if note:
+        return built, replace(cal, note=note)
+    T = cal.fit.scale
+    weight = built.weight * T
+    new_bias = None if built.bias is None else built.bias * T
+    summary = summarize_change(W, weight, selection.k, svd=svd, xp=xp)
+    return replace(built, weight=weight, bias=new_bias, summary=summary), replace(cal, applied=True)
 
 
 def _with_source(selection: Selection, source: str) -> Selection:

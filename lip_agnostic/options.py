@@ -328,6 +328,14 @@ def _choice(name: str, allowed: dict[str, str]) -> Callable[[Any], str]:
     return parse
 
 
+def _flag(name: str) -> Callable[[Any], bool]:
+    def parse(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise OptionTypeError(f"{name} must be True or False; got {value!r}")
+        return value
+    return parse
+
+
 def _optional_ridge(value: Any) -> float | str | None:
     return None if value is None else check_ridge(value)
 
@@ -344,6 +352,9 @@ CONSTRAINTS: dict[str, Callable[[Any], Any]] = {
     "min_gain": check_min_gain,
     "confidence": check_confidence,
     "holdout": check_holdout,
+    "label_repair": _choice("label_repair", {"none": "", "filter": "beyond the paper",
+                                             "relabel": "beyond the paper", "auto": "beyond the paper"}),
+    "temperature": _flag("temperature"),
 }
 
 
@@ -353,8 +364,8 @@ class Plan:
 
     Attributes
     ----------
-    repair : {"diagonal", "full"}
-        ``"diagonal"`` is the paper's refit; ``"full"`` is beyond the paper.
+    repair : {"diagonal", "full", "labels"}
+        ``"diagonal"`` is the paper's refit; ``"full"`` and ``"labels"`` are beyond the paper.
     reason : str
         Why (one line; what ``tail="auto"`` chose and why, or ``"requested"``).
     choose_rank : bool
@@ -434,6 +445,18 @@ class LIPOptions:
     holdout : float in (0, 0.5]
         Fraction of the fit stream held out when no validation data are given
         and something is chosen on held-out data.
+    label_repair : {"none", "filter", "relabel", "auto"}
+        Beyond the paper (:mod:`lip_agnostic.repairs.label_aware`): also offer
+        the guard ridge heads fit without (``"filter"``) or with corrected
+        (``"relabel"``) labels of the rows that look mislabelled (``"auto"``:
+        both). Needs ``rank="auto"``, the full tail, integer labels and a fit
+        stream that can be read twice; the suspect rows are reported
+        (:attr:`lip_agnostic.LIPResult.label_issues`).
+    temperature : bool
+        Beyond the paper: after a change by a repair that is not the paper's,
+        fit one temperature on the held-out data and scale the new head's
+        weight and bias by it (predictions unchanged; probabilities calibrated;
+        held-out NLL and ECE reported before and after).
 
     Rules across options (checked at construction, one message each):
     ``ridge`` needs the full tail; ``degenerate="keep"`` needs the paper's
@@ -462,6 +485,8 @@ class LIPOptions:
     min_gain: float = 0.0
     confidence: float | None = DEFAULT_CONFIDENCE
     holdout: float = DEFAULT_HOLDOUT
+    label_repair: str = "none"
+    temperature: bool = True
 
     def __post_init__(self) -> None:
         for name, parse in CONSTRAINTS.items():
@@ -471,6 +496,10 @@ class LIPOptions:
                               "(the paper's diagonal refit has no ridge)")
         if self.tail == "full" and self.degenerate != "zero":
             raise OptionError(f"degenerate={self.degenerate!r} applies to tail='diagonal' only")
+        if self.label_repair != "none" and (self.rank != "auto" or self.tail == "diagonal"):
+            raise OptionError(f"label_repair={self.label_repair!r} needs rank='auto' and the full tail (tail='auto' "
+                              f"or 'full'): its heads compete behind the guard; got rank={self.rank!r}, "
+                              f"tail={self.tail!r}")
         for name in inert_options(self.to_dict()):
             value = getattr(self, name)
             if name == "holdout":
@@ -526,8 +555,14 @@ class LIPOptions:
         "tail='auto' with a fixed rank: the paper's diagonal refit"
         """
         repair, reason = _repair_for(self.rank, self.tail, self.ridge, self.degenerate, shape, itemsize)
+        if self.label_repair != "none":
+            if repair != "full":
+                raise OptionError(f"label_repair={self.label_repair!r} needs the full-tail search, which this "
+                                  f"head cannot have: {reason}")
+            repair, reason = "labels", (f"label_repair={self.label_repair!r}: the full tail's candidates plus "
+                                        "ridge heads on filtered or relabelled labels (beyond the paper)")
         auto_rank = self.rank == "auto"
-        choose_ridge = repair == "full" and (self.ridge is None or self.ridge == "auto")
+        choose_ridge = repair in ("full", "labels") and (self.ridge is None or self.ridge == "auto")
         return Plan(repair=repair, reason=reason, choose_rank=auto_rank, choose_ridge=choose_ridge)
 
 

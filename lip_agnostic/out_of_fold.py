@@ -366,8 +366,9 @@ class FoldHeads:
         X = as_features(xp, X, int(self.weight.shape[0]), working_dtype(xp, X.dtype))
         return X @ to_float(xp, self.weight, X.dtype) + to_float(xp, self.bias, X.dtype)
 
-    def stream(self, batches: Iterable, /) -> Iterator[tuple[Any, Any]]:
-        """Second pass: yield ``(logits, Y)`` per ``(X, Y)`` batch, the logits out of fold.
+    def stream(self, batches: Iterable, /, *, features: bool = False) -> Iterator[tuple[Any, ...]]:
+        """Second pass: yield ``(logits, Y)`` per ``(X, Y)`` batch, the logits out of fold
+        (``(logits, Y, X)`` with ``features=True``).
 
         After the last batch, the rows per fold and ``1^T X`` per fold are compared with the
         first pass's; a source that replayed other rows raises :class:`DataError`.
@@ -389,7 +390,7 @@ class FoldHeads:
             sums = xp.stack(sums)
             seen = sums if seen is None else seen + sums
             position += n_b
-            yield Z, Y
+            yield (Z, Y, X) if features else (Z, Y)
         if tuple(counts) != tuple(self.fold_sizes):
             raise DataError(f"the second pass saw {sum(counts)} rows (per fold {tuple(counts)}) but the first saw "
                             f"{sum(self.fold_sizes)} (per fold {tuple(self.fold_sizes)}): the source must replay "

@@ -29,6 +29,7 @@ __all__ = [
     "sign_test_p",
     "FULL_SCAN_LIMIT",
     "SCORE_GROUP_COLUMNS",
+    "LABEL_VARIANTS",
 ]
 
 #: Above this many components the automatic choice scores a grid of ranks, not all of them.
@@ -73,8 +74,12 @@ class Selection:
         Full tail only: the ridge grid scored.
     table : tuple of tuple of float
         Full tail only: ``table[i][j]`` is the held-out score of ``(ks[i], ridges[j])``.
-    tail : {"diagonal", "full"}
+    tail : {"diagonal", "full", "labels"}
         Which repair the candidates belong to (``"diagonal"`` is the paper's).
+    labels : {"given", "filter", "relabel"}
+        Which labels the chosen head was fit on (beyond the paper, the
+        ``"labels"`` repair): as given, without the rows flagged as mislabelled,
+        or with them relabelled.
     extra : dict
         The guard's evidence (``p_values``, ``wins``, ``losses`` per candidate,
         ``min_gain``, ``confidence``) and where the held-out data came from (``source``).
@@ -91,6 +96,7 @@ class Selection:
     ridges: tuple[float, ...] = ()
     table: tuple[tuple[float, ...], ...] = ()
     tail: str = "diagonal"
+    labels: str = "given"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -105,6 +111,8 @@ class Selection:
             return None
         if self.k == self.m:
             return self.base_score
+        if self.labels != "given":
+            return self.extra["label_scores"][self.labels][self.ridges.index(self.ridge)]
         if self.table and self.ridge is not None:
             return self.table[self.ks.index(self.k)][self.ridges.index(self.ridge)]
         return self.scores[self.ks.index(self.k)]
@@ -114,13 +122,15 @@ class Selection:
         d = asdict(self)
         d["ks"], d["scores"] = list(self.ks), list(self.scores)
         d["changed"], d["best_score"] = self.changed, self.best_score
-        if self.tail == "full":
+        if self.tail in ("full", "labels"):
             d["ridges"] = list(self.ridges)
             d["table"] = [list(r) for r in self.table]
             d["beyond_paper"] = True
         else:
             for key in ("ridge", "ridges", "table", "tail"):
                 d.pop(key)
+        if self.tail != "labels":
+            d.pop("labels")
         return d
 
 
@@ -210,10 +220,12 @@ class HeldOutScorer(FlatSums):
     all-reduce (:attr:`partial_sums`, :meth:`load_partial_sums`).
 
     Subclasses set ``candidates`` (a tuple of ``(k, lam)``; ``lam`` None for the
-    paper's refit) and implement :meth:`_candidate_picks`.
+    paper's refit; ``(0, lam, labels)`` for a head fit on other labels than the
+    given ones, ``labels`` in :data:`LABEL_VARIANTS`) and implement
+    :meth:`_candidate_picks`.
     """
 
-    candidates: tuple[tuple[int, float | None], ...]
+    candidates: tuple[tuple, ...]
 
     def __init__(self, W: Any, bias: Any, m: int, repair: str, candidates: Sequence[tuple[int, float | None]],
                  /, *, xp: Any, work: Any, sdt: Any, device: Any) -> None:
@@ -232,12 +244,12 @@ class HeldOutScorer(FlatSums):
     @property
     def ks(self) -> tuple[int, ...]:
         """The candidate ranks, then ``m`` (the unchanged layer)."""
-        return tuple(sorted({k for k, _ in self.candidates} - {self.m})) + (self.m,)
+        return tuple(sorted({c[0] for c in self.candidates} - {self.m})) + (self.m,)
 
     @property
     def ridges(self) -> tuple[float, ...]:
         """The candidate ridges (empty for the paper's refit)."""
-        return tuple(sorted({lam for _, lam in self.candidates if lam is not None}))
+        return tuple(sorted({c[1] for c in self.candidates if c[1] is not None}))
 
     def update(self, X: Any, Y: Any, /) -> "HeldOutScorer":
         """Score a held-out batch: features ``(n_b, q)``, labels ``(n_b,)`` or targets ``(n_b, l)``."""
@@ -329,18 +341,24 @@ class HeldOutScorer(FlatSums):
             ok = [i for i in range(C) if scores[i] > base + min_gain and (alpha is None or pvals[i] < alpha)]
         else:
             ok = list(range(C))
-        k, lam = self.m, None
+        k, lam, labels = self.m, None, "given"
 
         def key(i: int) -> tuple:
-            kk, ll = self.candidates[i]
-            return scores[i], kk, -1.0 if ll is None else ll
+            kk, ll = self.candidates[i][:2]
+            given = _labels_of(self.candidates[i]) == "given"  # a tie goes to the labels as given
+            return scores[i], kk, given, -1.0 if ll is None else ll
 
         if ok:
-            k, lam = self.candidates[max(ok, key=key)]
+            best = self.candidates[max(ok, key=key)]
+            k, lam, labels = best[0], best[1], _labels_of(best)
         ks, ridges = self.ks, self.ridges
         table: tuple[tuple[float, ...], ...] = ()
+        extra_labels: dict = {}
+        for i, c in enumerate(self.candidates):
+            if _labels_of(c) != "given":
+                extra_labels.setdefault(c[2], [float("nan")] * len(ridges))[ridges.index(c[1])] = scores[i]
         if ridges:
-            at = {c: scores[i] for i, c in enumerate(self.candidates)}
+            at = {c: scores[i] for i, c in enumerate(self.candidates) if len(c) == 2}
             table = tuple(tuple(at.get((kk, r), float("nan")) for r in ridges) for kk in ks[:-1])
             per_rank = tuple(max(v for v in row if v == v) for row in table) + (base,)
         else:
@@ -351,9 +369,20 @@ class HeldOutScorer(FlatSums):
                  "p_values": list(pvals), "wins": list(self._block(1)[:-1]), "losses": list(self._block(2)[:-1])}
         if ridges:
             extra["candidates"] = [list(c) for c in self.candidates]
+        if extra_labels:
+            extra["label_scores"] = extra_labels
         return Selection(k=k, m=self.m, strategy="auto", ks=ks, scores=per_rank, base_score=base,
                          n_val=self.n_samples, ridge=lam, ridges=ridges, table=table, tail=self.repair,
-                         extra=extra)
+                         labels=labels, extra=extra)
+
+
+#: The labels a candidate head can be fit on: as given, or (beyond the paper, the ``"labels"``
+#: repair) without the rows flagged as mislabelled, or with them relabelled.
+LABEL_VARIANTS = ("given", "filter", "relabel")
+
+
+def _labels_of(candidate: tuple) -> str:
+    return candidate[2] if len(candidate) > 2 else "given"
 
 
 class StackedScorer(HeldOutScorer):

@@ -35,6 +35,8 @@ from ._arrays import count_true, device_of, namespace, stats_dtype, to_float
 from .errors import DataError, DataTypeError, NonFiniteError, OptionError, OptionTypeError
 
 __all__ = [
+    "HeadCalibration",
+    "calibrate_head",
     "TemperatureFit",
     "fit_temperature",
     "negative_log_likelihood",
@@ -262,3 +264,87 @@ def fit_temperature(logits: Any, labels: Any, /, *, bounds: tuple[float, float] 
     ece1 = expected_calibration_error(softmax(Z, scale=T, xp=xp), labels, xp=xp)
     return TemperatureFit(scale=float(T), nll_before=nll0, nll_after=nll1, ece_before=ece0,
                           ece_after=ece1, n_samples=n, at_bound=at_bound)
+
+
+@dataclass(frozen=True)
+class HeadCalibration:
+    """The temperature of a new head, fit on held-out data (beyond the paper).
+
+    Attributes
+    ----------
+    fit : TemperatureFit
+        On the new head's held-out logits: NLL and ECE at ``T = 1`` (the head as
+        refit) and at the fitted ``T``.
+    unchanged_nll, unchanged_ece : float
+        The same held-out rows under the unchanged layer, for comparison.
+    applied : bool
+        Whether ``T`` was written into the new weight and bias (``W* T``, ``b* T``).
+    note : str
+        Why it was not applied, when it was not.
+    """
+
+    fit: TemperatureFit
+    unchanged_nll: float
+    unchanged_ece: float
+    applied: bool
+    note: str = ""
+
+    def __str__(self) -> str:
+        f = self.fit
+        head = (f"logits x {f.scale:.4g} written into the head" if self.applied
+                else f"logits x {f.scale:.4g} fit, not written ({self.note})")
+        return (f"temperature: {head}; held-out NLL unchanged layer {self.unchanged_nll:.4f}, new head "
+                f"{f.nll_before:.4f} -> {f.nll_after:.4f} nats; ECE (15 bins) {self.unchanged_ece:.4f}, "
+                f"{f.ece_before:.4f} -> {f.ece_after:.4f} ({f.n_samples} held-out rows)")
+
+    def to_dict(self) -> dict:
+        f = self.fit
+        return {"scale": f.scale, "applied": self.applied, "note": self.note, "n_samples": f.n_samples,
+                "nll_unchanged": self.unchanged_nll, "nll_before": f.nll_before, "nll_after": f.nll_after,
+                "ece_unchanged": self.unchanged_ece, "ece_before": f.ece_before, "ece_after": f.ece_after,
+                "at_bound": f.at_bound}
+
+
+def calibrate_head(batches: Any, W_new: Any, b_new: Any, W: Any, b: Any, /, *, xp: Any = None) -> HeadCalibration:
+    """Fit one temperature for a new head ``(W_new, b_new)`` on held-out ``(X, y)`` batches.
+
+    Steps
+    -----
+    1. One pass: the held-out logits of the new head, ``X W_new + b_new``
+       (``b_new`` None: the layer's own ``b``), and of the unchanged layer
+       ``X W + b`` (``O(n l)`` each).
+    2. :func:`fit_temperature` on the new head's logits; NLL and ECE of the
+       unchanged layer for comparison. ``applied`` is left False: the caller
+       decides whether the layer can take ``T`` (:attr:`HeadCalibration.applied`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(400, 5)); y = np.argmax(X[:, :3], 1); W = np.eye(5)[:, :3]
+    >>> cal = calibrate_head([(X, y)], 0.05 * W, None, W, None)
+    >>> cal.fit.scale > 1.0
+    True
+    """
+    Zn, Z0, ys = [], [], []
+    for X, y in batches:
+        xp = namespace(X, y, xp=xp)
+        dt = W_new.dtype
+        Xw = to_float(xp, X, dt)
+        zn = Xw @ W_new
+        z0 = Xw @ to_float(xp, W, dt)
+        if b_new is not None:
+            zn = zn + to_float(xp, b_new, dt)
+        elif b is not None:
+            zn = zn + to_float(xp, b, dt)
+        if b is not None:
+            z0 = z0 + to_float(xp, b, dt)
+        Zn.append(zn)
+        Z0.append(z0)
+        ys.append(y)
+    if not Zn:
+        raise DataError("no held-out rows to fit a temperature on")
+    Zn, Z0, y = xp.concat(Zn, axis=0), xp.concat(Z0, axis=0), xp.concat(ys)
+    fit = fit_temperature(Zn, y, xp=xp)
+    return HeadCalibration(fit=fit, unchanged_nll=negative_log_likelihood(Z0, y, xp=xp),
+                           unchanged_ece=expected_calibration_error(softmax(Z0, xp=xp), y, xp=xp), applied=False)

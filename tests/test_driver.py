@@ -34,10 +34,13 @@ def problem():
 def test_every_registered_repair_implements_the_protocol(problem):
     W, X, y, _ = problem
     for name, cls in REPAIRS.items():
-        acc = cls.from_options(W, None, bias=None, options=LIPOptions(), svd=None, xp=None)
+        opts = LIPOptions(label_repair="auto") if name == "labels" else LIPOptions()
+        acc = cls.from_options(W, None, bias=None, options=opts, svd=None, xp=None)
         assert isinstance(acc, Repair) and cls.name == name
         assert cls.beyond_paper == (name != "diagonal")
-    diag, full = (cls(W) for cls in REPAIRS.values())
+    diag, full, labels = (cls(W) for cls in REPAIRS.values())
+    with pytest.raises(DataTypeError, match=r"^can only merge a LabelAwareRepair; got FullTailAccumulator$"):
+        labels.merge(full)
     with pytest.raises(DataTypeError, match=r"^can only merge a LIPAccumulator; got FullTailAccumulator$"):
         diag.merge(full)
     with pytest.raises(DataTypeError, match=r"^can only merge a FullTailAccumulator; got LIPAccumulator$"):

@@ -353,7 +353,16 @@ class FullTailAccumulator(HeadRepair):
         For each rank one eigendecomposition serves every ridge; the candidate
         weights are stacked as they are built (``K L q l`` numbers in all).
         """
-        xp = self._xp
+        candidates = self.candidates(options, ranks, ridges)
+        prog = progress if progress is not None else Progress(False)
+        with prog.step("full-tail candidates", len(candidates), unit="candidate") as step:
+            return StackedScorer(self._W, self.bias, self.svd.rank_max, self.name, candidates,
+                                 self.builder(candidates), xp=self._xp, work=self._wdt, sdt=self._sdt,
+                                 device=self._device, on_build=step.advance)
+
+    def candidates(self, options: LIPOptions | None = None, /, ranks: Sequence[int] | None = None,
+                   ridges: Sequence[float] | None = None) -> list[tuple[int, float]]:
+        """The ``(k, lam)`` grid :meth:`scorer` scores (its defaults), the unchanged layer left out."""
         self._need_data()
         m = self.svd.rank_max
         if ranks is None:
@@ -365,21 +374,23 @@ class FullTailAccumulator(HeadRepair):
         if ridges is None:
             ridges = self.ridge_grid()
         lams = check_candidates(ridges, "ridges", lambda r: check_ridge(r, allow_auto=False))
-        candidates = [(k, lam) for k in ks if k < m for lam in lams]
+        return [(k, lam) for k in ks if k < m for lam in lams]
+
+    def builder(self, candidates: Sequence[tuple[int, float]], /) -> Any:
+        """``build(j) -> (W_j, b_j)`` for :class:`StackedScorer`, in the stats dtype: one
+        eigendecomposition per rank serves every ridge (call in order)."""
+        xp = self._xp
         solved: dict[int, Any] = {}
 
         def build(j: int) -> tuple[Any, Any]:
-            k, lam = candidates[j]
+            k, lam = candidates[j][:2]
             if k not in solved:
                 solved.clear()
                 solved[k] = self._solver(k)
             e, Q, QtR = solved[k]
             return self._weight(k, Q @ (QtR * _inverse(xp, e, lam, self.rtol)[:, None]))
 
-        prog = progress if progress is not None else Progress(False)
-        with prog.step("full-tail candidates", len(candidates), unit="candidate") as step:
-            return StackedScorer(self._W, self.bias, m, self.name, candidates, build, xp=xp, work=self._wdt,
-                                 sdt=self._sdt, device=self._device, on_build=step.advance)
+        return build
 
     def scores(
         self,
