@@ -124,11 +124,11 @@ class LIPResult:
             bias = ", bias refit" if self.bias is not None else ""
             return f"changed: a ridge head {how}; ridge {sel.ridge:.4g}{bias}{temp}; beyond the paper"
         if self.tail in ("full", "labels"):
-            head = ("a ridge head (k=0: no component kept, the whole layer ridge-refit against the labels"
+            head = ("a ridge head (k=0: no component kept, the whole layer ridge-refit against the labels)"
                     if sel.k == 0 else
                     f"the top {sel.k} of {m} components kept, the whole complement ridge-refit against the labels")
             bias = ", bias refit" if self.bias is not None else ""
-            return f"changed: {head}; ridge {sel.ridge:.4g}{bias}{temp}; beyond the paper)"
+            return f"changed: {head}; ridge {sel.ridge:.4g}{bias}{temp}; beyond the paper"
         return (f"changed: the top {sel.k} of {m} components kept, the other {m - sel.k} singular values "
                 "refit against the labels (the paper's LIP)")
 
@@ -390,8 +390,10 @@ def refine_batches(
         built, calibration = _with_temperature(built, kept_val, W, bias, selection, repair.svd, xp)
     if label_issues and issues is None:
         with prog.step("label issues (two passes)", unit="step") as step:
-            issues = find_label_issues(batches, shape[1])
+            issues = find_label_issues(_FitRows(batches, period, W, keep_held=False), shape[1])
             step.advance()
+    if issues is not None and period:
+        issues = replace(issues, held_out_period=period)
     return LIPResult(
         weight=built.weight,
         selection=selection,

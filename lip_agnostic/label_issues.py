@@ -48,11 +48,27 @@ class LabelIssues:
     temperature : TemperatureFit or None
         ``"confident"``: the temperature fit on the out-of-fold logits (their
         NLL and calibration error before and after).
+    held_out_period : int
+        ``p >= 2`` when :func:`lip_agnostic.refine_batches` held every ``p``-th
+        row of the stream out of the fit (no validation data): :attr:`suspects`
+        has one entry per fit row, and :meth:`rows` maps them back to positions
+        in the stream as the caller passed it (held-out rows are never flagged).
     """
 
     suspects: SuspectLabels
     method: str
     temperature: TemperatureFit | None = None
+    held_out_period: int = 0
+
+    def positions(self) -> list[int]:
+        """Stream positions of the flagged rows, most suspect first (as in :meth:`rows`)."""
+        return [r["position"] for r in self.rows()]
+
+    def _stream_position(self, j: int) -> int:
+        """Fit row ``j`` -> its position in the stream as passed: with a hold-out every
+        ``p``-th row (positions ``p - 1, 2p - 1, ...``) was never a fit row."""
+        p = self.held_out_period
+        return j if p < 2 else j + j // (p - 1)
 
     @property
     def n_flagged(self) -> int:
@@ -60,14 +76,14 @@ class LabelIssues:
         return self.suspects.n_flagged
 
     def rows(self) -> list[dict]:
-        """The flagged rows, most suspect first: ``position`` (0-based, in stream order),
+        """The flagged rows, most suspect first: ``position`` (0-based index in the stream as passed),
         ``given`` label, ``suggested`` label, ``score`` (label quality, lower is more suspect)."""
         s = self.suspects
         xp = namespace(s.labels)
         idx = s.ranked()
         order = _host(idx)
         given, sugg, score = (_host(xp.take(a, idx, axis=0)) for a in (s.labels, s.suggested, s.score))
-        return [{"position": int(i), "given": int(g), "suggested": int(t), "score": float(c)}
+        return [{"position": self._stream_position(int(i)), "given": int(g), "suggested": int(t), "score": float(c)}
                 for i, g, t, c in zip(order, given, sugg, score)]
 
     def __str__(self) -> str:

@@ -505,6 +505,10 @@ class LIPOptions:
             if name == "holdout":
                 raise OptionError(f"holdout={value!r} has no effect with rank={self.rank!r}: nothing is chosen "
                                   "on held-out data (rank='auto', or the full tail's ridge='auto')")
+            if name == "temperature":
+                raise OptionError(f"temperature={value!r} has no effect with rank={self.rank!r}, tail={self.tail!r}: "
+                                  "a temperature is fit only after a repair beyond the paper that chooses on "
+                                  "held-out data")
             raise OptionError(
                 f"{name}={value!r} has no effect with rank={self.rank!r}: the significance guard runs "
                 "only for rank='auto' (a fixed rank forces the change)")
@@ -567,7 +571,8 @@ class LIPOptions:
 
 
 #: Options that act only when something is chosen on held-out data, and their defaults.
-SELECTION_DEFAULTS: dict[str, Any] = {"confidence": DEFAULT_CONFIDENCE, "min_gain": 0.0, "holdout": DEFAULT_HOLDOUT}
+SELECTION_DEFAULTS: dict[str, Any] = {"confidence": DEFAULT_CONFIDENCE, "min_gain": 0.0, "holdout": DEFAULT_HOLDOUT,
+                                      "temperature": True}
 
 
 def inert_options(options: Mapping[str, Any], /) -> list[str]:
@@ -577,7 +582,8 @@ def inert_options(options: Mapping[str, Any], /) -> list[str]:
     ``confidence`` and ``min_gain`` are the guard's, which runs only for
     ``rank="auto"`` (a fixed rank forces the change); ``holdout`` acts only when
     something is chosen on held-out data (``rank="auto"``, or the full tail's
-    ``ridge="auto"``). Faces word the refusal with their own option names.
+    ``ridge="auto"``); ``temperature`` only when, besides, the repair is beyond
+    the paper. Faces word the refusal with their own option names.
 
     >>> inert_options({"rank": 3, "confidence": 0.9, "holdout": 0.2})
     ['confidence']
@@ -589,11 +595,11 @@ def inert_options(options: Mapping[str, Any], /) -> list[str]:
     ridge = options.get("ridge")
     repair, _ = _repair_for(rank, options.get("tail", "auto"), ridge, options.get("degenerate", "zero"), (1, 1), 4)
     chooses = auto or (repair == "full" and (ridge is None or ridge == "auto"))
+    acts = {"holdout": chooses, "temperature": chooses and repair != "diagonal"}
     out = []
     for name, default in SELECTION_DEFAULTS.items():
-        if name in options and options[name] != default:
-            if (name == "holdout" and not chooses) or (name != "holdout" and not auto):
-                out.append(name)
+        if name in options and options[name] != default and not acts.get(name, auto):
+            out.append(name)
     return out
 
 
