@@ -179,8 +179,8 @@ def test_label_repair_prints_and_reports_the_issues_and_the_temperature(tmp_path
     # the temperature line prints the report's numbers, each named
     assert (f"logits x {t['scale']:.4g} (one temperature, fit on {t['n_samples']} held-out samples) written into the "
             f"head; held-out NLL (nats): unchanged layer {t['nll_unchanged']:.4f}, new head {t['nll_before']:.4f} -> "
-            f"{t['nll_after']:.4f} with the temperature; held-out ECE (15 bins): {t['ece_unchanged']:.4f}, "
-            f"{t['ece_before']:.4f} -> {t['ece_after']:.4f}") in text
+            f"{t['nll_after']:.4f} with the temperature; held-out ECE (15 bins): unchanged layer "
+            f"{t['ece_unchanged']:.4f}, new head {t['ece_before']:.4f} -> {t['ece_after']:.4f}") in text
     assert t["applied"] and t["nll_after"] <= t["nll_before"]
     assert "label-aware heads (beyond the paper, --label-repair auto" in text and r["tail"] == "labels"
 

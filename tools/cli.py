@@ -297,8 +297,9 @@ def _print_denoise(r: dict) -> None:
         what = ("written into the head" if t["applied"] else f"fit, not written ({t['note']})")
         print(f"temp      logits x {t['scale']:.4g} (one temperature, fit on {t['n_samples']} held-out samples) {what}; "
               f"held-out NLL (nats): unchanged layer {t['nll_unchanged']:.4f}, new head {t['nll_before']:.4f} -> "
-              f"{t['nll_after']:.4f} with the temperature; held-out ECE (15 bins): {t['ece_unchanged']:.4f}, "
-              f"{t['ece_before']:.4f} -> {t['ece_after']:.4f}" + (" (at the search bound)" if t["at_bound"] else ""))
+              f"{t['nll_after']:.4f} with the temperature; held-out ECE (15 bins): unchanged layer "
+              f"{t['ece_unchanged']:.4f}, new head {t['ece_before']:.4f} -> {t['ece_after']:.4f}"
+              + (" (T at the end of its search interval)" if t["at_bound"] else ""))
     v = r.get("validation", {})
     if v and not v.get("skipped"):
         src = "random inputs" if v.get("inputs") == "random" else "calibration samples"
