@@ -405,18 +405,31 @@ def test_issues_alone_works_with_any_repair_and_leaves_the_head_as_without_it(sm
 def test_label_repair_equals_the_core_on_the_models_features(small, tmp_path):
     path, p = small
     rng = np.random.default_rng(6)
-    data, _ = _noisy(p, 800, rng, rate=0.3)
-    data.update(_noisy(p, 300, rng, rate=0.3, prefix="val_")[0])
+    W_true = rng.normal(size=(12, 6))     # the labels follow another head than the model's: the guard must change it
+
+    def noisy(n, prefix=""):
+        x = rng.random((n, 5), dtype=np.float32)
+        clean = np.argmax(_features(None, p, x) @ W_true, axis=1)
+        flip = rng.random(n) < 0.3
+        return {prefix + "x": x, prefix + "labels": np.where(flip, (clean + rng.integers(1, 6, n)) % 6, clean)}
+    data = {**noisy(800), **noisy(300, "val_")}
     for temperature in (True, False):
-        report = api.denoise_file(path, str(tmp_path / f"t{temperature}.onnx"), calib=data, label_repair="filter",
+        report = api.denoise_file(path, str(tmp_path / f"t{temperature}.onnx"), calib=data, label_repair="auto",
                                   temperature=temperature, batch_size=64)
         ref = lip.refine_batches(p["W"], [(_features(None, p, data["x"]), data["labels"])], bias=p["b"],
                                  validation=(_features(None, p, data["val_x"]), data["val_labels"]),
-                                 label_repair="filter", temperature=temperature)
+                                 label_repair="auto", temperature=temperature)
+        assert ref.changed and report["rank"]["changed"]
         np.testing.assert_allclose(_head(str(tmp_path / f"t{temperature}.onnx"))[0], ref.weight, rtol=1e-4, atol=1e-4)
         assert report["rank"]["k"] == ref.k and report["tail"] == "labels" == ref.tail
+        assert report["rank"]["labels"] == ref.selection.labels
         assert report["label_issues"]["n_flagged"] == ref.label_issues.n_flagged
-        assert ("temperature" in report) == (ref.calibration is not None)
+        assert ("temperature" in report) == temperature == (ref.calibration is not None)
+        if temperature:
+            assert report["temperature"]["scale"] == pytest.approx(ref.calibration.fit.scale, rel=1e-3)
+        model, mem = api.denoise(path, calib=data, label_repair="auto", temperature=temperature, return_report=True)
+        np.testing.assert_allclose(_head(model)[0], ref.weight, rtol=1e-4, atol=1e-4)    # the in-memory API too
+        assert mem["label_issues"]["n_flagged"] == ref.label_issues.n_flagged
 
 
 def test_calibration_rows_are_the_rows_the_core_fit_on():
