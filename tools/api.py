@@ -210,18 +210,18 @@ def _weight_index(loaded: LoadedModel, c: Classifier) -> int:
     raise UnsupportedWeightError(f"weight {c.weight.name!r} not found among the model's tensors")
 
 
-def _label_options(opts: Mapping[str, Any]) -> str:
+def _label_options(opts: Mapping[str, Any]) -> list[str]:
     """The options that look for mislabelled rows, in the CLI's words (empty: none)."""
     said = []
     if opts.get("label_repair", "none") != "none":
         said.append(f"--label-repair {opts['label_repair']}")
     if opts.get("label_issues"):
         said.append("--issues")
-    return " and ".join(said)
+    return said
 
 
 def _prepare(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None,
-             label_options: str = "") -> tuple[Classifier, Any, CalibrationData | None]:
+             label_options: "list[str]" = ()) -> tuple[Classifier, Any, CalibrationData | None]:
     """Checks that need the model, in order: the classifier (``layer``), ``k`` against its
     ``min(q, l)``, then the calibration data against its inputs and classes (integer labels
     when ``label_options`` look for mislabelled rows)."""
@@ -231,8 +231,8 @@ def _prepare(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None,
     if calib is not None:
         cal = calib if isinstance(calib, CalibrationData) else load_calibration(calib, loaded, c)
         if label_options and cal.labels.ndim != 1:
-            verb = "need" if " and " in label_options else "needs"
-            raise CalibrationError(f"{label_options} {verb} (n,) integer class labels (a row is mislabelled against "
+            verb = "need" if len(label_options) > 1 else "needs"
+            raise CalibrationError(f"{' and '.join(label_options)} {verb} (n,) integer class labels (a row is mislabelled against "
                                    f"one given class); the calibration 'labels' are an (n, l={c.l}) target matrix")
     return c, rank, cal
 
