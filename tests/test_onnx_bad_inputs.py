@@ -96,6 +96,7 @@ def make_inputs(folder: str) -> None:
         np.savez("count_mismatch.npz", x=x, labels=y[:30])
         np.savez("partial_val.npz", x=x, labels=y, val_x=x)
         np.savez("targets_shape.npz", x=x, labels=np.ones((40, 5)))
+        np.savez("soft_labels.npz", x=x, labels=np.eye(6)[y])
     finally:
         os.chdir(cwd)
 
@@ -228,6 +229,50 @@ CASES = [
          _den("m.onnx", calib="partial_val.npz")),
     Case("calib-targets", "(n, l) target matrix of the wrong width", ("denoise", "m.onnx", "--calib", "targets_shape.npz"), 6,
          r"'labels' target matrix has shape \(40, 5\); expected \(40, 6\)", _den("m.onnx", calib="targets_shape.npz")),
+    Case("label-repair-choice", "--label-repair not none/filter/relabel/auto",
+         ("denoise", "m.onnx", "--calib", "calib.npz", "--label-repair", "clean"), 2,
+         r"argument --label-repair: invalid choice: 'clean'", _den("m.onnx", calib="calib.npz", label_repair="clean"),
+         r"--label-repair: label_repair must be 'none', 'filter' \(beyond the paper\), 'relabel' \(beyond the paper\) "
+         r"or 'auto' \(beyond the paper\); got 'clean'"),
+    Case("label-repair-fixed-rank", "--label-repair with a fixed --rank (the core refuses it)",
+         ("denoise", "m.onnx", "--calib", "calib.npz", "--rank", "2", "--label-repair", "auto"), 2,
+         r"label_repair='auto' needs rank='auto' and the full tail \(tail='auto' or 'full'\): its heads compete "
+         r"behind the guard; got rank=2, tail='auto'", _den("m.onnx", calib="calib.npz", rank=2, label_repair="auto")),
+    Case("label-repair-diagonal", "--label-repair with --tail diagonal (the core refuses it)",
+         ("denoise", "m.onnx", "--calib", "calib.npz", "--tail", "diagonal", "--label-repair", "filter"), 2,
+         r"label_repair='filter' needs rank='auto' and the full tail .*got rank='auto', tail='diagonal'",
+         _den("m.onnx", calib="calib.npz", tail="diagonal", label_repair="filter")),
+    Case("label-repair-no-calib", "--label-repair without --calib",
+         ("denoise", "m.onnx", "--rank", "1", "--label-repair", "relabel"), 2,
+         r"--label-repair relabel refits the classifier against labels and flags mislabelled calibration rows: it "
+         r"needs --calib DATA\.npz", _den("m.onnx", rank=1, label_repair="relabel")),
+    Case("issues-no-calib", "--issues without --calib", ("denoise", "m.onnx", "--rank", "1", "--issues", "i.csv"), 2,
+         r"--issues lists the calibration rows whose labels look wrong: it needs --calib DATA\.npz",
+         _den("m.onnx", rank=1, issues="i.csv")),
+    Case("no-temperature-no-calib", "--no-temperature without --calib",
+         ("denoise", "m.onnx", "--rank", "1", "--no-temperature"), 2,
+         r"--no-temperature acts on a head refit against calibration data: it needs --calib DATA\.npz",
+         _den("m.onnx", rank=1, temperature=False)),
+    Case("issues-soft-labels", "--issues with an (n, l) target matrix as labels",
+         ("denoise", "m.onnx", "--calib", "soft_labels.npz", "--issues", "i.csv"), 6,
+         r"--issues needs \(n,\) integer class labels \(a row is mislabelled against one given class\); the "
+         r"calibration 'labels' are an \(n, l=6\) target matrix", _den("m.onnx", calib="soft_labels.npz", issues="i.csv")),
+    Case("issues-is-input", "--issues the input model",
+         ("denoise", "m.onnx", "--calib", "calib.npz", "--issues", "m.onnx", "--force"), 7,
+         r"--issues m\.onnx would overwrite the input model \(m\.onnx\)",
+         _den("m.onnx", calib="calib.npz", issues="m.onnx", force=True)),
+    Case("issues-is-calib", "--issues the calibration file",
+         ("denoise", "m.onnx", "--calib", "calib.npz", "--issues", "./calib.npz", "--force"), 7,
+         r"--issues \./calib\.npz would overwrite the calibration data \(calib\.npz\)",
+         _den("m.onnx", calib="calib.npz", issues="./calib.npz", force=True)),
+    Case("issues-is-output", "--issues the output model",
+         ("denoise", "m.onnx", "--calib", "calib.npz", "-o", "r.onnx", "--issues", "r.onnx"), 7,
+         r"--issues r\.onnx is the same file as output model r\.onnx",
+         _den("m.onnx", "r.onnx", calib="calib.npz", issues="r.onnx")),
+    Case("issues-exists", "--issues an existing file, no --force",
+         ("denoise", "m.onnx", "--calib", "calib.npz", "--issues", "exists.onnx"), 7,
+         r"--issues exists\.onnx exists; pass --force to overwrite it",
+         _den("m.onnx", calib="calib.npz", issues="exists.onnx")),
     Case("output-is-input", "-o the input", ("denoise", "m.onnx", "--rank", "1", "-o", "./m.onnx", "--force"), 7,
          r"output model \./m\.onnx would overwrite the input model \(m\.onnx\)", _den("m.onnx", "./m.onnx", rank=1, force=True)),
     Case("output-exists", "-o an existing file, no --force", ("denoise", "m.onnx", "--rank", "1", "-o", "exists.onnx"), 7,

@@ -52,6 +52,14 @@ def test_module_entry_point_denoises_and_prints_a_summary(model_file, tmp_path):
     (["denoise", "{m}", "--rank", "1", "--calib", "none.npz"], 6, "calibration file not found"),
     (["denoise", "{m}", "--rank", "1", "-o", "{m}", "--force"], 7, "would overwrite the input"),
     (["denoise", "{m}", "--rank", "1", "--batch-size", "0"], 2, "--batch-size must be positive"),
+    (["denoise", "{m}", "--label-repair", "bogus"], 2, "argument --label-repair: invalid choice: 'bogus'"),
+    (["denoise", "{m}", "--rank", "1", "--label-repair", "auto"], 2, "--label-repair auto .* needs --calib"),
+    (["denoise", "{m}", "--rank", "1", "--issues", "i.csv"], 2, "--issues .* needs --calib"),
+    (["denoise", "{m}", "--rank", "1", "--no-temperature"], 2, "--no-temperature .* needs --calib"),
+    (["denoise", "{m}", "--calib", "none.npz", "--rank", "2", "--label-repair", "filter"], 2,
+     "label_repair='filter' needs rank='auto' and the full tail"),
+    (["denoise", "{m}", "--calib", "none.npz", "--tail", "diagonal", "--label-repair", "relabel"], 2,
+     "label_repair='relabel' needs rank='auto' and the full tail .*got rank='auto', tail='diagonal'"),
     (["inspect", "{junk}"], 3, "not a readable ONNX model|not an ONNX model"),
     (["bogus"], 2, "invalid choice"),
 ])
@@ -154,3 +162,45 @@ def test_inspect_of_a_large_weight_uses_the_top_of_the_spectrum(tmp_path, monkey
     assert c["stable_rank"] == pytest.approx(np.sum(s ** 2) / s[0] ** 2, rel=1e-3)
     assert cli.main(["inspect", str(tmp_path / "m.onnx")]) == 0
     assert "top-64 only (large weight)" in capsys.readouterr().out
+
+
+def test_label_repair_prints_and_reports_the_issues_and_the_temperature(tmp_path, capsys):
+    files = demo.save_inputs(str(tmp_path))
+    out, report, issues = (str(tmp_path / n) for n in ("o.onnx", "r.json", "i.csv"))
+    assert cli.main(["denoise", files["model"], "--calib", files["calib"], "-o", out, "--report", report,
+                     "--label-repair", "auto", "--issues", issues]) == 0
+    text = capsys.readouterr().out
+    r = json.loads(open(report).read())
+    li, t = r["label_issues"], r["temperature"]
+    n_rows = sum(1 for _ in open(issues)) - 1
+    assert li["n_flagged"] == n_rows > 0 and li["file"] == issues and li["n_checked"] == li["n"] == r["calibration"]["n"]
+    assert f"issues    {n_rows} of {li['n']} calibration rows flagged as possibly mislabelled" in text
+    assert f"listed in {issues}" in text and f", issues {issues}" in text
+    # the temperature line prints the report's numbers, each named
+    assert (f"logits x {t['scale']:.4g} (one temperature, fit on {t['n_samples']} held-out samples) written into the "
+            f"head; held-out NLL (nats): unchanged layer {t['nll_unchanged']:.4f}, new head {t['nll_before']:.4f} -> "
+            f"{t['nll_after']:.4f} with the temperature; held-out ECE (15 bins): unchanged layer "
+            f"{t['ece_unchanged']:.4f}, new head {t['ece_before']:.4f} -> {t['ece_after']:.4f}") in text
+    assert t["applied"] and t["nll_after"] <= t["nll_before"]
+    assert "label-aware heads (beyond the paper, --label-repair auto" in text and r["tail"] == "labels"
+
+
+def test_no_temperature_leaves_the_new_head_unscaled(tmp_path, capsys):
+    from lip_agnostic.tools.graph import read_weight, select_classifier
+    from lip_agnostic.tools.model_io import load_model
+
+    files = demo.save_inputs(str(tmp_path))
+    heads, reports = {}, {}
+    for name, extra in (("t", []), ("n", ["--no-temperature"])):
+        out, report = str(tmp_path / f"{name}.onnx"), str(tmp_path / f"{name}.json")
+        assert cli.main(["denoise", files["model"], "--calib", files["calib"], "-o", out, "--report", report,
+                         *extra]) == 0
+        reports[name] = json.loads(open(report).read())
+        loaded = load_model(out)
+        heads[name] = np.asarray(read_weight(loaded, select_classifier(loaded)), dtype=np.float64)
+    text = capsys.readouterr().out
+    assert text.count("temp      logits x") == 1                   # the default run only
+    assert "temperature" not in reports["n"] and reports["t"]["temperature"]["applied"]
+    assert reports["t"]["rank"]["k"] == reports["n"]["rank"]["k"] == 0
+    T = reports["t"]["temperature"]["scale"]
+    np.testing.assert_allclose(heads["t"], T * heads["n"], rtol=1e-5, atol=1e-7)

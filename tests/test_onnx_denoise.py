@@ -334,3 +334,153 @@ def test_inputs_onnxruntime_rejects_and_nan_features_are_calibration_errors(smal
     huge = dict(data, x=np.full((40, 5), 3e38, np.float32))                       # features overflow to inf
     with pytest.raises(CalibrationError, match="LIP refused the calibration features/labels: .*NaN/Inf"):
         api.denoise_file(path, calib=huge, rank=2, force=True)
+
+
+# ---------------------------------------------------------------- label-aware repair and label issues (beyond the paper)
+
+def _noisy(p, n, rng, l=6, rate=0.2, prefix=""):
+    """Calibration data whose clean label is the model's own prediction, with a known ``rate`` of flips."""
+    x = rng.random((n, 5), dtype=np.float32)
+    clean = np.argmax(_features(None, p, x) @ p["W"] + p["b"], axis=1)
+    flip = rng.random(n) < rate
+    given = np.where(flip, (clean + rng.integers(1, l, n)) % l, clean)
+    return {prefix + "x": x, prefix + "labels": given.astype(np.int64)}, flip
+
+
+def _read_issues(path):
+    import csv
+    with open(path, newline="") as fh:
+        lines = fh.read().splitlines()
+    rows = list(csv.DictReader(lines))
+    return lines[0], [{k: (float(v) if k == "score" else int(v)) for k, v in r.items()} for r in rows]
+
+
+@pytest.mark.parametrize("held_out", ["holdout", "val_split"])
+def test_label_repair_issues_hit_the_true_flips_at_their_calibration_rows(small, tmp_path, held_out):
+    path, p = small
+    rng = np.random.default_rng(3)
+    data, flip = _noisy(p, 1500, rng)
+    if held_out == "val_split":
+        data.update(_noisy(p, 300, rng, prefix="val_")[0])
+    np.savez(tmp_path / "c.npz", **data)
+    report = api.denoise_file(path, calib=str(tmp_path / "c.npz"), label_repair="auto", issues=str(tmp_path / "i.csv"))
+    header, rows = _read_issues(tmp_path / "i.csv")
+    assert header == "position,given,suggested,score"
+    li = report["label_issues"]
+    assert len(rows) == li["n_flagged"] > 0 and li["file"] == str(tmp_path / "i.csv")
+    pos = np.array([r["position"] for r in rows])
+    assert len(set(pos.tolist())) == len(pos) and pos.min() >= 0 and pos.max() < 1500
+    # the position indexes the calibration file: its label there is the one the row reports as given
+    assert [r["given"] for r in rows] == data["labels"][pos].tolist()
+    assert all(r["suggested"] != r["given"] for r in rows)
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores)                      # most suspect (lowest label quality) first
+    checked = np.ones(1500, bool)
+    if held_out == "holdout":                            # every 5th row is held out of the fit: never checked
+        checked[4::5] = False
+        assert li["n_checked"] == 1200 and not np.any(pos % 5 == 4)
+    else:
+        assert li["n_checked"] == 1500
+    precision, chance = flip[pos].mean(), flip[checked].mean()
+    assert precision > 2.5 * chance                       # flagged rows are flips far more often than chance
+    assert flip[pos].sum() > 0.5 * flip[checked].sum()    # and most flips are found
+
+
+def test_issues_alone_works_with_any_repair_and_leaves_the_head_as_without_it(small, tmp_path):
+    path, p = small
+    data, flip = _noisy(p, 600, np.random.default_rng(5))
+    np.savez(tmp_path / "c.npz", **data)
+    with_issues = api.denoise_file(path, str(tmp_path / "a.onnx"), calib=str(tmp_path / "c.npz"), rank=2,
+                                   issues=str(tmp_path / "i.csv"))
+    without = api.denoise_file(path, str(tmp_path / "b.onnx"), calib=str(tmp_path / "c.npz"), rank=2)
+    np.testing.assert_array_equal(_head(str(tmp_path / "a.onnx"))[0], _head(str(tmp_path / "b.onnx"))[0])
+    assert "label_issues" not in without and with_issues["label_issues"]["n_checked"] == 600
+    _, rows = _read_issues(tmp_path / "i.csv")
+    pos = np.array([r["position"] for r in rows])
+    assert len(rows) == with_issues["label_issues"]["n_flagged"]
+    assert [r["given"] for r in rows] == data["labels"][pos].tolist()
+    assert flip[pos].mean() > 2.5 * flip.mean()
+
+
+def test_label_repair_equals_the_core_on_the_models_features(small, tmp_path):
+    path, p = small
+    rng = np.random.default_rng(6)
+    W_true = rng.normal(size=(12, 6))     # the labels follow another head than the model's: the guard must change it
+
+    def noisy(n, prefix=""):
+        x = rng.random((n, 5), dtype=np.float32)
+        clean = np.argmax(_features(None, p, x) @ W_true, axis=1)
+        flip = rng.random(n) < 0.3
+        return {prefix + "x": x, prefix + "labels": np.where(flip, (clean + rng.integers(1, 6, n)) % 6, clean)}
+    data = {**noisy(800), **noisy(300, "val_")}
+    for temperature in (True, False):
+        report = api.denoise_file(path, str(tmp_path / f"t{temperature}.onnx"), calib=data, label_repair="auto",
+                                  temperature=temperature, batch_size=64)
+        ref = lip.refine_batches(p["W"], [(_features(None, p, data["x"]), data["labels"])], bias=p["b"],
+                                 validation=(_features(None, p, data["val_x"]), data["val_labels"]),
+                                 label_repair="auto", temperature=temperature)
+        assert ref.changed and report["rank"]["changed"]
+        np.testing.assert_allclose(_head(str(tmp_path / f"t{temperature}.onnx"))[0], ref.weight, rtol=1e-4, atol=1e-4)
+        assert report["rank"]["k"] == ref.k and report["tail"] == "labels" == ref.tail
+        assert report["rank"]["labels"] == ref.selection.labels
+        assert report["label_issues"]["n_flagged"] == ref.label_issues.n_flagged
+        assert ("temperature" in report) == temperature == (ref.calibration is not None)
+        if temperature:
+            assert report["temperature"]["scale"] == pytest.approx(ref.calibration.fit.scale, rel=1e-3)
+        model, mem = api.denoise(path, calib=data, label_repair="auto", temperature=temperature, return_report=True)
+        np.testing.assert_allclose(_head(model)[0], ref.weight, rtol=1e-4, atol=1e-4)    # the in-memory API too
+        assert mem["label_issues"]["n_flagged"] == ref.label_issues.n_flagged
+
+
+def test_calibration_rows_are_the_rows_the_core_fit_on():
+    from lip_agnostic.tools.calibrate import calibration_rows
+    rng = np.random.default_rng(0)
+    for n, period in [(10, 5), (23, 5), (7, 2), (4, 5), (100, 3)]:
+        fit = [i for i in range(n) if i % period != period - 1]
+        at = rng.permutation(len(fit))[: max(1, len(fit) // 2)]
+        assert calibration_rows(at, n, len(fit), period).tolist() == [fit[j] for j in at]
+        assert calibration_rows(at, n, n, 0).tolist() == at.tolist()      # every row checked: positions are rows
+    with pytest.raises(CalibrationError, match="matches neither the 10 calibration rows nor the 8 it fit on"):
+        calibration_rows(np.array([0]), 10, 7, 5)
+    with pytest.raises(CalibrationError, match=r"outside \[0, 8\)"):
+        calibration_rows(np.array([8]), 10, 8, 5)
+
+
+def test_the_feature_stream_starts_a_fresh_pass_at_every_iter(small):
+    from lip_agnostic.tools.calibrate import FeatureStream, feature_batches
+    from lip_agnostic.tools.runtime import Session
+    path, p = small
+    data, _ = _noisy(p, 70, np.random.default_rng(7))
+    loaded = load_model(path)
+    c = select_classifier(loaded)
+    session = Session(loaded, [c.input_name])
+    stream = FeatureStream(session, c, {"x": data["x"]}, data["labels"], 32)
+    first, second = list(stream), list(stream)
+    assert [len(y) for _, y in first] == [32, 32, 6] and stream.passes == 2
+    assert iter(stream) is not stream                    # not a one-shot iterator: the core accepts it
+    for (X1, y1), (X2, y2), (X3, _) in zip(first, second, feature_batches(session, c, {"x": data["x"]}, data["labels"], 32)):
+        np.testing.assert_array_equal(X1, X2)
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(X1, X3)
+
+
+def test_label_options_need_integer_labels(small, tmp_path):
+    path, p = small
+    data, _ = _noisy(p, 80, np.random.default_rng(8))
+    data["labels"] = np.eye(6)[data["labels"]]
+    for kw, said in [({"label_repair": "auto"}, "--label-repair auto needs"), ({"issues": str(tmp_path / "i.csv")}, "--issues needs"),
+                     ({"label_repair": "filter", "issues": str(tmp_path / "i.csv")}, "--label-repair filter and --issues need")]:
+        with pytest.raises(CalibrationError, match=f"{said} \\(n,\\) integer class labels.*an \\(n, l=6\\) target matrix"):
+            api.denoise_file(path, calib=data, **kw)
+    assert sorted(os.listdir(tmp_path)) == ["small.onnx"]
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"temperature": "no"}, r"temperature must be True or False \(--no-temperature: False\); got 'no'"),
+    ({"temperature": 0}, r"temperature must be True or False"),
+    ({"issues": 3}, r"--issues must be a path \(FILE.csv\); got int"),
+    ({"label_repair": None}, r"--label-repair: label_repair must be 'none'"),
+])
+def test_bad_label_option_values_are_usage_errors_before_any_file(kw, msg, tmp_path):
+    with pytest.raises(UsageError, match=msg):
+        api.denoise_file(str(tmp_path / "missing.onnx"), calib=str(tmp_path / "missing.npz"), **kw)

@@ -499,3 +499,75 @@ def test_a_fixed_rank_with_the_full_tail_forces_the_change_and_chooses_only_the_
         code = cli.main(["denoise", str(folder / "model.onnx"), "--calib", str(folder / "calib.npz"), "--tail", "full",
                          "--rank", "3", "--confidence", "0.5", "-o", str(tmp_path / "out3.onnx")])
     assert code == 2 and "--confidence only act(s) when a candidate is chosen" in err.getvalue()
+
+
+# ----------------------------------------------------------------------------- --issues: an output like the others
+@pytest.fixture
+def with_calib(inline):
+    rng = np.random.default_rng(0)
+    np.savez("c.npz", x=rng.random((60, 5), dtype=np.float32), labels=rng.integers(0, 6, 60))
+    return inline
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--issues", "m.onnx", "--force"], "--issues m.onnx would overwrite the input model (m.onnx)"),
+    (["--issues", "./c.npz", "--force"], "--issues ./c.npz would overwrite the calibration data (c.npz)"),
+    (["-o", "o.onnx", "--issues", "o.onnx"], "--issues o.onnx is the same file as output model o.onnx"),
+    (["--report", "r.json", "--issues", "./r.json"], "--issues ./r.json is the same file as --report r.json"),
+    (["--report", "c.npz", "--force"], "--report c.npz would overwrite the calibration data (c.npz)"),
+])
+def test_issues_on_an_input_or_another_output_is_refused(with_calib, capsys, args, match):
+    _refused(["denoise", "m.onnx", "--calib", "c.npz", "--label-repair", "auto", *args], capsys, match)
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_issues_on_a_link_to_an_input_is_refused_even_with_force(with_calib, capsys, link):
+    make = os.symlink if link == "symlink" else os.link
+    make("c.npz", "alias.csv")
+    make("m.onnx", "model.csv")
+    _refused(["denoise", "m.onnx", "--calib", "c.npz", "--issues", "alias.csv", "--force"], capsys,
+             "would overwrite the calibration data (c.npz)")
+    _refused(["denoise", "m.onnx", "--calib", "c.npz", "--issues", "model.csv", "--force"], capsys,
+             "would overwrite the input model (m.onnx)")
+
+
+def test_an_existing_issues_file_needs_force(with_calib, capsys):
+    open("i.csv", "w").write("keep me")
+    _refused(["denoise", "m.onnx", "--calib", "c.npz", "--issues", "i.csv"], capsys, "--issues i.csv exists; pass --force")
+    assert cli.main(["denoise", "m.onnx", "--calib", "c.npz", "--issues", "i.csv", "--force", "-q"]) == 0
+    assert open("i.csv").readline() == "position,given,suggested,score\n"
+
+
+def test_the_issues_file_is_staged_with_the_model_and_nothing_is_written_on_failure(with_calib, monkeypatch):
+    import tempfile
+
+    from lip_agnostic.tools.errors import ValidationFailedError
+
+    before = sorted(os.listdir("."))
+
+    def broken(_path):
+        raise ValidationFailedError("the refined model fails onnx.checker: (simulated)")
+    with monkeypatch.context() as m:
+        m.setattr(api, "check_model_file", broken)
+        assert _cli(["denoise", "m.onnx", "--calib", "c.npz", "--issues", "i.csv"])[0] == 8
+    assert sorted(os.listdir(".")) == before
+    real = tempfile.mkstemp
+
+    def full_for_csv(*a, **k):  # the disk fills up while the CSV is staged, after the model was
+        if k.get("suffix") == ".csv":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*a, **k)
+    monkeypatch.setattr(tempfile, "mkstemp", full_for_csv)
+    code, text = _cli(["denoise", "m.onnx", "--calib", "c.npz", "--issues", "i.csv", "--report", "r.json"])
+    assert code == 9 and "could not write i.csv" in text and "the disk is full" in text, text
+    assert sorted(os.listdir(".")) == before
+
+
+def test_an_issues_write_the_system_refuses_is_exit_9(with_calib, monkeypatch):
+    def refuse(src, dst):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+    before = sorted(os.listdir("."))
+    monkeypatch.setattr(writer, "_replace", refuse)
+    code, text = _cli(["denoise", "m.onnx", "--calib", "c.npz", "--issues", "i.csv"])
+    assert code == 9 and "no permission" in text and text.count("\n") == 1, text
+    assert sorted(os.listdir(".")) == before

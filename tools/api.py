@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -18,14 +20,14 @@ import onnx
 
 import lip_agnostic as lip
 from lip_agnostic import metrics
-from lip_agnostic.options import DEFAULT_CONFIDENCE
+from lip_agnostic.options import CONSTRAINTS, DEFAULT_CONFIDENCE, LIPOptions
 from lip_agnostic.report import summarize_refit
 from lip_agnostic.errors import LIPError, NonFiniteError, OptionError, RankOutOfRangeError
 from lip_agnostic.adapters import _face
 from lip_agnostic.options import parse_rank
 from lip_agnostic.svd import low_rank_blocks, truncate_top
 
-from .calibrate import CalibrationData, feature_batches, load_calibration
+from .calibrate import CalibrationData, FeatureStream, calibration_rows, feature_batches, load_calibration
 from .errors import CalibrationError, UnsupportedWeightError, UsageError
 from .graph import (Classifier, classifier_candidates, find_linear_layers, read_bias, read_weight, select_classifier,
                     shared_bias_users, weight_tensor)
@@ -35,7 +37,13 @@ from .validate import check_model_file, compare_outputs, random_inputs
 from .writer import (BlockSource, check_output_path, data_path, default_output, stage_bytes, stage_model, to_stored,
                      uses_external_output)
 
-__all__ = ["denoise", "denoise_file", "inspect", "compare", "check_options", "LARGE_WEIGHT", "DEFAULT_BATCH"]
+#: The core's defaults (``lip_agnostic.options.LIPOptions``): the tool's options default to them.
+_CORE = LIPOptions()
+#: The columns of the ``--issues`` CSV.
+ISSUES_HEADER = ("position", "given", "suggested", "score")
+
+__all__ = ["denoise", "denoise_file", "inspect", "compare", "check_options", "issues_csv", "LARGE_WEIGHT",
+           "DEFAULT_BATCH", "ISSUES_HEADER"]
 
 #: Weights with more elements than this are truncated with the randomized top-k SVD.
 LARGE_WEIGHT = 1 << 22
@@ -102,7 +110,8 @@ def _finite_number(value: Any, option: str) -> float:
 
 def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFAULT_BATCH, target_scale: Any = 1.0,
                   min_gain: Any = 0.0, confidence: Any = DEFAULT_CONFIDENCE, bias_mode: Any = "fit",
-                  tail: Any = "auto", ridge: Any = None) -> dict:
+                  tail: Any = "auto", ridge: Any = None, label_repair: Any = _CORE.label_repair,
+                  temperature: Any = _CORE.temperature, issues: Any = None) -> dict:
     """Check every option that needs no file; return them normalized.
 
     Called first by :func:`denoise` and :func:`denoise_file` (and the CLI), so
@@ -117,7 +126,12 @@ def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFA
         ``min_gain < 0``, ``confidence`` outside ``(0, 1)``, ``bias_mode``
         not ``"fit"``/``"ignore"``, ``tail`` not ``"auto"``/``"diagonal"``/``"full"``
         (``"full"`` without ``calib``), ``ridge`` not ``"auto"`` or a number
-        ``>= 0`` (or given with ``tail="diagonal"``).
+        ``>= 0`` (or given with ``tail="diagonal"``), ``label_repair`` not
+        one of the core's choices, ``temperature`` not a bool, ``issues`` not
+        a path; ``label_repair``, ``issues`` or ``temperature=False`` without
+        ``calib``; and every combination the core refuses
+        (:class:`lip_agnostic.options.LIPOptions`: ``label_repair`` needs
+        ``rank="auto"`` and the full tail), with the core's message.
     """
     if calib is not None and not isinstance(calib, (str, os.PathLike, Mapping, CalibrationData)):
         raise UsageError(f"calib must be a .npz path or a mapping of arrays; got {type(calib).__name__}")
@@ -163,8 +177,29 @@ def check_options(*, rank: Any = None, calib: Any = None, batch_size: Any = DEFA
     if ridge is not None and calib is None:
         raise UsageError("--ridge sets the full-tail refit, which fits the classifier against labels: "
                          "it needs --calib DATA.npz")
+    try:  # the core's one parser for the choice; its message lists them
+        label_repair = CONSTRAINTS["label_repair"](label_repair)
+    except OptionError as exc:
+        raise UsageError(f"--label-repair: {exc}") from None
+    if not isinstance(temperature, bool):
+        raise UsageError(f"temperature must be True or False (--no-temperature: False); got {temperature!r}")
+    if issues is not None and not isinstance(issues, (str, os.PathLike)):
+        raise UsageError(f"--issues must be a path (FILE.csv); got {type(issues).__name__}")
+    if calib is None:
+        if label_repair != "none":
+            raise UsageError(f"--label-repair {label_repair} refits the classifier against labels and flags "
+                             "mislabelled calibration rows: it needs --calib DATA.npz")
+        if issues is not None:
+            raise UsageError("--issues lists the calibration rows whose labels look wrong: it needs --calib DATA.npz")
+        if temperature != _CORE.temperature:
+            raise UsageError("--no-temperature acts on a head refit against calibration data: it needs --calib DATA.npz")
+    try:  # the combinations the core refuses (label_repair needs rank='auto' and the full tail), in its words
+        LIPOptions(rank=rank, tail=tail, ridge=ridge, label_repair=label_repair, temperature=temperature)
+    except OptionError as exc:
+        raise UsageError(str(exc)) from None
     return {"rank": rank, "batch_size": int(batch_size), "target_scale": target_scale, "min_gain": min_gain,
-            "confidence": confidence, "bias_mode": bias_mode, "tail": tail, "ridge": ridge}
+            "confidence": confidence, "bias_mode": bias_mode, "tail": tail, "ridge": ridge,
+            "label_repair": label_repair, "temperature": temperature, "label_issues": issues is not None}
 
 
 def _weight_index(loaded: LoadedModel, c: Classifier) -> int:
@@ -175,22 +210,40 @@ def _weight_index(loaded: LoadedModel, c: Classifier) -> int:
     raise UnsupportedWeightError(f"weight {c.weight.name!r} not found among the model's tensors")
 
 
-def _prepare(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None) -> tuple[Classifier, Any, CalibrationData | None]:
+def _label_options(opts: Mapping[str, Any]) -> list[str]:
+    """The options that look for mislabelled rows, in the CLI's words (empty: none)."""
+    said = []
+    if opts.get("label_repair", "none") != "none":
+        said.append(f"--label-repair {opts['label_repair']}")
+    if opts.get("label_issues"):
+        said.append("--issues")
+    return said
+
+
+def _prepare(loaded: LoadedModel, *, rank: Any, calib: Any, layer: str | None,
+             label_options: "list[str]" = ()) -> tuple[Classifier, Any, CalibrationData | None]:
     """Checks that need the model, in order: the classifier (``layer``), ``k`` against its
-    ``min(q, l)``, then the calibration data against its inputs and classes."""
+    ``min(q, l)``, then the calibration data against its inputs and classes (integer labels
+    when ``label_options`` look for mislabelled rows)."""
     c = select_classifier(loaded, layer)
     rank = _check_rank_range(rank, min(c.q, c.l), calib is not None)
     cal = None
     if calib is not None:
         cal = calib if isinstance(calib, CalibrationData) else load_calibration(calib, loaded, c)
+        if label_options and cal.labels.ndim != 1:
+            verb = "need" if len(label_options) > 1 else "needs"
+            raise CalibrationError(f"{' and '.join(label_options)} {verb} (n,) integer class labels (a row is mislabelled against "
+                                   f"one given class); the calibration 'labels' are an (n, l={c.l}) target matrix")
     return c, rank, cal
 
 
 def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationData | None, batch_size: int,
             target_scale: Any, min_gain: float, confidence: Any, bias_mode: str, tail: str = "auto",
-            ridge: Any = None, progress: bool) -> tuple[dict, dict]:
+            ridge: Any = None, label_repair: str = _CORE.label_repair, temperature: bool = _CORE.temperature,
+            label_issues: bool = False, progress: bool) -> tuple[dict, dict, list | None]:
     """Run PSP or LIP through the core on classifier ``c``; return ``{tensor index: new stored value}``
-    (the weight; with ``tail="full"`` and the bias in the fit, the refit bias too) and the report."""
+    (the weight; with ``tail="full"`` and the bias in the fit, the refit bias too), the report, and
+    the suspect calibration rows (:func:`_issue_rows`; None when no label issues were looked for)."""
     t0 = time.perf_counter()
     stored = read_weight(loaded, c)
     large = c.q * c.l > LARGE_WEIGHT
@@ -201,6 +254,7 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
     transposed = c.layout == "(l, q)"
     report: dict = {"layer": c.to_dict(), "notes": list(c.notes)}
     extra: dict = {}
+    rows = None
     if cal is None:
         report["mode"] = "truncation"
         work = np.float32 if large or dtype == np.float16 else np.float64
@@ -247,7 +301,10 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
         bias = read_bias(loaded, c)
         bias = None if bias is None else bias.astype(work)
         session = Session(loaded, [c.input_name])
-        batches = feature_batches(session, c, cal.inputs, cal.labels, batch_size, progress=progress)
+        if label_repair != "none" or label_issues:  # the core reads the fit stream more than once
+            batches = FeatureStream(session, c, cal.inputs, cal.labels, batch_size, progress=progress)
+        else:
+            batches = feature_batches(session, c, cal.inputs, cal.labels, batch_size, progress=progress)
         val = None
         if cal.val_inputs is not None and _face.chooses(rank, {"tail": tail, "ridge": ridge}):
             val = feature_batches(session, c, cal.val_inputs, cal.val_labels, batch_size, progress=progress,
@@ -255,7 +312,8 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
         try:
             res = lip.refine_batches(W, batches, rank=rank, validation=val, bias=bias, target_scale=target_scale,
                                      min_gain=min_gain, confidence=confidence, bias_mode=bias_mode,
-                                     tail=tail, ridge=ridge, progress=bool(progress))
+                                     tail=tail, ridge=ridge, label_repair=label_repair, temperature=temperature,
+                                     label_issues=label_issues, progress=bool(progress))
         except LIPError as exc:  # the core's typed errors: data (shapes, labels, NaN) or option values
             if isinstance(exc, OptionError):
                 raise UsageError(str(exc)) from None
@@ -273,13 +331,20 @@ def _refine(loaded: LoadedModel, c: Classifier, *, rank: Any, cal: CalibrationDa
         if _face.chooses(rank, {"tail": tail, "ridge": ridge}):
             report["rank"]["metric"] = res.selection.extra["metric"]  # the core's words for the held-out score
             report["rank"]["held_out"] = _held_out_text(res.selection)
+        report["calibration"]["label_repair"] = label_repair
+        if res.calibration is not None:
+            report["temperature"] = res.calibration.to_dict()
+        if res.label_issues is not None:
+            rows = _issue_rows(res, cal.n)
+            report["label_issues"] = {"method": res.label_issues.method, "n_flagged": res.label_issues.n_flagged,
+                                      "n_checked": int(res.label_issues.suspects.flags.shape[0]), "n": cal.n}
         value = to_stored(np.asarray(res.weight), c.layout, c.alpha, dtype, c.weight.name)
         if res.bias is not None:
             extra = dict([_bias_value(loaded, c, np.asarray(res.bias, dtype=np.float64))])
     # LIP: the core's outcome sentence, the one LIPResult.to_dict() carries; truncation: the tool's own
     report["outcome"] = res.outcome if report["mode"] == "lip" else _outcome(report)
     report["seconds_refine"] = time.perf_counter() - t0
-    return {_weight_index(loaded, c): value, **extra}, report
+    return {_weight_index(loaded, c): value, **extra}, report, rows
 
 
 def _bias_value(loaded: LoadedModel, c: Classifier, b: np.ndarray) -> tuple[int, np.ndarray]:
@@ -306,14 +371,42 @@ def _bias_value(loaded: LoadedModel, c: Classifier, b: np.ndarray) -> tuple[int,
     raise UnsupportedWeightError(f"bias {c.bias.name!r} not found among the model's tensors")
 
 
+def _holdout_period(sel: Any) -> int:
+    """Every how many calibration rows the core held one out of the fit (its selection's
+    ``source``, ``"holdout 1/p"``); 0 when it held none out (validation data, or nothing chosen)."""
+    source = sel.extra.get("source", "")
+    return int(source.split("/")[1]) if source.startswith("holdout 1/") else 0
+
+
 def _held_out_text(sel: Any) -> str:
     source = sel.extra.get("source", "")
     if source == "validation":
         return f"the held-out split of the calibration data (val_*, {sel.n_val} samples)"
-    if source.startswith("holdout 1/"):
-        every = source.split("/")[1]
-        return f"every {every}th calibration sample, held out of the fit ({sel.n_val} samples)"
+    if _holdout_period(sel):
+        return f"every {_holdout_period(sel)}th calibration sample, held out of the fit ({sel.n_val} samples)"
     return f"{sel.n_val} held-out samples"
+
+
+def _issue_rows(res: Any, n: int) -> list[dict]:
+    """The core's suspect rows, most suspect first, with ``position`` the row index in the
+    calibration inputs (the core counts positions in the stream it checked: every calibration
+    row, or only the fit rows when it held every ``p``-th one out; :func:`calibration_rows`)."""
+    found = res.label_issues.rows()
+    checked = int(res.label_issues.suspects.flags.shape[0])
+    at = calibration_rows(np.array([r["position"] for r in found], dtype=np.int64), n, checked,
+                          _holdout_period(res.selection))
+    return [dict(r, position=int(i)) for r, i in zip(found, at)]
+
+
+def issues_csv(rows: list[dict]) -> bytes:
+    """The ``--issues`` file: a header ``position,given,suggested,score`` and one line per
+    suspect row, most suspect first (``score`` written to round-trip exactly)."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(ISSUES_HEADER)
+    for r in rows:
+        out.writerow([r["position"], r["given"], r["suggested"], repr(float(r["score"]))])
+    return buf.getvalue().encode("utf-8")
 
 
 def _outcome(report: dict) -> str:
@@ -358,7 +451,8 @@ def denoise(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, rank: An
             calib: "str | os.PathLike | Mapping[str, np.ndarray] | None" = None, layer: str | None = None,
             batch_size: int = DEFAULT_BATCH, target_scale: Any = 1.0, min_gain: float = 0.0,
             confidence: Any = DEFAULT_CONFIDENCE, bias_mode: str = "fit", tail: str = "auto",
-            ridge: Any = None, validate: bool = True, progress: bool = False, return_report: bool = False) -> Any:
+            ridge: Any = None, label_repair: str = _CORE.label_repair, temperature: bool = _CORE.temperature,
+            validate: bool = True, progress: bool = False, return_report: bool = False) -> Any:
     """Refine a model's classifier; return the new model in memory (the input is untouched).
 
     Steps
@@ -377,7 +471,13 @@ def denoise(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, rank: An
        diagonal for a fixed rank; ``tail="diagonal"``: the paper, always;
        ``tail="full"`` (beyond the paper) with ``ridge`` (``"auto"`` by
        default): the full-tail ridge refit, which also rewrites the bias when
-       it is in the fit.
+       it is in the fit. ``label_repair`` (beyond the paper, ``rank="auto"``
+       and the full tail): the guard also weighs ridge heads fit without
+       (``"filter"``) or with corrected (``"relabel"``) labels of the
+       calibration rows that look mislabelled (``"auto"``: both); the core
+       then reads the calibration features twice. ``temperature`` (the
+       core's default True): a new head beyond the paper gets one temperature
+       fit on the held-out data written into it when the layer can take it.
     4. Write ``W*`` back in the weight's original dtype and layout; stamp
        ``metadata_props["lip_agnostic"]``; optionally validate (checker +
        onnxruntime on the calibration inputs or random ones).
@@ -392,14 +492,15 @@ def denoise(model: "str | os.PathLike | onnx.ModelProto | bytes", /, *, rank: An
     >>> new = api.denoise(demo.model_path(), rank=5)   # doctest: +SKIP
     """
     opts = check_options(rank=rank, calib=calib, batch_size=batch_size, target_scale=target_scale,
-                         min_gain=min_gain, confidence=confidence, bias_mode=bias_mode, tail=tail, ridge=ridge)
+                         min_gain=min_gain, confidence=confidence, bias_mode=bias_mode, tail=tail, ridge=ridge,
+                         label_repair=label_repair, temperature=temperature)
     loaded = load_model(model)
     size = sum(tensor_nbytes(t) for t in iter_tensors(loaded.model.graph))
     if size > IN_MEMORY_LIMIT:
         raise UsageError(f"the model holds {size / 2**30:.1f} GiB of tensors: too large for an in-memory "
                          "ModelProto; use denoise_file() or the lip-onnx CLI (they keep external data)")
-    c, rank, cal = _prepare(loaded, rank=opts.pop("rank"), calib=calib, layer=layer)
-    values, report = _refine(loaded, c, rank=rank, cal=cal, progress=progress, **opts)
+    c, rank, cal = _prepare(loaded, rank=opts.pop("rank"), calib=calib, layer=layer, label_options=_label_options(opts))
+    values, report, _ = _refine(loaded, c, rank=rank, cal=cal, progress=progress, **opts)
     new = _materialize(loaded, values)
     _stamp(new, report)
     if validate:
@@ -427,7 +528,8 @@ def denoise_file(model_path: "str | os.PathLike", output: "str | os.PathLike | N
                  report: "str | os.PathLike | None" = None,
                  batch_size: int = DEFAULT_BATCH, target_scale: Any = 1.0, min_gain: float = 0.0,
                  confidence: Any = DEFAULT_CONFIDENCE, bias_mode: str = "fit", tail: str = "auto",
-                 ridge: Any = None, validate: bool = True, progress: bool = False) -> dict:
+                 ridge: Any = None, label_repair: str = _CORE.label_repair, temperature: bool = _CORE.temperature,
+                 issues: "str | os.PathLike | None" = None, validate: bool = True, progress: bool = False) -> dict:
     """File to file: what ``lip-onnx denoise`` runs. Returns the report.
 
     Steps
@@ -437,34 +539,47 @@ def denoise_file(model_path: "str | os.PathLike", output: "str | os.PathLike | N
        calibration data. The first error is raised; nothing is written.
     2. Check every path this run writes (the output, default
        ``<stem>.lip.onnx``; its ``<output>.data`` file when the model keeps
-       external data; ``report``): each is refused when it is, or resolves to
-       (``./x`` vs ``x``, a symlink, a hard link), the input model or one of
-       its external data files, or another output of this run; or when it
-       exists and ``force`` is false.
+       external data; ``report``; ``issues``): each is refused when it is, or
+       resolves to (``./x`` vs ``x``, a symlink, a hard link), the input model,
+       one of its external data files, the calibration file, or another output
+       of this run; or when it exists and ``force`` is false.
     3. Refine; stage the model (and its data) in a temporary folder next to
        the output, check it (``onnx.checker`` full check, then onnxruntime old
-       vs new); stage the JSON report next to its path.
-    4. Rename everything into place under a folder lock (data, model, report),
-       so concurrent runs to one output never leave a model with another run's
-       data. On any failure nothing is written.
+       vs new); stage the JSON report and the ``issues`` CSV (:func:`issues_csv`:
+       the calibration rows whose labels look wrong, most suspect first) next
+       to their paths.
+    4. Rename everything into place under a folder lock (data, model, report,
+       issues), so concurrent runs to one output never leave a model with
+       another run's data. On any failure nothing is written.
+
+    ``issues`` looks for mislabelled calibration rows with any repair (the core's
+    ``label_issues=True``; with ``label_repair`` it uses that repair's own pass);
+    it needs integer labels and makes the core read the calibration features
+    twice more (once more with ``label_repair``).
     """
     t0 = time.perf_counter()
     opts = check_options(rank=rank, calib=calib, batch_size=batch_size, target_scale=target_scale,
-                         min_gain=min_gain, confidence=confidence, bias_mode=bias_mode, tail=tail, ridge=ridge)
+                         min_gain=min_gain, confidence=confidence, bias_mode=bias_mode, tail=tail, ridge=ridge,
+                         label_repair=label_repair, temperature=temperature, issues=issues)
     model_path = os.fspath(model_path)
     loaded = load_model(model_path)
-    c, rank_, cal = _prepare(loaded, rank=opts.pop("rank"), calib=calib, layer=layer)
+    c, rank_, cal = _prepare(loaded, rank=opts.pop("rank"), calib=calib, layer=layer, label_options=_label_options(opts))
     out = os.fspath(output) if output is not None else default_output(model_path)
     report_path = os.fspath(report) if report is not None else None
+    issues_path = os.fspath(issues) if issues is not None else None
     external = uses_external_output(loaded)
     extra = [("--report", report_path)] if report_path is not None else []
-    check_output_path(out, loaded, force, external, extra)
-    values, rep = _refine(loaded, c, rank=rank_, cal=cal, progress=progress, **opts)
+    extra += [("--issues", issues_path)] if issues_path is not None else []
+    calib_file = [("the calibration data", os.fspath(calib))] if isinstance(calib, (str, os.PathLike)) else []
+    check_output_path(out, loaded, force, external, extra, calib_file)
+    values, rep, rows = _refine(loaded, c, rank=rank_, cal=cal, progress=progress, **opts)
+    if issues_path is not None:
+        rep["label_issues"]["file"] = issues_path
     _stamp(loaded.model, rep)  # the copy written below carries it; the input file is not touched
     t_write = time.perf_counter()
     staged = stage_model(loaded, values, out, external=external)
     rep["seconds_write"] = time.perf_counter() - t_write
-    report_tmp = None
+    report_tmp = issues_tmp = None
     try:
         with staged:
             t1 = time.perf_counter()
@@ -484,10 +599,14 @@ def denoise_file(model_path: "str | os.PathLike", output: "str | os.PathLike | N
             if report_path is not None:
                 report_tmp = stage_bytes(report_path, json.dumps(rep, indent=2, default=str).encode("utf-8"))
                 also.append((report_tmp, report_path))
+            if issues_path is not None:
+                issues_tmp = stage_bytes(issues_path, issues_csv(rows))
+                also.append((issues_tmp, issues_path))
             staged.commit(force, also)
     finally:
-        if report_tmp is not None and os.path.exists(report_tmp):
-            os.remove(report_tmp)
+        for tmp in (report_tmp, issues_tmp):
+            if tmp is not None and os.path.exists(tmp):
+                os.remove(tmp)
     return rep
 
 

@@ -17,6 +17,8 @@ from .errors import EXIT_CODES, UNCHANGED_EXIT, LipOnnxError, UsageError
 
 #: ``--tail`` values of ``denoise`` and ``demo`` (the core's ``tail=``).
 _TAILS = ("auto", "diagonal", "full")
+#: ``--label-repair`` values of ``denoise`` (the core's ``label_repair=``).
+_LABEL_REPAIRS = ("none", "filter", "relabel", "auto")
 
 __all__ = ["main", "build_parser"]
 
@@ -98,10 +100,17 @@ squares against the (noisy) labels; --rank auto (the default) scores every k
 on held-out data and changes the model only when a k beats the unchanged one
 by a significant margin (sign test at --confidence).
 
-Every path written (the output, its .data file, --report) is refused when it is
-the input model, one of its external data files or another output of the run
-(symlinks, hard links and ./x vs x included), or exists without --force; each
-is staged next to its place and renamed into it."""
+--label-repair (beyond the paper; needs --rank auto and the full tail) also
+offers the guard ridge heads fit without ('filter') or with corrected
+('relabel') labels of the calibration rows that look mislabelled ('auto':
+both); --issues FILE.csv lists those rows (position,given,suggested,score,
+most suspect first; position = row index in the calibration inputs) so you
+can review them and fix the TRAINING data; it also works alone, with any repair.
+
+Every path written (the output, its .data file, --report, --issues) is refused
+when it is the input model, one of its external data files, the calibration
+file or another output of the run (symlinks, hard links and ./x vs x included),
+or exists without --force; each is staged next to its place and renamed into it."""
 
 _INSPECT = """\
 List the classifier candidates (the last Gemm/MatMul with a constant weight on
@@ -132,7 +141,8 @@ def _epilog(extra: str = "") -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (shared by ``lip-onnx`` and ``python -m lip_agnostic.tools``)."""
     from lip_agnostic import __version__
-    from lip_agnostic.options import DEFAULT_CONFIDENCE
+    from lip_agnostic.options import DEFAULT_CONFIDENCE, LIPOptions
+    core = LIPOptions()  # the core's defaults
 
     p = _Parser(prog="lip-onnx", description="LIP (principal-subspace preservation + label-ambiguity "
                 "purification) for ONNX classifiers trained on noisy labels.",
@@ -176,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--confidence", type=_confidence, default=DEFAULT_CONFIDENCE, metavar="P|none",
                    help=f"--rank auto: the one-sided sign test's confidence, Bonferroni over the ranks (default "
                         f"{DEFAULT_CONFIDENCE}); 'none' switches the guard off")
+    d.add_argument("--label-repair", choices=_LABEL_REPAIRS, default=core.label_repair,
+                   help="with --calib and --rank auto (beyond the paper): also offer the guard ridge heads fit "
+                        "without ('filter') or with corrected ('relabel') labels of the calibration rows flagged as "
+                        f"mislabelled ('auto': both); 'none': the given labels only (default {core.label_repair})")
+    d.add_argument("--issues", metavar="FILE.csv",
+                   help="with --calib: write the calibration rows whose labels look wrong (out-of-fold confident "
+                        "learning) as CSV position,given,suggested,score, most suspect first (same refusals as the "
+                        "output)")
+    d.add_argument("--no-temperature", action="store_true",
+                   help="with --calib: do not write a temperature (fit on the held-out data) into a new head "
+                        "beyond the paper; by default the core writes one when the head can take it")
     d.add_argument("--no-validate", action="store_true", help="skip the onnxruntime old-vs-new check (the checker still runs)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     d.add_argument("--exit-code", action="store_true",
@@ -224,14 +245,24 @@ def _fmt_spectrum(values: list, n: int = 6) -> str:
     return f"[{head}, ..., {tail}]"
 
 
+#: ``selection.labels`` of a label-aware head, in words.
+_LABELS_USED = {"given": "the given labels", "filter": "the labels without the flagged rows",
+                "relabel": "the labels with the flagged rows relabelled"}
+
+
 def _print_denoise(r: dict) -> None:
     lay, rk, sm = r["layer"], r["rank"], r["summary"]
     print(f"layer     {lay['node_name'] or lay['output_name']} ({lay['op_type']}), weight {lay['weight']['name']!r} "
           f"{lay['weight']['dtype']}, W (q={lay['q']}, l={lay['l']})")
     mode = "LIP (PSP + LAP)" if r["mode"] == "lip" else "truncation (PSP)"
-    if r.get("tail") == "full":
+    if r.get("tail") in ("full", "labels"):
         lam = rk.get("ridge")
-        mode = f"LIP with the full-tail ridge refit (beyond the paper; ridge {'-' if lam is None else f'{lam:.4g}'})"
+        lam = "-" if lam is None else f"{lam:.4g}"
+        mode = f"LIP with the full-tail ridge refit (beyond the paper; ridge {lam})"
+        if r["tail"] == "labels":
+            fit = f", fit on {_LABELS_USED[rk['labels']]}" if rk.get("changed") else ""
+            mode = (f"LIP with the full-tail ridge refit and label-aware heads (beyond the paper, --label-repair "
+                    f"{r['calibration']['label_repair']}; ridge {lam}{fit})")
     extra = ""
     if rk.get("strategy") == "auto":
         extra = f": {rk['metric']} {rk['best_score']:.4f} at k={rk['k']}, {rk['base_score']:.4f} unchanged"
@@ -253,6 +284,22 @@ def _print_denoise(r: dict) -> None:
                 f"(relative change {sm['kept_relative_change']:.1e}), top-{rk['k']} subspace angle "
                 f"{sm['top_k_angle']:.2e} rad")
     print(f"change    ||W*-W||/||W|| = {sm['relative_change']:.4f}; {kept}")
+    if "label_issues" in r:
+        li = r["label_issues"]
+        rows = (f"{li['n']} calibration rows" if li["n_checked"] == li["n"] else
+                f"the {li['n_checked']} fit rows (the other {li['n'] - li['n_checked']} calibration rows, held out "
+                "of the fit, are not checked)")
+        where = f"listed in {li['file']}" if li.get("file") else "--issues FILE.csv lists them"
+        print(f"issues    {li['n_flagged']} of {rows} flagged as possibly mislabelled (out-of-fold confident "
+              f"learning); {where}")
+    if "temperature" in r:
+        t = r["temperature"]
+        what = ("written into the head" if t["applied"] else f"fit, not written ({t['note']})")
+        print(f"temp      logits x {t['scale']:.4g} (one temperature, fit on {t['n_samples']} held-out samples) {what}; "
+              f"held-out NLL (nats): unchanged layer {t['nll_unchanged']:.4f}, new head {t['nll_before']:.4f} -> "
+              f"{t['nll_after']:.4f} with the temperature; held-out ECE (15 bins): unchanged layer "
+              f"{t['ece_unchanged']:.4f}, new head {t['ece_before']:.4f} -> {t['ece_after']:.4f}"
+              + (" (T at the end of its search interval)" if t["at_bound"] else ""))
     v = r.get("validation", {})
     if v and not v.get("skipped"):
         src = "random inputs" if v.get("inputs") == "random" else "calibration samples"
@@ -267,6 +314,8 @@ def _print_denoise(r: dict) -> None:
     wrote = r["output"] + (f" + {os.path.basename(r['output_data'])}" if r.get("output_data") else "")
     if r.get("report"):
         wrote += f", report {r['report']}"
+    if r.get("label_issues", {}).get("file"):
+        wrote += f", issues {r['label_issues']['file']}"
     print(f"wrote     {wrote}  ({r['seconds_total']:.2f} s)")
 
 
@@ -276,7 +325,9 @@ def _cmd_denoise(a) -> int:
     report = api.denoise_file(a.model, a.output, rank=rank, calib=a.calib, layer=a.layer, force=a.force,
                               report=a.report, batch_size=a.batch_size, target_scale=a.target_scale,
                               min_gain=a.min_gain, confidence=a.confidence, bias_mode=a.bias_mode,
-                              tail=a.tail, ridge=a.ridge, validate=not a.no_validate, progress=not a.quiet and sys.stderr.isatty())
+                              tail=a.tail, ridge=a.ridge, label_repair=a.label_repair, issues=a.issues,
+                              **({"temperature": False} if a.no_temperature else {}),
+                              validate=not a.no_validate, progress=not a.quiet and sys.stderr.isatty())
     if not a.quiet:
         _print_denoise(report)
     rk = report["rank"]

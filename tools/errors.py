@@ -17,8 +17,8 @@ Exit codes
 5     unsupported classifier weight (quantized, shared, NaN/Inf, dtype)
 6     calibration data do not match the model
 7     an output was refused (exists without ``--force``; is, or links
-      to, the input model, one of its external data files, or another
-      output of the same run)
+      to, the input model, one of its external data files, the
+      calibration file, or another output of the same run)
 8     the output model failed validation (nothing was written)
 9     the output could not be written (read-only folder, disk full,
       permission denied; nothing partial is left)
@@ -113,7 +113,8 @@ EXIT_CODES = {
     4: "no classifier found, or several (choose one with --layer)",
     5: "unsupported classifier weight (quantized, shared, NaN/Inf, dtype)",
     6: "calibration data do not match the model",
-    7: "output refused (exists without --force; is the input, its data, or another output of the run)",
+    7: "output refused (exists without --force; is the input, its data, the calibration file, or another output "
+       "of the run)",
     8: "output model failed validation (nothing written)",
     9: "output could not be written (read-only folder, disk full; nothing partial left)",
     10: "denoise --exit-code only: the weights were left unchanged (the output is still written)",

@@ -199,13 +199,14 @@ def check_outputs(outputs: "list[tuple[str, str]]", protected: "list[tuple[str, 
 
 
 def check_output_path(out_path: str, loaded: LoadedModel, force: bool, external: bool,
-                      extra: "list[tuple[str, str]]" = ()) -> None:
+                      extra: "list[tuple[str, str]]" = (), inputs: "list[tuple[str, str]]" = ()) -> None:
     """:func:`check_outputs` for a model output (and its data file when
-    ``external``), plus ``extra`` outputs of the same run, against the input's files."""
+    ``external``), plus ``extra`` outputs of the same run, against the input's
+    files and the run's other ``inputs`` (``(what, path)``: the calibration file)."""
     outputs = [("output model", out_path)]
     if external:
         outputs.append(("the output's external data file", data_path(out_path)))
-    check_outputs(outputs + list(extra), input_files(loaded), force)
+    check_outputs(outputs + list(extra), input_files(loaded) + list(inputs), force)
 
 
 def _replace(src: str, dst: str) -> None:
