@@ -25,6 +25,7 @@ streaming part ``seconds_refine - svd`` / ``plain`` inference loop (throughput p
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_calib.py [--n 8192] [--models cnn head] [--tail auto]
+        [--label-repair auto]
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--models", nargs="+", default=["cnn", "head"], choices=["cnn", "head"])
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--label-repair", default="none", choices=["none", "filter", "relabel", "neighbours", "auto"],
+                    help="lip-onnx --label-repair (two passes over the calibration rows; needs --tail auto or full)")
     ap.add_argument("--tail", default="diagonal", choices=["auto", "diagonal", "full"],
                     help="lip-onnx --tail (default 'diagonal': the paper's refit, what docs/BENCHMARKS.md's first "
                          "table measured; 'auto' is lip-onnx's own default)")
@@ -156,7 +159,8 @@ def main() -> None:
             out_model = os.path.join(WORK, f"{name}.lip.onnx")
             wall_d, rss_d, out = _measure([sys.executable, "-c", _DENOISE, ROOT, "denoise", path, "--calib", calib,
                                            "--rank", "auto", "-o", out_model, "--force", "-q", "--report", report,
-                                           "--batch-size", str(a.batch), "--tail", a.tail])
+                                           "--batch-size", str(a.batch), "--tail", a.tail]
+                                          + (["--label-repair", a.label_repair] if a.label_repair != "none" else []))
             den = _json(out)
             with open(report) as fh:
                 rj = json.load(fh)

@@ -119,8 +119,11 @@ class LIPResult:
                 if self.calibration is not None and self.calibration.applied else "")
         if sel.labels != "given":
             n_f = self.label_issues.n_flagged if self.label_issues is not None else 0
-            how = (f"refit without the {n_f} fit rows flagged as mislabelled" if sel.labels == "filter"
-                   else f"refit with the {n_f} fit rows flagged as mislabelled relabelled")
+            n_nb = sel.extra.get("relabelled_by_neighbours", 0)
+            how = {"filter": f"refit without the {n_f} fit rows flagged as mislabelled",
+                   "relabel": f"refit with the {n_f} fit rows flagged as mislabelled relabelled",
+                   "neighbours": f"refit with the {n_nb} fit rows whose nearest neighbours out-vote their label "
+                                 "relabelled"}[sel.labels]
             bias = ", bias refit" if self.bias is not None else ""
             return f"changed: a ridge head {how}; ridge {sel.ridge:.4g}{bias}{temp}; beyond the paper"
         if self.tail in ("full", "labels"):
@@ -380,6 +383,9 @@ def refine_batches(
         selection = scorer.best(options.min_gain, options.confidence, guarded=plan.choose_rank)
         src = "validation" if validation is not None else f"holdout 1/{period}"
         selection = _with_source(selection, src)
+        if two_pass:
+            selection = replace(selection, extra={**selection.extra,
+                                                  "relabelled_by_neighbours": repair.n_neighbour_relabels})
         if validation is None:
             kept_val = held
     else:

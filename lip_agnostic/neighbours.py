@@ -47,7 +47,7 @@ from ._arrays import as_features, device_of, namespace, working_dtype
 from .errors import DataError, DataTypeError, OptionError, OptionTypeError
 from .suspects import SuspectLabels
 
-__all__ = ["NeighbourVote", "neighbour_disagreement", "DEFAULT_NEIGHBOURS"]
+__all__ = ["NeighbourVote", "neighbour_disagreement", "ReferenceVote", "vote_flags", "DEFAULT_NEIGHBOURS"]
 
 #: Neighbours per row in :func:`neighbour_disagreement`.
 DEFAULT_NEIGHBOURS = 10
@@ -144,47 +144,80 @@ def neighbour_disagreement(features: Any, labels: Any, n_classes: int, /, *, k: 
     m = int(ref_idx.shape[0])
     if k >= m:
         raise OptionError(f"k={k} must be smaller than the {m} reference rows (a row is not its own neighbour)")
-    classes = xp.astype(xp.arange(l, device=dev), labels.dtype)
-    Y = xp.astype(labels[:, None] == classes[None, :], dt)
-    R = xp.take(X, ref_idx, axis=0)
-    Yr = xp.take(Y, ref_idx, axis=0)
-    if metric == "cosine":
-        def unit(A: Any) -> Any:
-            norm = xp.sqrt(xp.sum(A * A, axis=1, keepdims=True))
-            return A / xp.where(norm > 0, norm, xp.ones_like(norm))
-        R, Q = unit(R), unit(X)
-        rr = None
-    else:
-        Q = X
-        rr = xp.sum(R * R, axis=1)
-    Rt = xp.linalg.matrix_transpose(R)
-    inf = xp.asarray(float("inf"), dtype=dt, device=dev)
-    votes = []
-    for a in range(0, n, chunk_size):
-        b = min(n, a + chunk_size)
-        # step 2
-        S = Q[a:b, :] @ Rt
-        D = -S if rr is None else rr[None, :] - 2.0 * S
-        rows = xp.astype(xp.arange(a, b, device=dev), ref_idx.dtype)
-        D = xp.where(rows[:, None] == ref_idx[None, :], inf, D)
-        # step 3
-        work = D
-        dk = None
-        for _ in range(k):
-            dk = xp.min(work, axis=1, keepdims=True)
-            work = xp.where(work <= dk, inf, work)
-        N = xp.astype(D <= dk, dt)
-        votes.append(N @ Yr)
-    V = xp.concat(votes, axis=0)
-    V = V / xp.sum(V, axis=1, keepdims=True)
-    # step 4
-    given = xp.sum(V * Y, axis=1)
-    best = xp.max(V, axis=1)
-    flags = given < best
-    top = xp.astype(xp.argmax(V, axis=1), labels.dtype)
-    suggested = xp.where(flags, top, labels)
+    index = ReferenceVote(xp.take(X, ref_idx, axis=0), xp.take(labels, ref_idx, axis=0), ref_idx, l, k=k,
+                          metric=metric)
+    V = xp.concat([index.votes(X[a:min(n, a + chunk_size), :], xp.arange(a, min(n, a + chunk_size), device=dev))
+                   for a in range(0, n, chunk_size)], axis=0)
+    flags, given, suggested = vote_flags(V, labels)
     return NeighbourVote(flags=flags, score=given, suggested=suggested, labels=labels,
                          method=f"{k}-nearest-neighbour vote ({metric}"
                                 + (f", {m} random reference rows" if reference is not None else ", exact")
                                 + "); score = share of neighbours with the given label",
                          votes=V, k=k, metric=metric, n_reference=m)
+
+
+class ReferenceVote:
+    """The ``k``-nearest-neighbour label vote of query rows among fixed reference rows (steps 2-3).
+
+    Parameters
+    ----------
+    R : array (m, q)
+        Reference features.
+    labels : int array (m,)
+        Their labels.
+    positions : int array (m,)
+        Their positions in the stream (a query row at the same position is not its own neighbour).
+    n_classes : int
+    k : int
+        ``1 <= k < m``.
+    metric : {"cosine", "euclidean"}
+    """
+
+    def __init__(self, R: Any, labels: Any, positions: Any, n_classes: int, /, *, k: int = DEFAULT_NEIGHBOURS,
+                 metric: str = "cosine") -> None:
+        xp = namespace(R, labels)
+        self._xp, self.k, self.metric = xp, _positive_int(k, "k"), metric
+        if metric not in _METRICS:
+            raise OptionError(f"metric must be one of {_METRICS}; got {metric!r}")
+        m = int(R.shape[0])
+        if self.k >= m:
+            raise OptionError(f"k={self.k} must be smaller than the {m} reference rows (a row is not its own "
+                              "neighbour)")
+        dt = R.dtype
+        classes = xp.astype(xp.arange(n_classes, device=device_of(R)), labels.dtype)
+        self._Yr = xp.astype(labels[:, None] == classes[None, :], dt)
+        self._pos = positions
+        if metric == "cosine":
+            self._R, self._rr = _unit(xp, R), None
+        else:
+            self._R, self._rr = R, xp.sum(R * R, axis=1)
+        self._Rt = xp.linalg.matrix_transpose(self._R)
+
+    def votes(self, X: Any, positions: Any, /) -> Any:
+        """``(n_b, l)`` vote shares of rows ``X`` at stream ``positions``."""
+        xp = self._xp
+        Q = _unit(xp, X) if self._rr is None else X
+        S = xp.astype(Q, self._Rt.dtype) @ self._Rt
+        D = -S if self._rr is None else self._rr[None, :] - 2.0 * S
+        inf = xp.asarray(float("inf"), dtype=D.dtype, device=device_of(D))
+        D = xp.where(xp.astype(positions, self._pos.dtype)[:, None] == self._pos[None, :], inf, D)
+        work, dk = D, None
+        for _ in range(self.k):  # step 3: the k-th smallest distance per row
+            dk = xp.min(work, axis=1, keepdims=True)
+            work = xp.where(work <= dk, inf, work)
+        V = xp.astype(D <= dk, self._Yr.dtype) @ self._Yr
+        return V / xp.sum(V, axis=1, keepdims=True)
+
+
+def vote_flags(V: Any, labels: Any, /) -> tuple[Any, Any, Any]:
+    """Step 4: ``(flags, score, suggested)`` from vote shares ``V (n, l)`` and the given labels."""
+    xp = namespace(V, labels)
+    classes = xp.astype(xp.arange(int(V.shape[1]), device=device_of(V)), labels.dtype)
+    given = xp.sum(xp.where(labels[:, None] == classes[None, :], V, xp.zeros_like(V)), axis=1)
+    flags = given < xp.max(V, axis=1)
+    return flags, given, xp.where(flags, xp.astype(xp.argmax(V, axis=1), labels.dtype), labels)
+
+
+def _unit(xp: Any, A: Any) -> Any:
+    norm = xp.sqrt(xp.sum(A * A, axis=1, keepdims=True))
+    return A / xp.where(norm > 0, norm, xp.ones_like(norm))

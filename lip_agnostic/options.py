@@ -353,7 +353,8 @@ CONSTRAINTS: dict[str, Callable[[Any], Any]] = {
     "confidence": check_confidence,
     "holdout": check_holdout,
     "label_repair": _choice("label_repair", {"none": "", "filter": "beyond the paper",
-                                             "relabel": "beyond the paper", "auto": "beyond the paper"}),
+                                             "relabel": "beyond the paper", "neighbours": "beyond the paper",
+                                             "auto": "beyond the paper"}),
     "temperature": _flag("temperature"),
 }
 
@@ -445,11 +446,12 @@ class LIPOptions:
     holdout : float in (0, 0.5]
         Fraction of the fit stream held out when no validation data are given
         and something is chosen on held-out data.
-    label_repair : {"none", "filter", "relabel", "auto"}
+    label_repair : {"none", "filter", "relabel", "neighbours", "auto"}
         Beyond the paper (:mod:`lip_agnostic.repairs.label_aware`): also offer
         the guard ridge heads fit without (``"filter"``) or with corrected
-        (``"relabel"``) labels of the rows that look mislabelled (``"auto"``:
-        both). Needs ``rank="auto"``, the full tail, integer labels and a fit
+        (``"relabel"``) labels of the rows that out-of-fold confident learning
+        flags, or with the labels of the rows whose nearest neighbours out-vote
+        them relabelled (``"neighbours"``); ``"auto"``: all three. Needs ``rank="auto"``, the full tail, integer labels and a fit
         stream that can be read twice; the suspect rows are reported
         (:attr:`lip_agnostic.LIPResult.label_issues`).
     temperature : bool

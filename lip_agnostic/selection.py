@@ -76,10 +76,10 @@ class Selection:
         Full tail only: ``table[i][j]`` is the held-out score of ``(ks[i], ridges[j])``.
     tail : {"diagonal", "full", "labels"}
         Which repair the candidates belong to (``"diagonal"`` is the paper's).
-    labels : {"given", "filter", "relabel"}
+    labels : {"given", "filter", "relabel", "neighbours"}
         Which labels the chosen head was fit on (beyond the paper, the
         ``"labels"`` repair): as given, without the rows flagged as mislabelled,
-        or with them relabelled.
+        with them relabelled, or relabelled by their nearest neighbours' vote.
     extra : dict
         The guard's evidence (``p_values``, ``wins``, ``losses`` per candidate,
         ``min_gain``, ``confidence``) and where the held-out data came from (``source``).
@@ -378,7 +378,7 @@ class HeldOutScorer(FlatSums):
 
 #: The labels a candidate head can be fit on: as given, or (beyond the paper, the ``"labels"``
 #: repair) without the rows flagged as mislabelled, or with them relabelled.
-LABEL_VARIANTS = ("given", "filter", "relabel")
+LABEL_VARIANTS = ("given", "filter", "relabel", "neighbours")
 
 
 def _labels_of(candidate: tuple) -> str:

@@ -432,20 +432,6 @@ def test_label_repair_equals_the_core_on_the_models_features(small, tmp_path):
         assert mem["label_issues"]["n_flagged"] == ref.label_issues.n_flagged
 
 
-def test_calibration_rows_are_the_rows_the_core_fit_on():
-    from lip_agnostic.tools.calibrate import calibration_rows
-    rng = np.random.default_rng(0)
-    for n, period in [(10, 5), (23, 5), (7, 2), (4, 5), (100, 3)]:
-        fit = [i for i in range(n) if i % period != period - 1]
-        at = rng.permutation(len(fit))[: max(1, len(fit) // 2)]
-        assert calibration_rows(at, n, len(fit), period).tolist() == [fit[j] for j in at]
-        assert calibration_rows(at, n, n, 0).tolist() == at.tolist()      # every row checked: positions are rows
-    with pytest.raises(CalibrationError, match="matches neither the 10 calibration rows nor the 8 it fit on"):
-        calibration_rows(np.array([0]), 10, 7, 5)
-    with pytest.raises(CalibrationError, match=r"outside \[0, 8\)"):
-        calibration_rows(np.array([8]), 10, 8, 5)
-
-
 def test_the_feature_stream_starts_a_fresh_pass_at_every_iter(small):
     from lip_agnostic.tools.calibrate import FeatureStream, feature_batches
     from lip_agnostic.tools.runtime import Session

@@ -27,7 +27,7 @@ from lip_agnostic.adapters import _face
 from lip_agnostic.options import parse_rank
 from lip_agnostic.svd import low_rank_blocks, truncate_top
 
-from .calibrate import CalibrationData, FeatureStream, calibration_rows, feature_batches, load_calibration
+from .calibrate import CalibrationData, FeatureStream, feature_batches, load_calibration
 from .errors import CalibrationError, UnsupportedWeightError, UsageError
 from .graph import (Classifier, classifier_candidates, find_linear_layers, read_bias, read_weight, select_classifier,
                     shared_bias_users, weight_tensor)
@@ -388,14 +388,12 @@ def _held_out_text(sel: Any) -> str:
 
 
 def _issue_rows(res: Any, n: int) -> list[dict]:
-    """The core's suspect rows, most suspect first, with ``position`` the row index in the
-    calibration inputs (the core counts positions in the stream it checked: every calibration
-    row, or only the fit rows when it held every ``p``-th one out; :func:`calibration_rows`)."""
-    found = res.label_issues.rows()
-    checked = int(res.label_issues.suspects.flags.shape[0])
-    at = calibration_rows(np.array([r["position"] for r in found], dtype=np.int64), n, checked,
-                          _holdout_period(res.selection))
-    return [dict(r, position=int(i)) for r, i in zip(found, at)]
+    """The core's suspect rows, most suspect first; ``position`` is the row index in the calibration
+    inputs (the core counts positions in the stream as passed, held-out rows included)."""
+    rows = res.label_issues.rows()
+    if rows and not 0 <= max(r["position"] for r in rows) < n:
+        raise CalibrationError(f"the core reported a row position outside [0, {n}); the suspect rows cannot be placed")
+    return rows
 
 
 def issues_csv(rows: list[dict]) -> bytes:

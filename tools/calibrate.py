@@ -12,9 +12,8 @@ File format (``.npz``, ``numpy.savez``)
     every ``k`` on; without it the core holds out every 5th sample.
 
 Label issues (``--label-repair``, ``--issues``) need two passes over the
-features (:class:`FeatureStream`) and report rows by their position in the
-core's fit stream; :func:`calibration_rows` maps those back to row indices of
-the calibration inputs.
+features (:class:`FeatureStream`); the core reports rows by their position in
+the stream as passed, which here is the row index in the calibration inputs.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from .graph import Classifier, graph_inputs
 from .model_io import LoadedModel
 from .runtime import Session, batched
 
-__all__ = ["CalibrationData", "load_calibration", "feature_batches", "FeatureStream", "calibration_rows", "LABELS",
+__all__ = ["CalibrationData", "load_calibration", "feature_batches", "FeatureStream", "LABELS",
            "VAL_PREFIX"]
 
 LABELS = "labels"
@@ -292,47 +291,3 @@ class FeatureStream:
         return feature_batches(*self._args, progress=self._progress, desc=desc)
 
 
-def calibration_rows(positions: np.ndarray, n: int, n_rows: int, period: int) -> np.ndarray:
-    """Row indices in the calibration inputs of positions in the stream the core checked.
-
-    Steps
-    -----
-    1. The core checked either every calibration row (``n_rows == n``: the
-       positions are the row indices) or only its fit rows, when it held out
-       every ``period``-th row (row ``i`` with ``i % period == period - 1``) to
-       score on: then the fit rows are the others, in order.
-    2. Position ``j`` of the fit stream is the ``j``-th calibration row not held out.
-
-    Parameters
-    ----------
-    positions : int array
-        Positions the core reports (0-based, in its stream's order).
-    n : int
-        Rows in the calibration inputs.
-    n_rows : int
-        Rows in the stream the core checked.
-    period : int
-        The core's hold-out period (``0``: nothing held out).
-
-    Raises
-    ------
-    CalibrationError
-        The counts fit neither case (a position the tool cannot place).
-
-    Examples
-    --------
-    >>> calibration_rows(np.array([0, 3, 4, 7]), 10, 8, 5).tolist()
-    [0, 3, 5, 8]
-    """
-    positions = np.asarray(positions, dtype=np.int64)
-    if n_rows == n:
-        rows = np.arange(n)
-    else:
-        rows = np.flatnonzero(np.arange(n) % period != period - 1) if period else np.arange(n)
-        if rows.size != n_rows:
-            raise CalibrationError(f"the core checked {n_rows} rows, which matches neither the {n} calibration rows "
-                                   f"nor the {rows.size} it fit on; the suspect rows cannot be placed")
-    if positions.size and (positions.min() < 0 or positions.max() >= rows.size):
-        raise CalibrationError(f"the core reported a row position outside [0, {rows.size}); the suspect rows "
-                               "cannot be placed")
-    return rows[positions]

@@ -8,6 +8,8 @@ ridge head (``k = 0``, the bias refit) on
 
 * ``"filter"``: the rows not flagged;
 * ``"relabel"``: every row, the flagged ones with the suggested label;
+* ``"neighbours"``: every row, relabelled where the labels of its ``k = 10``
+  nearest reference rows (cosine, on the same features) out-vote its own;
 
 next to the full tail's own candidates (labels as given). The one guard
 (:meth:`lip_agnostic.selection.HeldOutScorer.best`) picks among all of them on
@@ -31,13 +33,20 @@ How it works (two passes over the fit rows, then the held-out pass)
    ``X^T X - X_F^T X_F``, ``X^T Y - X_F^T Y_F``, ``1^T X - 1^T X_F``, ...;
    for ``"relabel"`` only the cross moments change,
    ``X^T Y - X_F^T (Y_F - S_F)`` (``S_F`` the one-hot suggestions).
-6. Each variant's head is the full tail's ``k = 0`` estimator on its
+6. ``"neighbours"``: the first pass also keeps up to ``m`` reference rows
+   (deterministically: every ``s``-th fit row, ``s`` doubling whenever ``m``
+   are held); in the second pass every row's vote among its ``k`` nearest
+   references (:class:`lip_agnostic.neighbours.ReferenceVote`) relabels it
+   where another class has more votes, and ``X^T (S - Y)`` of those rows is
+   added to the cross moments as it streams (no per-row state).
+7. Each variant's head is the full tail's ``k = 0`` estimator on its
    statistics (centred when the bias is refit, target scale ``c``):
    ``W = (Gc + lam I)^-1 c Rc``, ``b = (c sy - sx^T W) / n``, on the full
    tail's ridge grid (one eigendecomposition per variant serves every ``lam``).
 
 Memory: the full tail's ``O(q^2 + q l)`` plus ``K`` times that for the folds,
-``O(n l)`` out-of-fold logits and ``O(n_d q)`` kept features. The statistics of
+``O(n l)`` out-of-fold logits, ``O(n_d q)`` kept features and ``O(m q)``
+reference rows. The statistics of
 step 1 are mergeable (:meth:`LabelAwareRepair.merge`); steps 3-5 need every fit
 row in one process (confident learning ranks rows across the whole set), so the
 driver refuses an ``all_reduce`` with this repair.
@@ -60,10 +69,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Iterable
 
-from .._arrays import as_features, as_targets, count_true, namespace, to_float
+from .._arrays import as_features, count_true, device_of, namespace, to_float
 from ..confident_learning import confident_learning
 from ..errors import DataError, DataTypeError, OptionError
 from ..label_issues import LabelIssues
+from ..neighbours import DEFAULT_NEIGHBOURS, ReferenceVote, vote_flags
 from ..options import LIPOptions, Plan, TargetScale
 from ..out_of_fold import DEFAULT_FOLDS, DEFAULT_OOF_RIDGE, OutOfFoldAccumulator
 from ..progress import Progress
@@ -78,7 +88,10 @@ __all__ = ["LabelAwareRepair", "LABEL_REPAIRS"]
 
 #: ``label_repair`` values and the label variants each adds to the candidates.
 LABEL_REPAIRS: dict[str, tuple[str, ...]] = {"filter": ("filter",), "relabel": ("relabel",),
-                                             "auto": ("filter", "relabel")}
+                                             "neighbours": ("neighbours",),
+                                             "auto": ("filter", "relabel", "neighbours")}
+#: Reference rows of the ``"neighbours"`` vote (kept in the first pass: ``O(m q)``).
+DEFAULT_REFERENCE_ROWS = 4096
 
 
 class LabelAwareRepair:
@@ -114,6 +127,8 @@ class LabelAwareRepair:
         self.variants = LABEL_REPAIRS[variants]
         self._oof = OutOfFoldAccumulator(self.shape[1], folds=folds)
         self._oof_ridge = oof_ridge
+        self._refs = _Reservoir(DEFAULT_REFERENCE_ROWS) if "neighbours" in self.variants else None
+        self.n_neighbour_relabels = 0
         self.label_issues: LabelIssues | None = None
         self._stats: dict[str, tuple] = {}
         self._n_fit_labels = 0
@@ -137,6 +152,8 @@ class LabelAwareRepair:
                             f"(got Y of shape {tuple(getattr(Y, 'shape', ()))})")
         self.full.update(X, Y)
         self._oof.update(X, Y)
+        if self._refs is not None:
+            self._refs.update(X, Y)
         self._stats = {}
         return self
 
@@ -174,14 +191,25 @@ class LabelAwareRepair:
         Zs, ys, kept_X, kept_pos = [], [], [], []
         position = 0
         xp = None
+        vote = self._refs.index(self.shape[1]) if self._refs is not None else None
+        dR = dsy = None
+        n_relabel = 0
         for Z, y, X in heads.stream(batches, features=True):
             xp = namespace(Z)
             disagree = xp.nonzero(xp.argmax(Z, axis=1) != xp.astype(y, xp.int64))[0]
             kept_X.append(xp.take(X, disagree, axis=0))
             kept_pos.append(disagree + position)
+            if vote is not None:
+                flags, _, sugg = vote_flags(vote.votes(X, xp.arange(position, position + int(X.shape[0]),
+                                                                    device=self.full._device)), y)
+                d_R, d_sy = self._relabel_moments(X, y, sugg, flags)
+                dR, dsy = (d_R, d_sy) if dR is None else (dR + d_R, dsy + d_sy)
+                n_relabel += count_true(xp, flags)
             Zs.append(Z)
             ys.append(y)
             position += int(Z.shape[0])
+        self._neighbour_moments = (dR, dsy)
+        self.n_neighbour_relabels = n_relabel
         if xp is None:
             raise DataError("the second pass over the fit rows saw no rows")
         logits, labels = xp.concat(Zs, axis=0), xp.concat(ys)
@@ -215,7 +243,10 @@ class LabelAwareRepair:
         given = xp.astype(xp.astype(yF, xp.int64)[:, None] == classes[None, :], sdt)
         sugg = xp.astype(xp.astype(sF, xp.int64)[:, None] == classes[None, :], sdt)
         Xt = xp.linalg.matrix_transpose(Xs)
-        if variant == "filter":
+        if variant == "neighbours":
+            dR, dsy = self._neighbour_moments
+            out = (xx, xy + dR, sx, sy + dsy, n)
+        elif variant == "filter":
             out = (xx - Xt @ Xs, xy - Xt @ given, sx - xp.sum(Xs, axis=0), sy - xp.sum(given, axis=0),
                    n - int(Xs.shape[0]))
         else:
@@ -224,6 +255,16 @@ class LabelAwareRepair:
             raise DataError("every fit row was flagged: nothing is left to refit on")
         self._stats[variant] = out
         return out
+
+    def _relabel_moments(self, X: Any, y: Any, suggested: Any, flags: Any) -> tuple[Any, Any]:
+        """``X^T (S - Y)`` and ``1^T (S - Y)`` over the flagged rows of a batch (step 6)."""
+        full, xp = self.full, self.full._xp
+        sdt, l = full._sdt, self.shape[1]
+        Xs = to_float(xp, as_features(xp, X, self.shape[0], full._wdt, finite=False), sdt)
+        classes = xp.arange(l, device=full._device)
+        onehot = lambda v: xp.astype(xp.astype(v, xp.int64)[:, None] == classes[None, :], sdt)  # noqa: E731
+        D = (onehot(suggested) - onehot(y)) * xp.astype(flags, sdt)[:, None]
+        return xp.linalg.matrix_transpose(Xs) @ D, xp.sum(D, axis=0)
 
     def _solver(self, variant: str) -> tuple[Any, Any, Any, Any, Any, int]:
         """Step 6's ``(e, Q, Q^T c Rc, sx, sy, n)`` for one variant."""
@@ -246,9 +287,9 @@ class LabelAwareRepair:
         return W_new, b_new
 
     def flagged_counts(self) -> dict[str, int]:
-        """Rows each variant dropped (``"filter"``) or relabelled (``"relabel"``)."""
+        """Rows each variant dropped (``"filter"``) or relabelled (``"relabel"``, ``"neighbours"``)."""
         n_f = 0 if self.label_issues is None else self.label_issues.n_flagged
-        return {v: n_f for v in self.variants}
+        return {v: self.n_neighbour_relabels if v == "neighbours" else n_f for v in self.variants}
 
     # ------------------------------------------------------- the repair protocol
     def scorer(self, plan: Plan, options: LIPOptions, /, *, progress: Progress | None = None) -> StackedScorer:
@@ -289,3 +330,38 @@ class LabelAwareRepair:
         n_deg = count_true(xp, e <= full.rtol * float(xp.max(e))) if selection.ridge == 0.0 else 0
         return Refit(weight=W_new, bias=b_new, n_degenerate=n_deg,
                      summary=summarize_change(full._W, W_new, 0, svd=self.svd, xp=xp))
+
+
+class _Reservoir:
+    """Up to ``capacity`` fit rows kept deterministically as they stream: every ``stride``-th
+    position, the stride doubling (and every other kept row dropped) whenever ``capacity`` are held."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.stride, self.position = capacity, 1, 0
+        self._X: list = []
+        self._y: list = []
+        self._pos: list = []
+
+    def update(self, X: Any, y: Any) -> None:
+        xp = namespace(X, y)
+        n_b = int(X.shape[0])
+        pos = xp.arange(self.position, self.position + n_b, device=device_of(X))
+        keep = xp.nonzero(pos % self.stride == 0)[0]
+        self._X.append(xp.take(X, keep, axis=0))
+        self._y.append(xp.take(y, keep, axis=0))
+        self._pos.append(xp.take(pos, keep, axis=0))
+        self.position += n_b
+        while sum(int(a.shape[0]) for a in self._pos) > self.capacity:
+            self.stride *= 2
+            X, y, pos = (xp.concat(v, axis=0) for v in (self._X, self._y, self._pos))
+            keep = xp.nonzero(pos % self.stride == 0)[0]
+            self._X, self._y, self._pos = ([xp.take(v, keep, axis=0)] for v in (X, y, pos))
+
+    def index(self, n_classes: int) -> ReferenceVote:
+        xp = namespace(self._X[0])
+        X, y, pos = (xp.concat(v, axis=0) for v in (self._X, self._y, self._pos))
+        X = xp.astype(X, xp.float32) if not xp.isdtype(X.dtype, "real floating") else X
+        k = min(DEFAULT_NEIGHBOURS, int(X.shape[0]) - 1)
+        if k < 1:
+            raise DataError("the neighbour vote needs at least two fit rows")
+        return ReferenceVote(X, y, pos, n_classes, k=k)
