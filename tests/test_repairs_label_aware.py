@@ -182,3 +182,39 @@ def test_positions_index_the_stream_as_passed_when_rows_are_held_out(noisy):
     assert only.label_issues.held_out_period == 5
     np.testing.assert_array_equal([r["given"] for r in only.label_issues.rows()],
                                   y[only.label_issues.positions()])
+
+
+def test_the_neighbours_head_is_a_ridge_refit_on_the_vote_relabelled_rows(noisy):
+    from lip_agnostic.neighbours import ReferenceVote, vote_flags
+    from lip_agnostic.repairs import label_aware
+
+    W, b, X, y, _, _, _ = noisy
+    rep = LabelAwareRepair(W, bias=b, variants="neighbours")
+    for Xa, ya in _batches(X, y, 100):
+        rep.update(Xa, ya)
+    rep.second_pass(_batches(X, y, 100))
+    # the references: every stride-th fit row, the stride doubling until at most DEFAULT_REFERENCE_ROWS are held
+    stride = 1
+    while len(range(0, X.shape[0], stride)) > label_aware.DEFAULT_REFERENCE_ROWS:
+        stride *= 2
+    refs = np.arange(0, X.shape[0], stride)
+    vote = ReferenceVote(X[refs], y[refs], refs, 4, k=10)
+    flags, _, sugg = vote_flags(vote.votes(X, np.arange(X.shape[0])), y)
+    assert rep.n_neighbour_relabels == int(flags.sum()) > 0
+    ref_W, ref_b = FullTailAccumulator(W, bias=b).update(X, np.where(flags, sugg, y)).result(0, 2.0)
+    got_W, got_b = rep._head(rep._solver("neighbours"), 2.0)
+    np.testing.assert_allclose(got_W, ref_W, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(got_b, ref_b, rtol=1e-8, atol=1e-10)
+
+
+def test_the_reference_rows_stay_bounded_and_spread_over_the_stream():
+    from lip_agnostic.repairs.label_aware import _Reservoir
+
+    res = _Reservoir(100)
+    rng = np.random.default_rng(0)
+    for _ in range(37):
+        X = rng.normal(size=(29, 3))
+        res.update(X, rng.integers(0, 3, 29))
+    pos = np.concatenate([np.asarray(p) for p in res._pos])
+    assert 50 <= pos.size <= 100 and res.position == 37 * 29
+    assert np.all(pos % res.stride == 0) and pos.max() >= 37 * 29 - res.stride

@@ -19,7 +19,7 @@ MODULES = [
     ("lip_agnostic.noise", "label-noise generators"),
     ("lip_agnostic.errors", "typed errors"),
     ("lip_agnostic.options", "the options, parsed once, and the policy that picks the repair"),
-    ("lip_agnostic.repairs", "the repairs behind one protocol (the paper's diagonal refit, the full tail)"),
+    ("lip_agnostic.repairs", "the repairs behind one protocol (the paper's diagonal refit, the full tail, the label-aware heads)"),
     ("lip_agnostic.selection", "the one guarded selection: held-out scoring and the sign test"),
     ("lip_agnostic.svd", "the SVD code: reduced, Gram route, randomized top-k"),
     ("lip_agnostic.label_issues", "suspect labels in one call (beyond the paper)"),
