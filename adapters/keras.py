@@ -380,6 +380,9 @@ class LIPCallback(keras.callbacks.Callback):
             check_data(data, "data")
             if validation is not None:
                 check_data(validation, "validation")
+            reason = reads_twice(lip_options)
+            if reason is not None:  # refused now, not after training
+                check_replayable(data, reason, what="data", instead=REPLAY_HINT)
         self.data = data
         self.validation = validation
         self.rank = rank

@@ -26,7 +26,7 @@ from torch import nn
 from lip_agnostic.errors import DataError, OptionTypeError
 
 from . import _face
-from ._face import HEAD_NAMES, chooses, log_entry, reads_twice
+from ._face import HEAD_NAMES, check_replayable, chooses, log_entry, reads_twice
 from ._torch_data import (
     callback_repr,
     callback_settings,
@@ -143,6 +143,9 @@ class LIPCallback(pl.Callback):
                           progress=progress, named_loader="val", face="Lightning callback", reserved=_RESERVED)
         if train is not None and not hasattr(train, "__iter__"):
             raise OptionTypeError(f"train must be an iterable of batches; got {type(train).__name__}")
+        reason = reads_twice(self.lip_options)
+        if train is not None and reason is not None:  # refused now, not after training
+            check_replayable(train, reason, what="the training loader", instead=_REPLAY_HINT)
         self.train = train
         self.input_key = input_key
 

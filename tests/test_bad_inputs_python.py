@@ -554,6 +554,11 @@ KERAS_CASES = [
     C("k-repair-generator", "keras", "label_repair with a one-shot generator", "refine_model(model, (b for b in batches), label_repair='auto')",
       keras_case(lambda m, x, y: _refine_model(m, ((x[i:i + 20], y[i:i + 20]) for i in (0, 20)), label_repair="auto")),
       DataTypeError, r"label_repair='auto' reads the training data twice in the same order, but data is a one-shot generator"),
+    C("k-cb-repair-generator", "keras", "label_repair with one-shot data (refused before training)", "LIPCallback(data=(b for b in batches), label_repair='auto')",
+      keras_case(lambda m, x, y: __import__("lip_agnostic.adapters.keras", fromlist=["x"]).LIPCallback(
+          data=((x[i:i + 20], y[i:i + 20]) for i in (0, 20)), label_repair="auto")),
+      DataTypeError, r"^label_repair='auto' reads the training data twice in the same order, but data is a one-shot generator; "
+                     r"pass \(x, y\) arrays"),
 ]
 
 HF_CASES = [
