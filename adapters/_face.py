@@ -32,11 +32,11 @@ Example
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
 from lip_agnostic.errors import DataError, DataTypeError, OptionError, OptionTypeError
-from lip_agnostic.label_issues import LabelIssues
+from lip_agnostic.label_issues import LabelIssues, _host  # _host: the core's one copy of an array to the host
 from lip_agnostic.options import OPTION_NAMES, SELECTION_DEFAULTS, LIPOptions, check_option_names, face_reserved, inert_options
 
 __all__ = [
@@ -305,10 +305,11 @@ class Replayed:
 class RowLabelIssues(LabelIssues):
     """The core's :class:`~lip_agnostic.label_issues.LabelIssues` plus where each row lies in the user's data.
 
-    ``row_of[position]`` is the index, in the data the user passed (the
-    rows their loader yields, in its order; ``X`` for scikit-learn), of the
-    fit-stream row at ``position``. :meth:`rows` adds it as ``"row"`` and
-    :attr:`indices` lists the flagged rows' indices, most suspect first.
+    ``row_of[j]`` is the index, in the data the user passed (the rows their
+    loader yields, in its order, every row counted; ``X`` for scikit-learn),
+    of the row behind the core's suspect entry ``j``. :meth:`rows` adds it to
+    each of the core's rows as ``"row"``; :attr:`indices` lists the flagged
+    rows' indices alone, most suspect first.
     """
 
     row_of: tuple = ()
@@ -316,8 +317,9 @@ class RowLabelIssues(LabelIssues):
     def rows(self) -> list[dict]:
         """The core's rows (``position``, ``given``, ``suggested``, ``score``), each with its ``row``."""
         out = super().rows()
-        for r in out:
-            r["row"] = int(self.row_of[r["position"]])
+        ranked = _host(self.suspects.ranked())  # the suspect entries in the order of the core's rows
+        for r, j in zip(out, ranked):
+            r["row"] = int(self.row_of[int(j)])
         return out
 
     @property
@@ -326,16 +328,18 @@ class RowLabelIssues(LabelIssues):
         return [r["row"] for r in self.rows()]
 
 
-def with_rows(result: Any, row_of: Any = None) -> Any:
+def with_rows(result: Any, row_of: Any = None, *, n_stream: int | None = None) -> Any:
     """``result`` with its label issues as :class:`RowLabelIssues` (unchanged when there are none).
 
     Steps
     -----
-    1. The core counts positions over the rows that went into the fit when
-       ``label_repair`` ran: without validation data every ``p``-th row of
-       the stream (``selection.extra["source"] == "holdout 1/p"``) was held
-       out, so fit position ``i`` is stream row ``i + i // (p - 1)``.
-       ``label_issues=True`` alone counts every row of the stream.
+    1. Which rows the core's suspect entries stand for: without validation
+       data the core held every ``p``-th row of the stream out of the fit
+       (``selection.extra["source"] == "holdout 1/p"``); when the entries
+       cover the fit rows only (``n_stream - n_stream // p`` of them for a
+       stream of ``n_stream`` rows; ``result.n_fit`` when the face does not
+       count its stream), entry ``j`` is stream row ``j + j // (p - 1)``;
+       otherwise entry ``j`` is stream row ``j``.
     2. ``row_of`` (the stream's rows in the user's data, e.g. the training
        part of ``X``; default: the stream is the data) maps that on.
     """
@@ -344,12 +348,12 @@ def with_rows(result: Any, row_of: Any = None) -> Any:
         return result
     n = int(issues.suspects.flags.shape[0])
     source = result.selection.extra.get("source", "")
-    period = int(source.split("/")[-1]) if result.tail == "labels" and source.startswith("holdout 1/") else 0
-    stream = [i + i // (period - 1) for i in range(n)] if period else list(range(n))
+    p = int(source.split("/")[-1]) if source.startswith("holdout 1/") else 0
+    fit_only = bool(p) and n == (n_stream - n_stream // p if n_stream is not None else int(result.n_fit))
+    stream = [j + j // (p - 1) for j in range(n)] if fit_only else list(range(n))
     if row_of is not None:
-        if len(row_of) < (stream[-1] + 1 if stream else 0):
-            raise DataError(f"label issues name stream row {stream[-1]} but the data has {len(row_of)} rows")
+        if stream and len(row_of) <= stream[-1]:
+            raise DataError(f"the label issues name stream row {stream[-1]} but the data has {len(row_of)} rows")
         stream = [int(row_of[i]) for i in stream]
-    rows = RowLabelIssues(suspects=issues.suspects, method=issues.method, temperature=issues.temperature,
-                          row_of=tuple(stream))
-    return replace(result, label_issues=rows)
+    kept = {f.name: getattr(issues, f.name) for f in fields(issues) if f.name != "row_of"}
+    return replace(result, label_issues=RowLabelIssues(**kept, row_of=tuple(stream)))

@@ -857,7 +857,7 @@ def finalize_layer(
         n_val_batches=val_counts.get("batches", 0),
         seconds=time.perf_counter() - start,
     )
-    return with_rows(result), facts
+    return with_rows(result, n_stream=facts["n_samples_local"]), facts
 
 
 def with_context(result: Any, context: dict) -> Any:

@@ -194,9 +194,9 @@ def refine_model(
         ``.weight`` is the kernel now in the layer (NumPy); ``.to_dict()`` the
         report; ``.context`` has ``face``, ``layer`` and ``bias_mode``. With
         ``label_repair`` or ``label_issues=True``, ``.label_issues.rows()``
-        lists the flagged rows, most suspect first: ``position`` (in the fit
-        stream), ``row`` (the row's index in ``data``, in the order it yields
-        rows, held-out rows counted), ``given``, ``suggested``, ``score``.
+        lists the flagged rows, most suspect first: ``position`` (the core's),
+        ``row`` (the row's index in ``data``, in the order it yields rows,
+        held-out rows counted), ``given``, ``suggested``, ``score``.
 
     Examples
     --------
@@ -307,7 +307,11 @@ class LIPCallback(keras.callbacks.Callback):
     ``logs`` and into ``model.history.history`` (so the ``History`` that
     ``fit`` returns shows them). ``callback.report`` keeps the core's
     ``LIPResult.to_dict()`` (plus ``layer`` and ``bias_mode``);
-    ``callback.result`` the ``LIPResult``.
+    ``callback.result`` the ``LIPResult``. With ``label_repair`` (beyond the
+    paper) ``callback.result.label_issues`` holds the flagged rows (``rows()``:
+    ``row`` is the index in ``data``) and History also gets ``lip_n_flagged``
+    and, with a temperature, ``lip_temperature`` and ``lip_temperature_applied``;
+    one-shot ``data`` is refused here, before training (it is read twice).
 
     See the module docstring for the order relative to ``EarlyStopping``
     and ``ModelCheckpoint``.

@@ -163,7 +163,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         With ``label_repair`` (or ``lip_options={"label_issues": True}``): the
         training rows whose given label looks wrong; ``label_issues_.rows()``
         lists them most suspect first (``row``: the row's index in the ``X``
-        passed to :meth:`fit`, ``position``: in the fit stream, ``given``,
+        passed to :meth:`fit`, ``position``: in the training part, ``given``,
         ``suggested``: indices into ``classes_``, ``score``: lower is more
         suspect), ``label_issues_.indices`` the rows alone, so
         ``X[clf.label_issues_.indices]`` are the suspects (only rows of the
@@ -306,7 +306,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         chunks = _chunks(F, targets) if reason is None else Replayed(lambda first: _chunks(F, targets))
         result = refine_batches(W, chunks, rank=rank, validation=val_batches, bias=b,
                                 bias_mode=bias_mode, **options)
-        result = with_rows(result, train_idx)  # label issues name rows of X
+        result = with_rows(result, train_idx, n_stream=int(targets.shape[0]))  # label issues name rows of X
         new = np.asarray(result.weight).T
         if new.shape != coef.shape or not np.isfinite(new).all():
             raise DataError(f"LIP returned an unusable weight (shape {new.shape}, expected {coef.shape}); "

@@ -196,7 +196,7 @@ def finalize(
         ``device``, ``world_size``, ``n_batches``, ``n_samples_local``,
         ``n_val_batches`` and ``seconds``. With ``label_repair`` or
         ``label_issues=True``, ``.label_issues.rows()`` lists the flagged
-        rows, most suspect first: ``position`` (in the fit stream), ``row``
+        rows, most suspect first: ``position`` (the core's), ``row``
         (the row's index in the order ``loader`` yields rows, held-out rows
         counted), ``given``, ``suggested``, ``score``.
 

@@ -203,7 +203,8 @@ class LIPCallback(TrainerCallback):
     ----------
     result : lip_agnostic.LIPResult or None
         After training; ``result.context`` holds the face facts (head name,
-        world size, batches, samples, where ``rank="auto"`` was scored).
+        world size, batches, samples, where ``rank="auto"`` was scored);
+        with ``label_repair``, ``result.label_issues`` the flagged rows.
     """
 
     def __init__(

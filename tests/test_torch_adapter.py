@@ -927,14 +927,14 @@ def test_label_issues_name_the_flipped_rows_by_loader_row_and_the_head_is_what_t
         assert res.changed and res.selection.k == 0
 
 
-def test_label_repair_without_validation_skips_the_held_out_rows_in_its_positions():
+def test_label_repair_without_validation_never_names_a_held_out_row():
     x, y, _ = _noisy_clusters(n=1000)
     model = _cluster_net()
     res = finalize(model[2], _loader(x, y), progress=False, label_repair="auto")
     rows = res.label_issues.rows()
-    assert res.selection.extra["source"] == "holdout 1/5"
-    assert all(r["row"] == r["position"] + r["position"] // 4 for r in rows)  # every 5th row was held out
-    assert all(r["row"] % 5 != 4 for r in rows)
+    assert res.selection.extra["source"] == "holdout 1/5" and rows
+    assert all(r["row"] % 5 != 4 for r in rows)  # rows 4, 9, 14, ... were held out of the fit, not checked
+    assert [r["given"] for r in rows] == y[[r["row"] for r in rows]].tolist()
 
 
 def test_one_pass_runs_keep_handing_the_core_a_plain_generator(monkeypatch):
