@@ -13,6 +13,12 @@ math lives here; each function is the one home of a rule the faces apply:
   Lightning).
 - :func:`log_entry`: the flat ``lip_*`` numbers a training framework's
   loggers take.
+- :func:`reads_twice`, :func:`check_replayable`, :class:`Replayed`: the fit
+  data read more than once (``label_repair``, ``label_issues=True``): a
+  source that can replay the same rows in the same order, a fresh feature
+  pass per read.
+- :class:`RowLabelIssues`, :func:`with_rows`: the core's label issues with
+  each flagged row's index in the data the user passed.
 
 Example
 -------
@@ -25,9 +31,12 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
-from lip_agnostic.errors import OptionError, OptionTypeError
+from lip_agnostic.errors import DataError, DataTypeError, OptionError, OptionTypeError
+from lip_agnostic.label_issues import LabelIssues, _host  # _host: the core's one copy of an array to the host
 from lip_agnostic.options import OPTION_NAMES, SELECTION_DEFAULTS, LIPOptions, check_option_names, face_reserved, inert_options
 
 __all__ = [
@@ -39,6 +48,12 @@ __all__ = [
     "check_selection_use",
     "find_head",
     "log_entry",
+    "reads_twice",
+    "shuffler",
+    "check_replayable",
+    "Replayed",
+    "RowLabelIssues",
+    "with_rows",
 ]
 
 #: Options that only act when candidates are scored on held-out data (the core's list).
@@ -172,7 +187,13 @@ def log_entry(result: Any) -> dict:
     ``lip_rank`` (``k``), ``lip_changed`` (0/1), ``lip_n_fit``,
     ``lip_relative_change``, ``lip_kept_relative_change``,
     ``lip_top_k_angle`` (radians) and, when candidates were scored on
-    held-out data, ``lip_val_score`` and ``lip_val_base_score``.
+    held-out data, ``lip_val_score`` and ``lip_val_base_score``. With label
+    issues (``label_repair``, ``label_issues=True``): ``lip_n_flagged``, the
+    fit rows flagged as mislabelled. With a temperature fit (``temperature``,
+    beyond the paper): ``lip_temperature`` (the logit multiplier ``T``),
+    ``lip_temperature_applied`` (0/1: written into the head),
+    ``lip_val_nll_unchanged`` and ``lip_val_nll`` (held-out negative
+    log-likelihood in nats of the unchanged layer and of the head as written).
     """
     summary = result.summary
     entry = {
@@ -186,4 +207,153 @@ def log_entry(result: Any) -> dict:
     if result.selection.best_score is not None:
         entry["lip_val_score"] = float(result.selection.best_score)
         entry["lip_val_base_score"] = float(result.selection.base_score)
+    if result.label_issues is not None:
+        entry["lip_n_flagged"] = int(result.label_issues.n_flagged)
+    cal = result.calibration
+    if cal is not None:
+        entry["lip_temperature"] = float(cal.fit.scale)
+        entry["lip_temperature_applied"] = int(cal.applied)
+        entry["lip_val_nll_unchanged"] = float(cal.unchanged_nll)
+        entry["lip_val_nll"] = float(cal.fit.nll_after if cal.applied else cal.fit.nll_before)
     return entry
+
+
+# --------------------------------------------------------------------------- data read more than once
+def reads_twice(options: Mapping[str, Any]) -> str | None:
+    """Why the fit data must be read more than once, in the option's words, or None (one pass).
+
+    ``label_repair`` other than ``"none"`` reads the fit rows twice (statistics,
+    then out-of-fold logits); ``label_issues=True`` twice more after the fit.
+
+    >>> reads_twice({"label_repair": "auto"}), reads_twice({"label_issues": True}), reads_twice({})
+    ("label_repair='auto'", 'label_issues=True', None)
+    """
+    repair = options.get("label_repair", "none")
+    if repair != "none":
+        return f"label_repair={repair!r}"
+    if options.get("label_issues") is True:
+        return "label_issues=True"
+    return None
+
+
+#: Samplers that draw another order on every pass (matched by class name: no framework import here).
+_SHUFFLERS = ("RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler")
+
+
+def shuffler(loader: Any) -> str | None:
+    """The name of what makes ``loader`` yield another order on every pass, or None.
+
+    Walks ``sampler`` / ``batch_sampler`` (and theirs, as wrappers such as
+    Accelerate's nest them) without iterating anything: a random sampler, or
+    a sampler with ``shuffle=True`` (``DistributedSampler``).
+    """
+    todo, seen = [getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)], set()
+    while todo:
+        s = todo.pop()
+        if s is None or id(s) in seen:
+            continue
+        seen.add(id(s))
+        names = {c.__name__ for c in type(s).__mro__}
+        hit = next((n for n in _SHUFFLERS if n in names), None)
+        if hit is not None:
+            return hit
+        if getattr(s, "shuffle", False) is True:
+            return f"{type(s).__name__}(shuffle=True)"
+        todo.extend([getattr(s, "sampler", None), getattr(s, "batch_sampler", None)])
+    return None
+
+
+def check_replayable(source: Any, reason: str, *, what: str, instead: str) -> None:
+    """Refuse a fit source that cannot replay the same rows in the same order (before anything is read).
+
+    ``reason`` is :func:`reads_twice`'s; ``what`` names the source for the
+    user (``"the loader"``, ``"data"``); ``instead`` says what to pass.
+
+    Raises
+    ------
+    DataTypeError
+        A one-shot iterator or generator (a second pass would see nothing).
+    DataError
+        A loader that shuffles (a second pass would see the rows in another order).
+    """
+    if isinstance(source, Iterator):
+        raise DataTypeError(f"{reason} reads the training data twice in the same order, but {what} is a one-shot "
+                            f"{type(source).__name__}; {instead}")
+    order = shuffler(source)
+    if order is not None:
+        raise DataError(f"{reason} reads the training data twice in the same order, but {what} shuffles "
+                        f"({order}); {instead}")
+
+
+class Replayed:
+    """A re-iterable feature stream: every ``iter()`` starts a fresh pass, ``make(first)``.
+
+    ``first`` is True on the first pass only (a face checks its output layer
+    once). The core reads it as many times as it needs; a face hands it over
+    only when :func:`reads_twice` says so, so one-pass runs keep their cost.
+    """
+
+    def __init__(self, make: Callable[[bool], Any]) -> None:
+        self._make, self.passes = make, 0
+
+    def __iter__(self) -> Any:
+        self.passes += 1
+        return iter(self._make(self.passes == 1))
+
+
+@dataclass(frozen=True)
+class RowLabelIssues(LabelIssues):
+    """The core's :class:`~lip_agnostic.label_issues.LabelIssues` plus where each row lies in the user's data.
+
+    ``row_of[j]`` is the index, in the data the user passed (the rows their
+    loader yields, in its order, every row counted; ``X`` for scikit-learn),
+    of the row behind the core's suspect entry ``j``. :meth:`rows` adds it to
+    each of the core's rows as ``"row"``; :attr:`indices` lists the flagged
+    rows' indices alone, most suspect first.
+    """
+
+    row_of: tuple = ()
+
+    def rows(self) -> list[dict]:
+        """The core's rows (``position``, ``given``, ``suggested``, ``score``), each with its ``row``."""
+        out = super().rows()
+        ranked = _host(self.suspects.ranked())  # the suspect entries in the order of the core's rows
+        for r, j in zip(out, ranked):
+            r["row"] = int(self.row_of[int(j)])
+        return out
+
+    @property
+    def indices(self) -> list[int]:
+        """The flagged rows' indices in the user's data, most suspect first."""
+        return [r["row"] for r in self.rows()]
+
+
+def with_rows(result: Any, row_of: Any = None, *, n_stream: int | None = None) -> Any:
+    """``result`` with its label issues as :class:`RowLabelIssues` (unchanged when there are none).
+
+    Steps
+    -----
+    1. Which rows the core's suspect entries stand for: without validation
+       data the core held every ``p``-th row of the stream out of the fit
+       (``selection.extra["source"] == "holdout 1/p"``); when the entries
+       cover the fit rows only (``n_stream - n_stream // p`` of them for a
+       stream of ``n_stream`` rows; ``result.n_fit`` when the face does not
+       count its stream), entry ``j`` is stream row ``j + j // (p - 1)``;
+       otherwise entry ``j`` is stream row ``j``.
+    2. ``row_of`` (the stream's rows in the user's data, e.g. the training
+       part of ``X``; default: the stream is the data) maps that on.
+    """
+    issues = result.label_issues
+    if issues is None:
+        return result
+    n = int(issues.suspects.flags.shape[0])
+    source = result.selection.extra.get("source", "")
+    p = int(source.split("/")[-1]) if source.startswith("holdout 1/") else 0
+    fit_only = bool(p) and n == (n_stream - n_stream // p if n_stream is not None else int(result.n_fit))
+    stream = [j + j // (p - 1) for j in range(n)] if fit_only else list(range(n))
+    if row_of is not None:
+        if stream and len(row_of) <= stream[-1]:
+            raise DataError(f"the label issues name stream row {stream[-1]} but the data has {len(row_of)} rows")
+        stream = [int(row_of[i]) for i in stream]
+    kept = {f.name: getattr(issues, f.name) for f in fields(issues) if f.name != "row_of"}
+    return replace(result, label_issues=RowLabelIssues(**kept, row_of=tuple(stream)))

@@ -16,7 +16,11 @@ import numpy as np
 
 from lip_agnostic.errors import DataError, DataTypeError, NonFiniteError
 
-__all__ = ["check_data", "iter_batches", "as_labels", "n_rows"]
+__all__ = ["check_data", "iter_batches", "as_labels", "n_rows", "REPLAY_HINT"]
+
+#: What to pass when the fit data must be read twice in the same order (``label_repair``) and cannot be.
+REPLAY_HINT = ("pass (x, y) arrays, a keras.utils.PyDataset, a tf.data.Dataset without reshuffling, or a list "
+               "of (x, y) batches")
 
 
 def _is_tf_dataset(data: Any) -> bool:

@@ -19,7 +19,7 @@ from torch import nn
 
 from lip_agnostic.errors import DataError, DataTypeError, NonFiniteError, OptionError, OptionTypeError
 
-from ._face import check_selection_use
+from ._face import Replayed, check_replayable, check_selection_use, reads_twice, shuffler, with_rows
 
 __all__ = [
     "INPUT_KEYS",
@@ -40,6 +40,8 @@ __all__ = [
     "distributed",
     "resolve_all_reduce",
     "finalize_layer",
+    "in_order",
+    "REPLAY_HINT",
     "callback_settings",
     "check_callback_head",
     "callback_repr",
@@ -665,6 +667,39 @@ def _has_items(loader: Iterable) -> bool:
         return True
 
 
+#: What to pass when the fit data must be read twice and the loader cannot replay it.
+REPLAY_HINT = "pass a DataLoader with shuffle=False over the same dataset (or a list of batches)"
+
+
+def in_order(loader: Iterable) -> Iterable:
+    """A trainer's shuffling train loader as one that reads the same dataset in order, for two passes.
+
+    A ``DataLoader`` over a map-style dataset whose sampler is a plain
+    ``RandomSampler`` (Lightning's and Transformers' train loaders) becomes a
+    ``DataLoader`` over the same dataset with the same ``batch_size``,
+    ``collate_fn``, ``num_workers`` and ``pin_memory``, without shuffling and
+    without ``drop_last`` (every row, in dataset order: the label issues'
+    rows are then dataset indices). Anything else is returned as it is (and
+    refused by :func:`lip_agnostic.adapters._face.check_replayable` if it
+    cannot replay).
+    """
+    from torch.utils.data import DataLoader, IterableDataset
+
+    if not isinstance(loader, DataLoader) or shuffler(loader) != "RandomSampler":
+        return loader
+    if isinstance(loader.dataset, IterableDataset):
+        return loader
+    samplers = [getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)]
+    if any(getattr(s, "replacement", False) or (getattr(s, "_num_samples", None) not in (None, len(loader.dataset)))
+           for s in samplers if s is not None):
+        return loader  # draws with replacement or a subset: no in-order equivalent
+    size = loader.batch_size if loader.batch_size is not None else getattr(loader.batch_sampler, "batch_size", None)
+    if isinstance(size, bool) or not isinstance(size, int):
+        return loader
+    return DataLoader(loader.dataset, batch_size=size, shuffle=False, collate_fn=loader.collate_fn,
+                      num_workers=loader.num_workers, pin_memory=loader.pin_memory, drop_last=False)
+
+
 # --------------------------------------------------------------------------- the finalize pass
 def finalize_layer(
     classifier: nn.Linear,
@@ -686,8 +721,9 @@ def finalize_layer(
     call: Callable[[nn.Module, Any], Any] | None = None,
     select: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     allow_hidden_layer: bool = False,
+    replay_hint: str = REPLAY_HINT,
 ) -> tuple[Any, dict]:
-    """One no-grad pass over ``loader``, LIP in the core, ``W*`` written into ``classifier``.
+    """One no-grad pass over ``loader`` (two with ``label_repair``), LIP in the core, ``W*`` written into ``classifier``.
 
     The options are already checked by the calling face. Returns the core's
     :class:`lip_agnostic.LIPResult` and the face facts (``bias_mode``,
@@ -707,7 +743,13 @@ def finalize_layer(
        unless ``allow_hidden_layer=True`` (multi-head models).
     2. Stream ``(X, labels)`` per chunk into :func:`lip_agnostic.refine_batches`
        with ``W = classifier.weight.T``, the layer's bias and ``rank``
-       (``validation`` batches score ``rank="auto"``).
+       (``validation`` batches score ``rank="auto"``). When the core reads
+       the fit data more than once (``label_repair``, ``label_issues=True``:
+       :func:`lip_agnostic.adapters._face.reads_twice`) the stream is
+       re-iterable, each read a fresh no-grad pass over ``loader``; a
+       one-shot or shuffling loader is refused first (``replay_hint`` says
+       what to pass instead), and the label issues' rows are given as
+       indices in the loader's order (:func:`~lip_agnostic.adapters._face.with_rows`).
     3. Under ``torch.distributed`` the core's partial sums are all-reduced.
     4. Write ``W*.T`` into ``classifier.weight`` in its dtype and device (and,
        ``tail="full"`` with the bias in the fit, the refit bias into
@@ -729,6 +771,9 @@ def finalize_layer(
         raise OptionError(f"chunk_rows must be a non-negative integer; got {chunk_rows!r}")
     if not isinstance(allow_hidden_layer, bool):
         raise OptionTypeError(f"allow_hidden_layer must be True or False; got {allow_hidden_layer!r}")
+    reason = reads_twice(lip_options)
+    if reason is not None:  # before any forward pass: the layer is untouched
+        check_replayable(loader, reason, what="the training loader", instead=replay_hint)
     proc, world = distributed()
     if device is not None:
         dev = torch.device(device)
@@ -750,8 +795,13 @@ def finalize_layer(
         stream_kw = dict(l=l, device=dev, input_key=input_key, label_key=label_key, progress=progress and proc == 0,
                          chunk_rows=chunk_rows, unpack=unpack, call=call, select=select)
         check = None if allow_hidden_layer else (lambda out, marker: check_output_layer(model, classifier, out, marker))
-        batches = feature_batches(model, capture, loader, desc="LIP fit", counts=fit_counts, check_output=check,
-                                  **stream_kw)
+
+        def fit_pass(first: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            fit_counts.clear()  # every pass reads the same rows: the facts count one
+            return feature_batches(model, capture, loader, desc="LIP fit", counts=fit_counts,
+                                   check_output=check if first else None, **stream_kw)
+
+        batches = fit_pass(True) if reason is None else Replayed(fit_pass)
         val_batches = (
             None if validation is None
             else feature_batches(model, capture, validation, desc="LIP validation", counts=val_counts, **stream_kw)
@@ -807,7 +857,7 @@ def finalize_layer(
         n_val_batches=val_counts.get("batches", 0),
         seconds=time.perf_counter() - start,
     )
-    return result, facts
+    return with_rows(result, n_stream=facts["n_samples_local"]), facts
 
 
 def with_context(result: Any, context: dict) -> Any:

@@ -45,8 +45,8 @@ from lip_agnostic import LIPResult, project_principal, refine_batches
 from lip_agnostic.errors import DataError, DataTypeError, LIPError, NonFiniteError, OptionError, RankOutOfRangeError
 from lip_agnostic.options import DRIVER_INPUTS, OPTION_NAMES, face_reserved, parse_bias_mode, parse_rank
 
-from ._face import check_selection_use, face_options, log_entry
-from ._keras_data import as_labels, check_data, iter_batches
+from ._face import Replayed, check_replayable, check_selection_use, face_options, log_entry, reads_twice, with_rows
+from ._keras_data import REPLAY_HINT, as_labels, check_data, iter_batches
 from ._keras_layer import FeatureExtractor, check_output_layer, check_refinable, find_target_layer, layer_path
 
 __all__ = ["LIPCallback", "refine_model", "BiasMode", "LIP_OPTIONS"]
@@ -180,13 +180,23 @@ def refine_model(
         Passed to :func:`lip_agnostic.refine_batches` (``target_scale``,
         ``degenerate``, ``min_gain``, ``holdout``, ``all_reduce``, ...;
         ``tail="full"``, ``ridge=``: the full-tail ridge refit, beyond the
-        paper); the names are :data:`LIP_OPTIONS`.
+        paper); the names are :data:`LIP_OPTIONS`. ``label_repair="auto"``
+        (beyond the paper, with ``rank="auto"``) also tries ridge heads fit
+        without, or with corrected, the labels that look wrong; it and
+        ``label_issues=True`` read ``data`` twice in the same order, so a
+        generator is refused before anything runs, and a ``tf.data``
+        pipeline that reshuffles on every pass is refused once its second
+        pass differs (the layer is left unchanged either way).
 
     Returns
     -------
     LIPResult
         ``.weight`` is the kernel now in the layer (NumPy); ``.to_dict()`` the
-        report; ``.context`` has ``face``, ``layer`` and ``bias_mode``.
+        report; ``.context`` has ``face``, ``layer`` and ``bias_mode``. With
+        ``label_repair`` or ``label_issues=True``, ``.label_issues.rows()``
+        lists the flagged rows, most suspect first: ``position`` (the core's),
+        ``row`` (the row's index in ``data``, in the order it yields rows,
+        held-out rows counted), ``given``, ``suggested``, ``score``.
 
     Examples
     --------
@@ -239,8 +249,17 @@ class _Refiner:
         try:
             if self._features is None:
                 self._features = FeatureExtractor(self._model, layer, self.q)
-            stream = _feature_stream(self._features, data, self.l, batch_size, steps, "data",
-                                     first=lambda xb: check_output_layer(self._model, layer, xb, self.path))
+            reason = reads_twice(lip_options)
+            if reason is not None:  # before any batch is read: the layer is untouched
+                check_replayable(data, reason, what="data", instead=REPLAY_HINT)
+            features = self._features
+
+            def fit_pass(first: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                check = (lambda xb: check_output_layer(self._model, layer, xb, self.path)) if first else None
+                return _feature_stream(features, data, self.l, batch_size, steps, "data", first=check)
+
+            # label_repair / label_issues=True read the fit data again: each read a fresh pass over data
+            stream = fit_pass(True) if reason is None else Replayed(fit_pass)
             val = None
             if validation is not None:
                 val = _feature_stream(self._features, validation, self.l, batch_size,
@@ -260,8 +279,8 @@ class _Refiner:
             layer.kernel.assign(new)
             if new_b is not None:
                 layer.bias.assign(new_b)
-        return replace(result, context={**result.context, "face": "keras", "layer": self.path,
-                                        "bias_mode": self.bias_mode})
+        return replace(with_rows(result), context={**result.context, "face": "keras", "layer": self.path,
+                                                   "bias_mode": self.bias_mode})
 
     def project(self, rank: int | float) -> int:
         """PSP only: ``kernel <- project_principal(kernel, rank)``; returns the rank kept."""
@@ -288,7 +307,11 @@ class LIPCallback(keras.callbacks.Callback):
     ``logs`` and into ``model.history.history`` (so the ``History`` that
     ``fit`` returns shows them). ``callback.report`` keeps the core's
     ``LIPResult.to_dict()`` (plus ``layer`` and ``bias_mode``);
-    ``callback.result`` the ``LIPResult``.
+    ``callback.result`` the ``LIPResult``. With ``label_repair`` (beyond the
+    paper) ``callback.result.label_issues`` holds the flagged rows (``rows()``:
+    ``row`` is the index in ``data``) and History also gets ``lip_n_flagged``
+    and, with a temperature, ``lip_temperature`` and ``lip_temperature_applied``;
+    one-shot ``data`` is refused here, before training (it is read twice).
 
     See the module docstring for the order relative to ``EarlyStopping``
     and ``ModelCheckpoint``.
@@ -361,6 +384,9 @@ class LIPCallback(keras.callbacks.Callback):
             check_data(data, "data")
             if validation is not None:
                 check_data(validation, "validation")
+            reason = reads_twice(lip_options)
+            if reason is not None:  # refused now, not after training
+                check_replayable(data, reason, what="data", instead=REPLAY_HINT)
         self.data = data
         self.validation = validation
         self.rank = rank
@@ -425,10 +451,13 @@ class LIPCallback(keras.callbacks.Callback):
     #: The keys History gets (a subset of the faces' one log entry, :func:`~lip_agnostic.adapters._face.log_entry`).
     LOG_KEYS = ("lip_rank", "lip_top_k_angle", "lip_kept_relative_change", "lip_relative_change", "lip_n_fit")
 
+    #: Keys History also gets when the run has them (label issues, a temperature; beyond the paper).
+    OPTIONAL_LOG_KEYS = ("lip_n_flagged", "lip_temperature", "lip_temperature_applied")
+
     @classmethod
     def _log_values(cls, result: LIPResult) -> dict:
         entry = log_entry(result)
-        return {key: entry[key] for key in cls.LOG_KEYS}
+        return {key: entry[key] for key in cls.LOG_KEYS + cls.OPTIONAL_LOG_KEYS if key in entry}
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         done = epoch + 1

@@ -26,7 +26,7 @@ from torch import nn
 from lip_agnostic.errors import DataError, OptionTypeError
 
 from . import _face
-from ._face import HEAD_NAMES, chooses, log_entry
+from ._face import HEAD_NAMES, check_replayable, chooses, log_entry, reads_twice
 from ._torch_data import (
     callback_repr,
     callback_settings,
@@ -35,11 +35,14 @@ from ._torch_data import (
     check_rank,
     distributed,
     finalize_layer,
+    in_order,
     with_context,
 )
 
 __all__ = ["LIPCallback", "find_head", "HEAD_NAMES"]
 
+#: What to pass when ``label_repair`` must read a train loader the callback cannot replay in order.
+_REPLAY_HINT = "pass LIPCallback(train=DataLoader(<train set>, shuffle=False)) (or a list of batches)"
 #: ``refine_batches`` keywords this face sets itself.
 _RESERVED = {"validation": "validation", "bias_mode": "bias_mode", "rank": "rank", "all_reduce": "all_reduce"}
 
@@ -96,6 +99,14 @@ class LIPCallback(pl.Callback):
        every logger (``lip_*`` metrics). If anything fails, the head is left
        bit-identical and the error raised.
 
+    ``label_repair`` (beyond the paper) reads the training data twice in the
+    same order: the Trainer's shuffling train loader is then read as its
+    dataset in order (same batch size and collate function, every row: see
+    :func:`~lip_agnostic.adapters._torch_data.in_order`), so
+    ``self.result.label_issues.rows()``'s ``row`` is a dataset index; a
+    ``train=`` loader must replay itself (no shuffling, not a generator).
+    Under DDP ``label_repair`` is refused (it ranks every row in one process).
+
     Parameters
     ----------
     rank : int, float in (0, 1], or "auto"
@@ -132,6 +143,9 @@ class LIPCallback(pl.Callback):
                           progress=progress, named_loader="val", face="Lightning callback", reserved=_RESERVED)
         if train is not None and not hasattr(train, "__iter__"):
             raise OptionTypeError(f"train must be an iterable of batches; got {type(train).__name__}")
+        reason = reads_twice(self.lip_options)
+        if train is not None and reason is not None:  # refused now, not after training
+            check_replayable(train, reason, what="the training loader", instead=_REPLAY_HINT)
         self.train = train
         self.input_key = input_key
 
@@ -147,11 +161,16 @@ class LIPCallback(pl.Callback):
         name, layer = find_head(pl_module, self.head)
         rank = check_rank(self.rank, layer.weight)
         loader, loader_source = self._train_loader(trainer)
+        if reads_twice(self.lip_options) is not None and loader_source != "given":
+            # the Trainer's loader shuffles for training; the passes read its dataset in order
+            replayed = in_order(loader)
+            loader_source += " (in order)" if replayed is not loader else ""
+            loader = replayed
         validation, source = self._validation(trainer, rank)
         result, facts = finalize_layer(
             layer, loader, model=pl_module, rank=rank, validation=validation, bias_mode=self.bias_mode,
             lip_options=self.lip_options, input_key=self.input_key, label_key=self.label_key,
-            device=pl_module.device, progress=self.progress,
+            device=pl_module.device, progress=self.progress, replay_hint=_REPLAY_HINT,
         )
         facts.update(face="lightning", head=name, train=loader_source, validation=source,
                      global_step=int(trainer.global_step), strategy=type(trainer.strategy).__name__)

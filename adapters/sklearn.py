@@ -34,10 +34,10 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _num_samples, check_array, check_is_fitted, column_or_1d
 
 from lip_agnostic import refine_batches
-from lip_agnostic.errors import DataError, NonFiniteError, OptionTypeError
-from lip_agnostic.options import check_holdout, check_min_gain, parse_bias_mode, parse_rank
+from lip_agnostic.errors import DataError, NonFiniteError, OptionError, OptionTypeError
+from lip_agnostic.options import CONSTRAINTS, check_holdout, check_min_gain, parse_bias_mode, parse_rank
 
-from ._face import check_selection_use, chooses, face_options
+from ._face import Replayed, check_selection_use, chooses, face_options, reads_twice, with_rows
 
 __all__ = ["LIPClassifier"]
 
@@ -133,6 +133,19 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Level of the one-sided sign test guarding ``rank="auto"`` (``None``: off).
     target_scale : float or "logits", default=1.0
         Scale of the refit targets (``1.0``: the paper).
+    label_repair : {"none", "filter", "relabel", "auto"}, default="none"
+        Beyond the paper, with ``rank="auto"``: also try ridge heads fit
+        without (``"filter"``), or with the suggested label of (``"relabel"``),
+        the training rows whose label looks wrong (out-of-fold confident
+        learning on the features, no retraining); the held-out guard picks
+        among them and the usual candidates. The suspect rows are in
+        :attr:`label_issues_`. Needs one ``coef_`` row per class (not a
+        binary ``coef_`` of one row).
+    temperature : bool, default=True
+        Beyond the paper: after a change beyond the paper, fit one logit
+        temperature on the held-out part (reported in
+        ``lip_result_.calibration``; written into the weight when no
+        component is kept and the intercept is refit).
     lip_options : dict, optional
         Further keywords of :func:`lip_agnostic.refine_batches` (e.g.
         ``degenerate``, ``rtol``; ``tail="full"`` and ``ridge``, beyond the paper).
@@ -146,6 +159,16 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     lip_result_ : lip_agnostic.LIPResult
         The core's report (``to_dict()`` for JSON); ``context`` adds the
         sklearn facts (``n_train``, ``n_holdout``, ``validation``, ``binary``).
+    label_issues_ : LabelIssues or None
+        With ``label_repair`` (or ``lip_options={"label_issues": True}``): the
+        training rows whose given label looks wrong; ``label_issues_.rows()``
+        lists them most suspect first (``row``: the row's index in the ``X``
+        passed to :meth:`fit`, ``position``: in the training part, ``given``,
+        ``suggested``: indices into ``classes_``, ``score``: lower is more
+        suspect), ``label_issues_.indices`` the rows alone, so
+        ``X[clf.label_issues_.indices]`` are the suspects (only rows of the
+        training part: the hold-out is not checked). None otherwise. Review
+        them, fix the training labels and refit; never relabel a test set.
     n_features_in_ : int
     feature_names_in_ : ndarray, when ``X`` had column names
 
@@ -172,6 +195,8 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         min_gain: float = 0.0,
         confidence: float | None = 0.95,
         target_scale: float | str = 1.0,
+        label_repair: str = "none",
+        temperature: bool = True,
         lip_options: dict | None = None,
     ) -> None:
         self.estimator = estimator
@@ -182,6 +207,8 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.min_gain = min_gain
         self.confidence = confidence
         self.target_scale = target_scale
+        self.label_repair = label_repair
+        self.temperature = temperature
         self.lip_options = lip_options
 
     # ------------------------------------------------------------------ fitting
@@ -248,6 +275,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             X_fit, y_fit = _take(X, train_idx), y_arr[train_idx]
             X_val, y_val = _take(X, held_idx), y_arr[held_idx]
         else:
+            train_idx = None  # the fit rows are X's rows
             X_fit, y_fit = X, y_arr
             X_val, y_val = validation if validation is not None else (None, None)
 
@@ -270,8 +298,15 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 raise DataError(f"X_val and y_val have different numbers of samples: "
                                  f"{F_val.shape[0]} and {T_val.shape[0]}")
             val_batches = list(_chunks(F_val, T_val))
-        result = refine_batches(W, _chunks(F, targets), rank=rank, validation=val_batches, bias=b,
+        reason = reads_twice(options)
+        if reason is not None and targets.ndim != 1:
+            raise OptionError(f"{reason} needs one coef_ row per class, but the fitted {type(final).__name__} has "
+                              f"one row for the 2 classes {classes.tolist()} (a binary coef_); drop {reason}")
+        # label_repair / label_issues=True read the fit rows again: each read a fresh pass (no dense copy kept)
+        chunks = _chunks(F, targets) if reason is None else Replayed(lambda first: _chunks(F, targets))
+        result = refine_batches(W, chunks, rank=rank, validation=val_batches, bias=b,
                                 bias_mode=bias_mode, **options)
+        result = with_rows(result, train_idx, n_stream=int(targets.shape[0]))  # label issues name rows of X
         new = np.asarray(result.weight).T
         if new.shape != coef.shape or not np.isfinite(new).all():
             raise DataError(f"LIP returned an unusable weight (shape {new.shape}, expected {coef.shape}); "
@@ -308,6 +343,7 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.estimator_ = fitted
         self.classes_ = classes
         self.lip_result_ = result
+        self.label_issues_ = result.label_issues
         return self
 
     def _options(self) -> tuple[Any, str, dict]:
@@ -319,11 +355,13 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             raise OptionTypeError(f"lip_options must be a dict of refine_batches keywords; got {type(extra).__name__}")
         reserved = dict(rank="rank", validation="fit(..., validation=)", holdout="holdout",
                         bias_mode="bias_mode", all_reduce=None, min_gain="min_gain",
-                        confidence="confidence", target_scale="target_scale")
+                        confidence="confidence", target_scale="target_scale", label_repair="label_repair",
+                        temperature="temperature")
         extra = face_options(face="LIPClassifier (lip_options)", reserved=reserved, **extra)
         check_min_gain(self.min_gain)
         options = dict(extra, min_gain=float(self.min_gain), confidence=self.confidence,
-                       target_scale=self.target_scale)
+                       target_scale=self.target_scale, label_repair=CONSTRAINTS["label_repair"](self.label_repair),
+                       temperature=CONSTRAINTS["temperature"](self.temperature))
         return rank, bias_mode, options
 
     @staticmethod

@@ -178,7 +178,12 @@ def finalize(
         Passed to :func:`lip_agnostic.refine_batches` (``target_scale``,
         ``degenerate``, ``min_gain``, ``holdout``, ...; ``tail="full"``,
         ``ridge=``: the full-tail ridge refit, beyond the paper, which also
-        refits the bias).
+        refits the bias). ``label_repair="auto"`` (beyond the paper, with
+        ``rank="auto"``) also tries ridge heads fit without, or with
+        corrected, the labels that look wrong; it and ``label_issues=True``
+        read ``loader`` twice in the same order, so a generator or a
+        shuffling ``DataLoader`` is refused before anything runs (pass a
+        ``DataLoader`` with ``shuffle=False``).
 
     Returns
     -------
@@ -189,7 +194,11 @@ def finalize(
         (the JSON report), and ``.context``: ``bias_mode``, ``bias_in_fit``
         (whether a bias entered the fit), ``bias_refit``, ``tail``, ``dtype``,
         ``device``, ``world_size``, ``n_batches``, ``n_samples_local``,
-        ``n_val_batches`` and ``seconds``.
+        ``n_val_batches`` and ``seconds``. With ``label_repair`` or
+        ``label_issues=True``, ``.label_issues.rows()`` lists the flagged
+        rows, most suspect first: ``position`` (the core's), ``row``
+        (the row's index in the order ``loader`` yields rows, held-out rows
+        counted), ``given``, ``suggested``, ``score``.
 
     Examples
     --------

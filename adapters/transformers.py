@@ -32,7 +32,7 @@ from lip_agnostic.errors import DataError, DataTypeError, OptionError, OptionTyp
 from transformers import TrainerCallback
 
 from . import _face
-from ._face import HEAD_NAMES, chooses, log_entry
+from ._face import HEAD_NAMES, chooses, log_entry, reads_twice
 from ._torch_data import (
     callback_repr,
     callback_settings,
@@ -42,6 +42,7 @@ from ._torch_data import (
     check_rank,
     distributed,
     finalize_layer,
+    in_order,
     with_context,
 )
 
@@ -49,6 +50,10 @@ __all__ = ["LIPCallback", "attach", "find_head", "HEAD_NAMES", "IGNORE_INDEX"]
 
 #: Label value Transformers' losses ignore (padding, sub-word continuations).
 IGNORE_INDEX = -100
+#: What to do when ``label_repair`` must read a train dataloader the callback cannot replay in order.
+_REPLAY_HINT = ("the Trainer's train dataloader cannot be read again in order here: after training run "
+                "lip_agnostic.adapters.torch.finalize(<head>, DataLoader(<train set>, shuffle=False, "
+                "collate_fn=<collator>), label_repair=...)")
 #: ``refine_batches`` keywords this face sets itself.
 _RESERVED = {"validation": "validation", "bias_mode": "bias_mode", "rank": "rank", "all_reduce": "all_reduce"}
 
@@ -163,6 +168,14 @@ class LIPCallback(TrainerCallback):
        when attached) and ``self.result`` (the core's ``LIPResult``).
        If anything fails, the head is left bit-identical and the error raised.
 
+    ``label_repair`` (beyond the paper) reads the training data twice in the
+    same order: the Trainer's shuffling train dataloader is then read as its
+    dataset in order (same batch size and collator, every row: see
+    :func:`~lip_agnostic.adapters._torch_data.in_order`), so
+    ``self.result.label_issues.rows()``'s ``row`` is a dataset index for a
+    sequence classifier (for token heads: the labelled positions, in order).
+    Under ``torch.distributed`` it is refused (it ranks every row in one process).
+
     Parameters
     ----------
     rank : int, float in (0, 1], or "auto"
@@ -190,7 +203,8 @@ class LIPCallback(TrainerCallback):
     ----------
     result : lip_agnostic.LIPResult or None
         After training; ``result.context`` holds the face facts (head name,
-        world size, batches, samples, where ``rank="auto"`` was scored).
+        world size, batches, samples, where ``rank="auto"`` was scored);
+        with ``label_repair``, ``result.label_issues`` the flagged rows.
     """
 
     def __init__(
@@ -239,10 +253,13 @@ class LIPCallback(TrainerCallback):
         shift = _is_causal_lm(model) if self.shift_labels == "auto" else bool(self.shift_labels)
         validation, source = self._validation(rank, eval_dataloader)
         batches = _Batches(label_key, shift)
+        if reads_twice(self.lip_options) is not None:
+            # the Trainer's train dataloader shuffles; the passes read its dataset in order
+            train_dataloader = in_order(train_dataloader)
         result, facts = finalize_layer(
             layer, train_dataloader, model=model, rank=rank, validation=validation, bias_mode=self.bias_mode,
             lip_options=self.lip_options, progress=self.progress, unpack=batches.unpack, call=batches.call,
-            select=batches.select,
+            select=batches.select, replay_hint=_REPLAY_HINT,
         )
         facts.update(face="transformers", head=name, validation=source, shift_labels=shift,
                      global_step=int(getattr(state, "global_step", 0)))

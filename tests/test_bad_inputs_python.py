@@ -234,6 +234,19 @@ def _meta_linear():
         return nn.Linear(6, 4)
 
 
+def _shuffling(data):
+    """A DataLoader over one list of (x, y) batches' rows that reshuffles every pass."""
+    import torch
+
+    x, y = data[0]
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True)
+
+
+def _once(data):
+    """A one-shot generator of the same batches."""
+    return (batch for batch in data)
+
+
 # ----------------------------------------------------------------------------- the cases
 C = Case
 CASES: list[Case] = [
@@ -443,6 +456,19 @@ TORCH_CASES = [
           __import__("lip_agnostic.adapters.torch", fromlist=["x"]).LIPOptimizer(
               __import__("torch").optim.SGD(m.parameters(), lr=0.1), m[2], rank=2))), DataError,
       r"unsupported LIP state version 9"),
+    C("t-repair-shuffle", "torch", "label_repair with a shuffling DataLoader", "finalize(model[2], DataLoader(..., shuffle=True), label_repair='auto')",
+      torch_case(lambda m, d: _finalize(m[2], _shuffling(d), label_repair="auto")), DataError,
+      r"^label_repair='auto' reads the training data twice in the same order, but the training loader shuffles "
+      r"\(RandomSampler\); pass a DataLoader with shuffle=False"),
+    C("t-repair-generator", "torch", "label_repair with a one-shot generator", "finalize(model[2], (b for b in data), label_repair='auto')",
+      torch_case(lambda m, d: _finalize(m[2], _once(d), label_repair="auto")), DataTypeError,
+      r"^label_repair='auto' reads .* the training loader is a one-shot generator; pass a DataLoader with shuffle=False"),
+    C("t-issues-generator", "torch", "label_issues=True with a one-shot generator", "finalize(model[2], (b for b in data), rank=2, label_issues=True)",
+      torch_case(lambda m, d: _finalize(m[2], _once(d), rank=2, label_issues=True)), DataTypeError,
+      r"^label_issues=True reads the training data twice"),
+    C("t-repair-fixed-rank", "torch", "label_repair with a fixed rank", "finalize(model[2], data, rank=2, label_repair='auto')",
+      torch_case(lambda m, d: _finalize(m[2], d, rank=2, label_repair="auto")), OptionError,
+      r"label_repair='auto' needs rank='auto'"),
 ]
 
 SK_CASES = [
@@ -482,6 +508,15 @@ SK_CASES = [
       sk_case(lambda X, y: _lipclf(_ridge()).fit(X, np.eye(3, dtype=int)[y])), DataError, r"one label per sample"),
     C("s-min-gain", "sklearn", "negative min_gain", "LIPClassifier(min_gain=-1).fit(X, y)",
       sk_case(lambda X, y: _lipclf(_ridge(), min_gain=-1.0).fit(X, y)), OptionError, r"min_gain"),
+    C("s-repair-binary", "sklearn", "label_repair with a binary coef_ of one row", "LIPClassifier(LogisticRegression(), label_repair='auto').fit(X, y in {0, 1})",
+      sk_case(lambda X, y: _lipclf(__import__("sklearn.linear_model", fromlist=["x"]).LogisticRegression(),
+                                   label_repair="auto").fit(X, y % 2)), OptionError,
+      r"^label_repair='auto' needs one coef_ row per class, but the fitted LogisticRegression has one row for the 2 classes"),
+    C("s-repair-value", "sklearn", "label_repair unknown", "LIPClassifier(label_repair='yes').fit(X, y)",
+      sk_case(lambda X, y: _lipclf(_ridge(), label_repair="yes").fit(X, y)), OptionError, r"label_repair"),
+    C("s-repair-in-lip-options", "sklearn", "label_repair inside lip_options", "LIPClassifier(lip_options={'label_repair': 'auto'})",
+      sk_case(lambda X, y: _lipclf(_ridge(), lip_options={"label_repair": "auto"}).fit(X, y)), OptionTypeError,
+      r"'label_repair' is set by the LIPClassifier \(lip_options\); pass label_repair=\.\.\. instead"),
 ]
 
 KERAS_CASES = [
@@ -516,6 +551,14 @@ KERAS_CASES = [
       keras_case(lambda m, x, y: _refine_model(m, (x, y[:-1]), rank=2)), DataError, r"rows"),
     C("k-model-kind", "keras", "not a keras.Model", "refine_model('net', (x, y))",
       keras_case(lambda m, x, y: _refine_model("net", (x, y), rank=2)), OptionTypeError, r"keras.Model"),
+    C("k-repair-generator", "keras", "label_repair with a one-shot generator", "refine_model(model, (b for b in batches), label_repair='auto')",
+      keras_case(lambda m, x, y: _refine_model(m, ((x[i:i + 20], y[i:i + 20]) for i in (0, 20)), label_repair="auto")),
+      DataTypeError, r"label_repair='auto' reads the training data twice in the same order, but data is a one-shot generator"),
+    C("k-cb-repair-generator", "keras", "label_repair with one-shot data (refused before training)", "LIPCallback(data=(b for b in batches), label_repair='auto')",
+      keras_case(lambda m, x, y: __import__("lip_agnostic.adapters.keras", fromlist=["x"]).LIPCallback(
+          data=((x[i:i + 20], y[i:i + 20]) for i in (0, 20)), label_repair="auto")),
+      DataTypeError, r"^label_repair='auto' reads the training data twice in the same order, but data is a one-shot generator; "
+                     r"pass \(x, y\) arrays"),
 ]
 
 HF_CASES = [
@@ -538,6 +581,11 @@ HF_CASES = [
       hf_case(lambda m: _hf_begin(m, rank=1, confidence=0.9)), OptionError, r"confidence=0.9 has no effect with rank=1"),
     C("hf-bias", "transformers", "bias= (set by the face)", "LIPCallback(bias='fit')", hf_case(lambda m: _hf_cb(bias="fit")),
       OptionTypeError, r"'bias' is set by the Transformers callback"),
+    C("hf-repair-generator", "transformers", "label_repair with a one-shot train dataloader", "on_train_end(..., train_dataloader=(b for b in batches)): LIPCallback(label_repair='auto')",
+      hf_case(lambda m: _hf_cb(label_repair="auto", validation=None).on_train_end(
+          None, None, None, model=m, train_dataloader=_once([{"input_ids": __import__("torch").randint(0, 30, (4, 5)),
+                                                              "labels": __import__("torch").tensor([0, 1, 2, 0])}]))),
+      DataTypeError, r"^label_repair='auto' reads .* one-shot generator; the Trainer's train dataloader cannot be read again"),
 ]
 
 PL_CASES = [
@@ -554,6 +602,11 @@ PL_CASES = [
       pl_case(lambda m: _pl_fit_end(m, rank=9)), RankOutOfRangeError, r"9"),
     C("pl-unknown", "lightning", "an unknown option", "LIPCallback(foo=1)", pl_case(lambda m: _pl_cb(foo=1)),
       OptionTypeError, r"unknown LIP option 'foo'"),
+    C("pl-repair-train-shuffle", "lightning", "label_repair with a shuffling train= loader", "LIPCallback(label_repair='auto', train=DataLoader(..., shuffle=True))",
+      pl_case(lambda m: _pl_fit_end(m, label_repair="auto", validation=None, train=_shuffling(_torch_data(q=6)))), DataError,
+      r"^label_repair='auto' reads .* shuffles \(RandomSampler\); pass LIPCallback\(train=DataLoader\(<train set>, shuffle=False\)\)"),
+    C("pl-repair-fixed-rank", "lightning", "label_repair with a fixed rank", "LIPCallback(rank=2, label_repair='auto') at on_fit_start",
+      pl_case(lambda m: _pl_fit_end(m, rank=2, label_repair="auto")), OptionError, r"label_repair='auto' needs rank='auto'"),
 ]
 
 ALL = CASES + TORCH_CASES + SK_CASES + KERAS_CASES + HF_CASES + PL_CASES

@@ -700,3 +700,94 @@ def test_validation_with_a_fixed_rank_is_refused(digits, model):
         refine_model(model, (x, y), rank=2, validation=(xv, yv))
     with pytest.raises(OptionError, match=r"confidence=0.9 has no effect with rank=\d: the significance guard runs only for rank='auto'"):
         LIPCallback(data=(x, y), rank=2, confidence=0.9)
+
+
+# --------------------------------------------------------------------------- label_repair (beyond the paper)
+def _noisy_clusters(n=1200, q=16, l=4, rate=0.25, seed=0):
+    """Separable clusters, a fraction ``rate`` of the labels moved to another class (``flip``)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(l, q)) * 2
+    y = rng.integers(0, l, n)
+    x = (means[y] + rng.normal(size=(n, q))).astype("float32")
+    flip = rng.random(n) < rate
+    return x, np.where(flip, (y + rng.integers(1, l, n)) % l, y), flip
+
+
+def _cluster_net(q=16, l=4):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((q,), name="x")
+    h = keras.layers.Dense(24, activation="tanh", name="hidden")(inp)
+    return keras.Model(inp, keras.layers.Dense(l, name="head")(h))
+
+
+def _head_weights(model):
+    layer = model.get_layer("head")
+    return np.asarray(layer.kernel.numpy()).copy(), np.asarray(layer.bias.numpy()).copy()
+
+
+@pytest.mark.parametrize("options", [dict(label_repair="auto"), dict(label_repair="relabel", temperature=False),
+                                     dict(label_issues=True, rank=2)])
+def test_label_issues_name_the_flipped_rows_by_data_row_and_the_kernel_is_what_the_result_says(options):
+    x, y, flip = _noisy_clusters()
+    model = _cluster_net()
+    k0, b0 = _head_weights(model)
+    res = refine_model(model, (x, y), batch_size=100, **options)
+    issues, rows = res.label_issues, res.label_issues.rows()
+    assert issues.n_flagged == len(rows) > 0
+    assert [r["given"] for r in rows] == y[issues.indices].tolist()  # "row" indexes (x, y), held-out rows counted
+    assert flip[issues.indices].mean() > 2 * flip.mean()
+    k1, b1 = _head_weights(model)
+    if res.changed:
+        np.testing.assert_allclose(k1, np.asarray(res.weight, dtype=k1.dtype))
+        np.testing.assert_allclose(b1, b0 if res.bias is None else np.asarray(res.bias, dtype=b1.dtype), rtol=1e-6)
+    else:
+        assert np.array_equal(k1, k0) and np.array_equal(b1, b0)
+
+
+def test_the_callback_keeps_the_label_issues_and_logs_their_count():
+    x, y, _ = _noisy_clusters()
+    model = _cluster_net()
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = LIPCallback(data=(x, y), label_repair="auto", batch_size=100)
+    history = model.fit(x, y, epochs=1, batch_size=100, verbose=0, callbacks=[cb])
+    assert cb.result.label_issues is not None and cb.result.label_issues.n_flagged > 0
+    assert history.history["lip_n_flagged"] == [cb.result.label_issues.n_flagged]
+    assert cb.report["label_issues"]["n_flagged"] == cb.result.label_issues.n_flagged
+    if cb.result.calibration is not None:
+        assert history.history["lip_temperature"] == [pytest.approx(cb.result.calibration.fit.scale)]
+
+
+def test_a_one_shot_generator_is_refused_before_any_batch_and_the_kernel_is_kept():
+    from lip_agnostic.errors import DataTypeError
+
+    x, y, _ = _noisy_clusters(n=300)
+    model = _cluster_net()
+    k0, b0 = _head_weights(model)
+    read = []
+
+    def batches():
+        for i in range(0, 300, 100):
+            read.append(i)
+            yield x[i:i + 100], y[i:i + 100]
+
+    with pytest.raises(DataTypeError, match=r"label_repair='auto' reads the training data twice in the same order, "
+                                            r"but data is a one-shot generator; pass \(x, y\) arrays") as info:
+        refine_model(model, batches(), label_repair="auto")
+    assert "\n" not in str(info.value) and read == []
+    assert all(np.array_equal(a, b) for a, b in zip(_head_weights(model), (k0, b0)))
+
+
+def test_a_reshuffling_tf_dataset_is_refused_and_the_kernel_is_kept():
+    from lip_agnostic.errors import DataError
+
+    tf = pytest.importorskip("tensorflow")
+    x, y, _ = _noisy_clusters(n=600)
+    model = _cluster_net()
+    k0, b0 = _head_weights(model)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(600, seed=0).batch(100)  # reshuffles every pass
+    with pytest.raises(DataError, match=r"same rows in the same order") as info:
+        refine_model(model, data, label_repair="auto")
+    assert "\n" not in str(info.value) and "the kernel was left unchanged" in str(info.value)
+    assert all(np.array_equal(a, b) for a, b in zip(_head_weights(model), (k0, b0)))
+    ordered = tf.data.Dataset.from_tensor_slices((x, y)).batch(100)  # the same data in order: accepted
+    assert refine_model(model, ordered, label_repair="auto").label_issues is not None

@@ -297,3 +297,44 @@ def test_validation_batches_with_a_fixed_rank_are_refused_before_training():
     with pytest.raises(OptionError, match=r"validation data is only used to choose rank='auto'"):
         trainer.fit(model, datamodule=w.Data())
     assert trainer.global_step == 0
+
+
+# ----------------------------------------------------------------------------- label_repair (beyond the paper)
+def _noisy_clusters(n=800, rate=0.25, seed=0):
+    """Separable clusters in the worker's input size, a fraction ``rate`` of labels moved (``flip``)."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(w.L, w.Q_IN, generator=g) * 2
+    y = torch.randint(0, w.L, (n,), generator=g)
+    x = means[y] + torch.randn(n, w.Q_IN, generator=g)
+    flip = torch.rand(n, generator=g) < rate
+    return x, torch.where(flip, (y + torch.randint(1, w.L, (n,), generator=g)) % w.L, y), flip
+
+
+def test_label_repair_reads_the_shuffling_train_loader_in_order_and_reports_the_flagged_rows():
+    x, y, flip = _noisy_clusters()
+    train = torch.utils.data.TensorDataset(x[:600], y[:600])
+
+    class Noisy(pl.LightningDataModule):
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(train, batch_size=50, shuffle=True)
+
+        def val_dataloader(self):
+            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[600:], y[600:]), batch_size=50)
+
+    pl.seed_everything(0)
+    model = w.Net()
+    snap, lip, rec = Snapshot(), LIPCallback(label_repair="auto"), Recorder()
+    _trainer([snap, lip], logger=rec).fit(model, datamodule=Noisy())
+    res = lip.result
+    assert res.context["train"].endswith("(in order)") and res.context["validation"] == "val"
+    issues, rows = res.label_issues, res.label_issues.rows()
+    assert issues.n_flagged == len(rows) > 0
+    assert [r["given"] for r in rows] == y[issues.indices].tolist()  # "row" is the train dataset's index
+    assert flip[issues.indices].float().mean() > 2 * flip[:600].float().mean()
+    if res.changed:
+        torch.testing.assert_close(model.classifier.weight, res.weight.T.float())
+    else:
+        assert torch.equal(model.classifier.weight, snap.state["classifier.weight"])
+    metrics, _ = rec.metrics[-1]
+    assert metrics["lip_n_flagged"] == float(issues.n_flagged)
+    assert ("lip_temperature" in metrics) == (res.calibration is not None)

@@ -278,3 +278,66 @@ def test_unsorted_classes_are_mapped_by_position_not_by_sorting():
     X, y = _data(n=200, seed=14)
     clf = LIPClassifier(Reordered(), rank=2).fit(X, y)
     assert clf.lip_result_.k == 2 and list(clf.classes_) == sorted(set(y), reverse=True)
+
+
+# ----------------------------------------------------------------------------- label_repair (beyond the paper)
+def _noisy_clusters(n=1500, q=16, l=4, rate=0.25, seed=0):
+    """String labels of separable clusters, a fraction ``rate`` moved to another class (``flip``)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(l, q)) * 2
+    y = rng.integers(0, l, n)
+    X = means[y] + rng.normal(size=(n, q))
+    flip = rng.random(n) < rate
+    names = np.array(["ant", "bee", "cat", "dog"])[:l]
+    return X, names[np.where(flip, (y + rng.integers(1, l, n)) % l, y)], flip
+
+
+@pytest.mark.parametrize("validation", [False, True])
+def test_label_issues_index_the_training_X_and_find_the_flips(validation):
+    X, y, flip = _noisy_clusters(n=1900)
+    kw = {"validation": (X[1500:], y[1500:])} if validation else {}
+    X, y, flip = X[:1500], y[:1500], flip[:1500]
+    clf = LIPClassifier(RidgeClassifier(alpha=1e-3), label_repair="auto", random_state=0).fit(X, y, **kw)
+    issues = clf.label_issues_
+    assert issues is clf.lip_result_.label_issues and issues.n_flagged > 0
+    rows = issues.rows()
+    # "row" indexes the X given to fit (through the hold-out split): the given label is that row's
+    assert [clf.classes_[r["given"]] for r in rows] == y[issues.indices].tolist()
+    assert len(set(issues.indices)) == len(rows) <= clf.lip_result_.context["n_train"]
+    assert flip[issues.indices].mean() > 2 * flip.mean()
+    assert all(clf.classes_[r["suggested"]] != clf.classes_[r["given"]] for r in rows)
+    if clf.lip_result_.changed:
+        np.testing.assert_allclose(clf.coef_, np.asarray(clf.lip_result_.weight).T)
+    else:  # unchanged: the estimator as the user would have fitted it, on every row
+        want = clone(RidgeClassifier(alpha=1e-3)).fit(X, y)
+        np.testing.assert_allclose(clf.coef_, want.coef_)
+
+
+def test_label_repair_and_temperature_are_parameters_that_round_trip():
+    clf = LIPClassifier(label_repair="filter", temperature=False)
+    params = clone(clf).get_params()
+    assert params["label_repair"] == "filter" and params["temperature"] is False
+    assert clf.set_params(label_repair="relabel").label_repair == "relabel"
+    X, y, _ = _noisy_clusters(n=300)
+    assert LIPClassifier(rank=2).fit(X, y).label_issues_ is None
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: LIPClassifier(label_repair="yes"), OptionError, r"label_repair"),
+    (lambda: LIPClassifier(label_repair="auto", rank=2), OptionError, r"label_repair='auto' needs rank='auto'"),
+    (lambda: LIPClassifier(lip_options={"label_repair": "auto"}), OptionTypeError,
+     r"'label_repair' is set by the LIPClassifier \(lip_options\); pass label_repair=\.\.\. instead"),
+])
+def test_bad_label_repair_settings_fail_before_any_training(make, error, match):
+    X, y, _ = _noisy_clusters(n=200)
+    with pytest.raises(error, match=match):
+        make().fit(X, y)
+
+
+def test_label_repair_refuses_a_binary_coef_of_one_row():
+    X, y, _ = _noisy_clusters(n=300, l=2)
+    clf = LIPClassifier(LogisticRegression(), label_repair="auto", random_state=0)
+    with pytest.raises(OptionError, match=r"^label_repair='auto' needs one coef_ row per class, but the fitted "
+                                          r"LogisticRegression has one row for the 2 classes"):
+        clf.fit(X, y)
+    assert not hasattr(clf, "lip_result_")

@@ -877,3 +877,97 @@ def test_progress_defaults_to_a_terminal_only(capfd):
     assert capfd.readouterr().err == ""  # stderr is not a terminal here
     finalize(model[4], _data(q=64, l=10), rank=2, progress=True)
     assert "LIP fit" in capfd.readouterr().err
+
+
+# ----------------------------------------------------------------------------- label_repair (beyond the paper)
+def _noisy_clusters(n=1600, q=16, l=4, rate=0.25, seed=0):
+    """Separable clusters, a fraction ``rate`` of the labels moved to another class; ``flip`` marks them."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(l, q, generator=g) * 2
+    y = torch.randint(0, l, (n,), generator=g)
+    x = means[y] + torch.randn(n, q, generator=g)
+    flip = torch.rand(n, generator=g) < rate
+    return x, torch.where(flip, (y + torch.randint(1, l, (n,), generator=g)) % l, y), flip
+
+
+def _cluster_net(q=16, l=4):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(q, 24), nn.Tanh(), nn.Linear(24, l))
+
+
+def _loader(x, y, **kw):
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=100, **kw)
+
+
+@pytest.mark.parametrize("options", [dict(label_repair="auto"), dict(label_repair="auto", validation=True),
+                                     dict(label_repair="filter", temperature=False), dict(label_issues=True, rank=2),
+                                     dict(label_issues=True)])
+def test_label_issues_name_the_flipped_rows_by_loader_row_and_the_head_is_what_the_result_says(options):
+    x, y, flip = _noisy_clusters()
+    n = 1200
+    model = _cluster_net()
+    w0, b0 = model[2].weight.detach().clone(), model[2].bias.detach().clone()
+    options = dict(options)
+    if options.pop("validation", False):
+        options["validation"] = _loader(x[n:], y[n:])
+    res = finalize(model[2], _loader(x[:n], y[:n]), progress=False, **options)
+    issues, rows = res.label_issues, res.label_issues.rows()
+    assert issues.n_flagged == len(rows) > 0 and res.context["n_samples_local"] == n  # the facts count one pass
+    # "row" is the row's index in the loader's order (held-out rows counted): its label is the given one
+    assert [r["given"] for r in rows] == y[[r["row"] for r in rows]].tolist()
+    assert issues.indices == [r["row"] for r in rows] and len(set(issues.indices)) == len(rows)
+    assert flip[issues.indices].float().mean() > 2 * flip[:n].float().mean()  # far more flips than chance
+    if res.changed:
+        torch.testing.assert_close(model[2].weight, res.weight.T.float())
+        want_b = b0 if res.bias is None else res.bias.float()
+        torch.testing.assert_close(model[2].bias, want_b)
+    else:
+        assert torch.equal(model[2].weight, w0) and torch.equal(model[2].bias, b0)
+    if res.calibration is not None and res.calibration.applied:  # T is in the head: the argmax is the unscaled one
+        assert res.changed and res.selection.k == 0
+
+
+def test_label_repair_without_validation_never_names_a_held_out_row():
+    x, y, _ = _noisy_clusters(n=1000)
+    model = _cluster_net()
+    res = finalize(model[2], _loader(x, y), progress=False, label_repair="auto")
+    rows = res.label_issues.rows()
+    assert res.selection.extra["source"] == "holdout 1/5" and rows
+    assert all(r["row"] % 5 != 4 for r in rows)  # rows 4, 9, 14, ... were held out of the fit, not checked
+    assert [r["given"] for r in rows] == y[[r["row"] for r in rows]].tolist()
+
+
+def test_one_pass_runs_keep_handing_the_core_a_plain_generator(monkeypatch):
+    import lip_agnostic
+
+    seen = []
+    real = lip_agnostic.refine_batches
+
+    def spy(W, batches, **kw):
+        seen.append(type(batches).__name__)
+        return real(W, batches, **kw)
+
+    monkeypatch.setattr(lip_agnostic, "refine_batches", spy)
+    x, y, _ = _noisy_clusters(n=300)
+    model = _cluster_net()
+    finalize(model[2], _loader(x, y), rank=2, progress=False)
+    finalize(model[2], _loader(x, y), rank=2, progress=False, label_issues=True)
+    assert seen == ["generator", "Replayed"]
+
+
+@pytest.mark.parametrize("loader, error, match", [
+    ("shuffle", DataError, r"^label_repair='auto' reads the training data twice in the same order, but the training "
+                           r"loader shuffles \(RandomSampler\); pass a DataLoader with shuffle=False"),
+    ("generator", LIPError, r"^label_repair='auto' reads .* one-shot generator; pass a DataLoader with shuffle=False"),
+])
+def test_a_loader_that_cannot_replay_is_refused_before_any_forward_pass(loader, error, match):
+    x, y, _ = _noisy_clusters(n=300)
+    model = _cluster_net()
+    calls = []
+    model[0].register_forward_hook(lambda *a: calls.append(1))
+    before = copy.deepcopy(model.state_dict())
+    source = _loader(x, y, shuffle=True) if loader == "shuffle" else ((x[i:i + 100], y[i:i + 100]) for i in range(0, 300, 100))
+    with pytest.raises(error, match=match) as info:
+        finalize(model[2], source, progress=False, label_repair="auto")
+    assert "\n" not in str(info.value) and calls == []
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

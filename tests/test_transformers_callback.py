@@ -305,3 +305,47 @@ def test_a_hidden_head_such_as_the_pooler_is_refused_and_nothing_changes(tmp_pat
     with pytest.raises(ValueError, match=r"the classifier 'bert.pooler.dense' is a hidden layer.*Addmm"):
         trainer.train()
     assert model.bert.pooler.dense.weight.detach().numpy().tobytes() == snap.weight.numpy().tobytes()
+
+
+# ----------------------------------------------------------------------------- label_repair (beyond the paper)
+def test_label_repair_reads_the_train_dataset_in_order_and_reports_the_flagged_rows(tmp_path):
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(_bert_config(num_labels=3))
+    train = _seq_data(300, 1)  # the true label is readable from the first token
+    g = torch.Generator().manual_seed(2)
+    flip = torch.rand(300, generator=g) < 0.25
+    for row, f in zip(train, flip.tolist()):
+        if f:
+            row["labels"] = (row["labels"] + 1) % 3
+    given = torch.stack([r["labels"] for r in train])
+    snap = Snapshot("classifier")
+    lip = LIPCallback(label_repair="auto", validation=None)
+    trainer = Trainer(model=model, args=_args(tmp_path, max_steps=20), train_dataset=train, callbacks=[snap, lip])
+    trainer.train()
+    res = lip.result
+    issues, rows = res.label_issues, res.label_issues.rows()
+    assert issues.n_flagged == len(rows) > 0 and res.context["n_samples_local"] == 300
+    assert [r["given"] for r in rows] == given[issues.indices].tolist()  # "row" is the train dataset's index
+    assert flip[issues.indices].float().mean() > 2 * flip.float().mean()
+    if res.changed:
+        torch.testing.assert_close(model.classifier.weight, res.weight.T.float())
+    else:
+        assert torch.equal(model.classifier.weight, snap.weight)
+    entry = trainer.state.log_history[-1]
+    assert entry["lip_n_flagged"] == issues.n_flagged
+
+
+def test_label_repair_refuses_a_train_dataloader_it_cannot_replay_and_keeps_the_head():
+    from lip_agnostic.errors import DataTypeError
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(_bert_config(num_labels=3))
+    before = model.classifier.weight.detach().clone()
+    rows = _seq_data(20, 1)
+    once = ({k: torch.stack([r[k] for r in rows[i:i + 10]]) for k in rows[0]} for i in (0, 10))
+    lip = LIPCallback(label_repair="auto", validation=None)
+    with pytest.raises(DataTypeError, match=r"^label_repair='auto' reads the training data twice in the same order, "
+                                            r"but the training loader is a one-shot generator; the Trainer's") as info:
+        lip.on_train_end(TrainingArguments(output_dir="unused", use_cpu=True, report_to=[]), None, None,
+                         model=model, train_dataloader=once)
+    assert "\n" not in str(info.value) and torch.equal(model.classifier.weight, before)
