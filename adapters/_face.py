@@ -333,27 +333,22 @@ def with_rows(result: Any, row_of: Any = None, *, n_stream: int | None = None) -
 
     Steps
     -----
-    1. Which rows the core's suspect entries stand for: without validation
-       data the core held every ``p``-th row of the stream out of the fit
-       (``selection.extra["source"] == "holdout 1/p"``); when the entries
-       cover the fit rows only (``n_stream - n_stream // p`` of them for a
-       stream of ``n_stream`` rows; ``result.n_fit`` when the face does not
-       count its stream), entry ``j`` is stream row ``j + j // (p - 1)``;
-       otherwise entry ``j`` is stream row ``j``.
+    1. The core's suspect entry ``j`` is a fit row; its position in the stream
+       the face passed (held-out rows counted) is the core's
+       :meth:`~lip_agnostic.label_issues.LabelIssues.stream_position`.
     2. ``row_of`` (the stream's rows in the user's data, e.g. the training
-       part of ``X``; default: the stream is the data) maps that on.
+       part of ``X``; default: the stream is the data) maps that on;
+       ``n_stream`` (the rows the face streamed) checks it.
     """
     issues = result.label_issues
     if issues is None:
         return result
     n = int(issues.suspects.flags.shape[0])
-    source = result.selection.extra.get("source", "")
-    p = int(source.split("/")[-1]) if source.startswith("holdout 1/") else 0
-    fit_only = bool(p) and n == (n_stream - n_stream // p if n_stream is not None else int(result.n_fit))
-    stream = [j + j // (p - 1) for j in range(n)] if fit_only else list(range(n))
+    stream = [issues.stream_position(j) for j in range(n)]
+    limit = len(row_of) if row_of is not None else n_stream
+    if stream and limit is not None and limit <= stream[-1]:
+        raise DataError(f"the label issues name stream row {stream[-1]} but the data has {limit} rows")
     if row_of is not None:
-        if stream and len(row_of) <= stream[-1]:
-            raise DataError(f"the label issues name stream row {stream[-1]} but the data has {len(row_of)} rows")
         stream = [int(row_of[i]) for i in stream]
     kept = {f.name: getattr(issues, f.name) for f in fields(issues) if f.name != "row_of"}
     return replace(result, label_issues=RowLabelIssues(**kept, row_of=tuple(stream)))

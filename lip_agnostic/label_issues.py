@@ -64,8 +64,8 @@ class LabelIssues:
         """Stream positions of the flagged rows, most suspect first (as in :meth:`rows`)."""
         return [r["position"] for r in self.rows()]
 
-    def _stream_position(self, j: int) -> int:
-        """Fit row ``j`` -> its position in the stream as passed: with a hold-out every
+    def stream_position(self, j: int, /) -> int:
+        """Suspect entry (fit row) ``j`` -> its position in the stream as passed: with a hold-out every
         ``p``-th row (positions ``p - 1, 2p - 1, ...``) was never a fit row."""
         p = self.held_out_period
         return j if p < 2 else j + j // (p - 1)
@@ -83,7 +83,7 @@ class LabelIssues:
         idx = s.ranked()
         order = _host(idx)
         given, sugg, score = (_host(xp.take(a, idx, axis=0)) for a in (s.labels, s.suggested, s.score))
-        return [{"position": self._stream_position(int(i)), "given": int(g), "suggested": int(t), "score": float(c)}
+        return [{"position": self.stream_position(int(i)), "given": int(g), "suggested": int(t), "score": float(c)}
                 for i, g, t, c in zip(order, given, sugg, score)]
 
     def __str__(self) -> str:
