@@ -270,6 +270,11 @@ def refine_batches(
        the layer unchanged. A fixed rank with the full tail's ``ridge="auto"``
        picks the best ridge (the rank forces the change).
     5. Build ``W*`` (and ``b*``) and summarize the change.
+    6. ``temperature=True`` after a change beyond the paper: one scalar ``T``
+       minimises the held-out NLL of ``softmax(T (X W* + b*))``
+       (:func:`lip_agnostic.temperature.calibrate_head`, over every worker's
+       held-out rows with ``all_reduce``); it is written into ``W*`` and ``b*``
+       when no component is kept exactly (``k = 0``) and the bias is refit.
 
     Parameters
     ----------
@@ -284,6 +289,9 @@ def refine_batches(
         The layer's bias (the fit targets ``Y - 1 b^T`` with ``bias_mode="fit"``;
         the held-out logits always include it).
     all_reduce : callable, optional
+        Sums an array over workers and returns the total (step 3). Every worker
+        calls it the same number of times in the same order (the fit statistics,
+        the held-out scores, each step of the temperature fit).
     svd : SVD, optional
         The reduced SVD of ``W`` when the caller already has it; otherwise it is
         computed once here and reused by every later step.
@@ -392,8 +400,9 @@ def refine_batches(
         selection = repair.fixed_selection(options)
     built = repair.refit(selection)
     calibration = None
-    if calibrate and selection.changed and all_reduce is None:
-        built, calibration = _with_temperature(built, kept_val, W, bias, selection, repair.svd, xp)
+    if calibrate and selection.changed:
+        reduce = None if all_reduce is None else (lambda sums: _reduced(all_reduce, sums, "the temperature fit"))
+        built, calibration = _with_temperature(built, kept_val, W, bias, selection, repair.svd, reduce, xp)
     if label_issues and issues is None:
         with prog.step("label issues (two passes)", unit="step") as step:
             issues = find_label_issues(_FitRows(batches, period, W, keep_held=False), shape[1])
@@ -449,11 +458,14 @@ class _Advancing:
             self._step.advance()
 
 
-def _with_temperature(built: Any, held: list, W: Any, bias: Any, selection: Selection, svd: SVD, xp: Any) -> tuple:
-    """Fit one temperature for the chosen head on the held-out rows; write it where the layer can take it."""
-    if not held or any(getattr(Y, "ndim", None) != 1 for _, Y in held):
+def _with_temperature(built: Any, held: list, W: Any, bias: Any, selection: Selection, svd: SVD,
+                      reduce: Any, xp: Any) -> tuple:
+    """Fit one temperature for the chosen head on the held-out rows; write it where the layer can take it.
+
+    With ``reduce`` (rows split across processes) every process fits the same ``T`` from its own rows."""
+    if (not held and reduce is None) or any(getattr(Y, "ndim", None) != 1 for _, Y in held):
         return built, None
-    cal = calibrate_head(held, built.weight, built.bias, W, bias, xp=xp)
+    cal = calibrate_head(held, built.weight, built.bias, W, bias, reduce=reduce, xp=xp)
     note = ""
     if selection.k > 0:
         note = f"the top {selection.k} components are kept exactly, and scaling would change them"

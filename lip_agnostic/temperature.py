@@ -21,6 +21,10 @@ How the fit works
    ``sum_b |B_b|/n * |accuracy(B_b) - mean confidence(B_b)|``) and the NLL are
    reported for ``T = 1`` and the fitted ``T``.
 
+Every quantity is a sum over rows divided by ``n``, so rows split across processes
+fit the same ``T`` as one process would: pass ``reduce`` (an all-reduce of a vector
+of sums), called once per evaluation, in the same order on every process.
+
 Every function takes arrays positional-only and ``*, xp=None``; sums run in float64
 where the device has it.
 """
@@ -28,6 +32,7 @@ where the device has it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,22 +51,28 @@ __all__ = [
 
 #: Bins of :func:`expected_calibration_error` (Guo et al., 2017).
 ECE_BINS = 15
+#: Adds a 1-D vector of sums across processes (``torch.distributed.all_reduce`` and the like); every
+#: process calls it the same number of times, in the same order.
+Reduce = Callable[[Any], Any]
 
 
-def _check_logits_labels(xp: Any, logits: Any, labels: Any, what: str = "logits") -> tuple[Any, Any]:
+def _check_logits_labels(xp: Any, logits: Any, labels: Any, what: str = "logits", *,
+                         allow_empty: bool = False) -> tuple[Any, Any]:
     if getattr(logits, "ndim", None) != 2:
         raise DataError(f"{what} must be 2-D (n samples, l classes); got shape "
                         f"{tuple(getattr(logits, 'shape', ()))}")
     if not xp.isdtype(logits.dtype, "real floating"):
         raise DataTypeError(f"{what} must have a real floating dtype; got {logits.dtype}")
     n, l = int(logits.shape[0]), int(logits.shape[1])
-    if n == 0 or l < 2:
+    if (n == 0 and not allow_empty) or l < 2:
         raise DataError(f"{what} must have at least one row and two classes; got shape {(n, l)}")
     if getattr(labels, "ndim", None) != 1 or not xp.isdtype(labels.dtype, "integral"):
         raise DataTypeError(f"labels must be 1-D integer class labels; got shape "
                             f"{tuple(getattr(labels, 'shape', ()))}, dtype {getattr(labels, 'dtype', None)}")
     if int(labels.shape[0]) != n:
         raise DataError(f"{what} has {n} rows but labels has {int(labels.shape[0])}")
+    if n == 0:
+        return logits, labels
     lo, hi = int(xp.min(labels)), int(xp.max(labels))
     if lo < 0 or hi >= l:
         raise DataError(f"labels must lie in [0, {l}) for {l} classes; got min {lo}, max {hi}")
@@ -92,8 +103,8 @@ def softmax(logits: Any, /, *, scale: float = 1.0, xp: Any = None) -> Any:
     return E / xp.sum(E, axis=1, keepdims=True)
 
 
-def _nll_and_moments(xp: Any, Z: Any, labels: Any, T: float) -> tuple[float, float, float]:
-    """NLL, its first and second derivative in ``T`` at ``T`` (steps 1-2)."""
+def _sums(xp: Any, Z: Any, labels: Any, T: float) -> Any:
+    """``[sum_i NLL_i, sum_i g_i, sum_i h_i]`` at ``T`` (steps 1-2), a vector a reduction can add across processes."""
     A = Z * T
     mx = xp.max(A, axis=1, keepdims=True)
     E = xp.exp(A - mx)
@@ -103,10 +114,44 @@ def _nll_and_moments(xp: Any, Z: Any, labels: Any, T: float) -> tuple[float, flo
     zy = _picked(xp, Z, labels)
     ez = xp.sum(P * Z, axis=1)
     ez2 = xp.sum(P * Z * Z, axis=1)
-    nll = float(xp.mean(lse - T * zy))
-    g = float(xp.mean(ez - zy))
-    h = float(xp.mean(ez2 - ez * ez))
-    return nll, g, max(h, 0.0)
+    return xp.stack([xp.sum(lse - T * zy), xp.sum(ez - zy), xp.sum(ez2 - ez * ez)])
+
+
+class _Objective:
+    """``NLL(T)`` and its first two derivatives, means over every row (of every process, with ``reduce``)."""
+
+    def __init__(self, xp: Any, Z: Any, labels: Any, reduce: Reduce | None) -> None:
+        self.xp, self.Z, self.labels = xp, Z, labels
+        self.reduce = reduce if reduce is not None else (lambda sums: sums)
+        count = xp.asarray([float(Z.shape[0])], dtype=Z.dtype, device=device_of(Z))
+        self.n = int(round(float(self.reduce(count)[0])))
+        if self.n == 0:
+            raise DataError("no held-out rows to fit a temperature on (in any process)")
+
+    def __call__(self, T: float) -> tuple[float, float, float]:
+        s = self.reduce(_sums(self.xp, self.Z, self.labels, T))
+        nll, g, h = (float(s[i]) / self.n for i in range(3))
+        return nll, g, max(h, 0.0)
+
+    def ece(self, T: float, bins: int = ECE_BINS) -> float:
+        return float(self.xp.sum(_ece_gaps(self.xp, softmax(self.Z, scale=T, xp=self.xp), self.labels, bins,
+                                           self.reduce))) / self.n
+
+
+def _ece_gaps(xp: Any, P: Any, labels: Any, bins: int, reduce: Reduce | None = None) -> Any:
+    """Per-bin ``|sum hits - sum confidences|`` (:func:`expected_calibration_error`, steps 1-3)."""
+    sdt = P.dtype
+    conf = xp.max(P, axis=1)
+    hit = xp.astype(xp.astype(xp.argmax(P, axis=1), labels.dtype) == labels, sdt)
+    # bin b holds (b / bins, (b + 1) / bins]; the first bin also takes c = 0
+    upper = xp.astype(xp.arange(1, bins + 1, device=device_of(P)), sdt) / bins
+    lower = upper - 1.0 / bins
+    M = xp.astype((conf[:, None] > lower[None, :]) & (conf[:, None] <= upper[None, :]), sdt)
+    M = xp.concat([xp.maximum(M[:, :1], xp.astype(conf[:, None] <= 0.0, sdt)), M[:, 1:]], axis=1)
+    sums = xp.concat([xp.sum(M * hit[:, None], axis=0), xp.sum(M * conf[:, None], axis=0)])
+    if reduce is not None:
+        sums = reduce(sums)
+    return xp.abs(sums[:bins] - sums[bins:])
 
 
 def negative_log_likelihood(logits: Any, labels: Any, /, *, scale: float = 1.0, xp: Any = None) -> float:
@@ -121,7 +166,7 @@ def negative_log_likelihood(logits: Any, labels: Any, /, *, scale: float = 1.0, 
     xp = namespace(logits, labels, xp=xp)
     _check_logits_labels(xp, logits, labels)
     Z = to_float(xp, logits, stats_dtype(xp, device_of(logits)))
-    return _nll_and_moments(xp, Z, labels, float(scale))[0]
+    return _Objective(xp, Z, labels, None)(float(scale))[0]
 
 
 def expected_calibration_error(probs: Any, labels: Any, /, *, bins: int = ECE_BINS, xp: Any = None) -> float:
@@ -145,17 +190,8 @@ def expected_calibration_error(probs: Any, labels: Any, /, *, bins: int = ECE_BI
     if bins < 1:
         raise OptionError(f"bins must be a positive int; got {bins!r}")
     _check_logits_labels(xp, probs, labels, "probs")
-    sdt = stats_dtype(xp, device_of(probs))
-    P = to_float(xp, probs, sdt)
-    conf = xp.max(P, axis=1)
-    hit = xp.astype(xp.astype(xp.argmax(P, axis=1), labels.dtype) == labels, sdt)
-    # bin b holds (b / bins, (b + 1) / bins]; the first bin also takes c = 0
-    upper = xp.astype(xp.arange(1, bins + 1, device=device_of(P)), sdt) / bins
-    lower = upper - 1.0 / bins
-    M = xp.astype((conf[:, None] > lower[None, :]) & (conf[:, None] <= upper[None, :]), sdt)
-    M = xp.concat([xp.maximum(M[:, :1], xp.astype(conf[:, None] <= 0.0, sdt)), M[:, 1:]], axis=1)
-    gap = xp.abs(xp.sum(M * hit[:, None], axis=0) - xp.sum(M * conf[:, None], axis=0))
-    return float(xp.sum(gap)) / int(P.shape[0])
+    P = to_float(xp, probs, stats_dtype(xp, device_of(probs)))
+    return float(xp.sum(_ece_gaps(xp, P, labels, bins))) / int(P.shape[0])
 
 
 @dataclass(frozen=True)
@@ -196,7 +232,8 @@ class TemperatureFit:
 
 
 def fit_temperature(logits: Any, labels: Any, /, *, bounds: tuple[float, float] = (1e-3, 1e3),
-                    tol: float = 1e-7, max_iter: int = 100, xp: Any = None) -> TemperatureFit:
+                    tol: float = 1e-7, max_iter: int = 100, reduce: Reduce | None = None,
+                    xp: Any = None) -> TemperatureFit:
     """Fit ``T > 0`` minimising the held-out NLL of ``softmax(T * logits)`` (module docstring, steps 1-4).
 
     Parameters
@@ -211,6 +248,11 @@ def fit_temperature(logits: Any, labels: Any, /, *, bounds: tuple[float, float] 
         Stop when ``|dNLL/dT| * T`` or the relative bracket width falls below ``tol``.
     max_iter : int
         At most this many Newton/bisection steps.
+    reduce : callable, optional
+        With data split across processes: adds a 1-D vector of sums over every process
+        (an all-reduce). Each NLL evaluation is one call, so every process takes the same
+        steps and ends with the same ``T``; a process may hold no rows (``logits`` of
+        shape ``(0, l)``).
 
     Returns
     -------
@@ -227,7 +269,7 @@ def fit_temperature(logits: Any, labels: Any, /, *, bounds: tuple[float, float] 
     True
     """
     xp = namespace(logits, labels, xp=xp)
-    _check_logits_labels(xp, logits, labels)
+    _check_logits_labels(xp, logits, labels, allow_empty=reduce is not None)
     try:
         lo, hi = (float(bounds[0]), float(bounds[1]))
     except (TypeError, ValueError, IndexError):
@@ -237,10 +279,10 @@ def fit_temperature(logits: Any, labels: Any, /, *, bounds: tuple[float, float] 
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise OptionError(f"max_iter must be a positive int; got {max_iter!r}")
     Z = to_float(xp, logits, stats_dtype(xp, device_of(logits)))
-    n = int(Z.shape[0])
-    nll0 = _nll_and_moments(xp, Z, labels, 1.0)[0]
-    g_lo = _nll_and_moments(xp, Z, labels, lo)[1]
-    g_hi = _nll_and_moments(xp, Z, labels, hi)[1]
+    objective = _Objective(xp, Z, labels, reduce)
+    nll0 = objective(1.0)[0]
+    g_lo = objective(lo)[1]
+    g_hi = objective(hi)[1]
     at_bound = False
     if g_lo >= 0.0:
         T, at_bound = lo, True
@@ -249,7 +291,7 @@ def fit_temperature(logits: Any, labels: Any, /, *, bounds: tuple[float, float] 
     else:
         T = min(max(1.0, lo), hi)
         for _ in range(max_iter):
-            _, g, h = _nll_and_moments(xp, Z, labels, T)
+            _, g, h = objective(T)
             if abs(g) * T <= tol or (hi - lo) <= tol * T:
                 break
             if g > 0.0:
@@ -259,11 +301,9 @@ def fit_temperature(logits: Any, labels: Any, /, *, bounds: tuple[float, float] 
             step = T - g / h if h > 0.0 else float("nan")
             # a Newton step that leaves the bracket (or a flat curvature) falls back to bisection in log T
             T = step if (lo < step < hi) else math.sqrt(lo * hi)
-    nll1 = _nll_and_moments(xp, Z, labels, T)[0]
-    ece0 = expected_calibration_error(softmax(Z, xp=xp), labels, xp=xp)
-    ece1 = expected_calibration_error(softmax(Z, scale=T, xp=xp), labels, xp=xp)
-    return TemperatureFit(scale=float(T), nll_before=nll0, nll_after=nll1, ece_before=ece0,
-                          ece_after=ece1, n_samples=n, at_bound=at_bound)
+    nll1 = objective(T)[0]
+    return TemperatureFit(scale=float(T), nll_before=nll0, nll_after=nll1, ece_before=objective.ece(1.0, ECE_BINS),
+                          ece_after=objective.ece(T, ECE_BINS), n_samples=objective.n, at_bound=at_bound)
 
 
 @dataclass(frozen=True)
@@ -305,7 +345,8 @@ class HeadCalibration:
                 "at_bound": f.at_bound}
 
 
-def calibrate_head(batches: Any, W_new: Any, b_new: Any, W: Any, b: Any, /, *, xp: Any = None) -> HeadCalibration:
+def calibrate_head(batches: Any, W_new: Any, b_new: Any, W: Any, b: Any, /, *, reduce: Reduce | None = None,
+                   xp: Any = None) -> HeadCalibration:
     """Fit one temperature for a new head ``(W_new, b_new)`` on held-out ``(X, y)`` batches.
 
     Steps
@@ -317,6 +358,9 @@ def calibrate_head(batches: Any, W_new: Any, b_new: Any, W: Any, b: Any, /, *, x
        unchanged layer for comparison. ``applied`` is left False: the caller
        decides whether the layer can take ``T`` (:attr:`HeadCalibration.applied`).
 
+    With ``reduce`` (rows split across processes, :func:`fit_temperature`) every process
+    calls this with its own rows, possibly none, and all end with the same fit.
+
     Examples
     --------
     >>> import numpy as np
@@ -326,10 +370,10 @@ def calibrate_head(batches: Any, W_new: Any, b_new: Any, W: Any, b: Any, /, *, x
     >>> cal.fit.scale > 1.0
     True
     """
+    xp = namespace(W_new, xp=xp)
+    dt = W_new.dtype
     Zn, Z0, ys = [], [], []
     for X, y in batches:
-        xp = namespace(X, y, xp=xp)
-        dt = W_new.dtype
         Xw = to_float(xp, X, dt)
         zn = Xw @ W_new
         z0 = Xw @ to_float(xp, W, dt)
@@ -343,8 +387,13 @@ def calibrate_head(batches: Any, W_new: Any, b_new: Any, W: Any, b: Any, /, *, x
         Z0.append(z0)
         ys.append(y)
     if not Zn:
-        raise DataError("no held-out rows to fit a temperature on")
+        if reduce is None:
+            raise DataError("no held-out rows to fit a temperature on")
+        # this process holds none; it still takes part in every reduction
+        empty = xp.zeros((0, int(W_new.shape[1])), dtype=dt, device=device_of(W_new))
+        Zn, Z0, ys = [empty], [empty], [xp.zeros((0,), dtype=xp.int64, device=device_of(W_new))]
     Zn, Z0, y = xp.concat(Zn, axis=0), xp.concat(Z0, axis=0), xp.concat(ys)
-    fit = fit_temperature(Zn, y, xp=xp)
-    return HeadCalibration(fit=fit, unchanged_nll=negative_log_likelihood(Z0, y, xp=xp),
-                           unchanged_ece=expected_calibration_error(softmax(Z0, xp=xp), y, xp=xp), applied=False)
+    fit = fit_temperature(Zn, y, reduce=reduce, xp=xp)
+    unchanged = _Objective(xp, to_float(xp, Z0, stats_dtype(xp, device_of(Z0))), y, reduce)
+    return HeadCalibration(fit=fit, unchanged_nll=unchanged(1.0)[0], unchanged_ece=unchanged.ece(1.0, ECE_BINS),
+                           applied=False)

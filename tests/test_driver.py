@@ -18,6 +18,7 @@ from lip_agnostic import (
     refine_batches,
 )
 from lip_agnostic.repairs import REPAIRS, Repair
+from lip_agnostic.label_issues import find_label_issues
 
 
 @pytest.fixture
@@ -157,7 +158,14 @@ def test_label_issues_ride_along_when_asked(problem):
     res = refine_batches(W, batches, label_issues=True)
     rows = res.label_issues.rows()
     pos = np.array([r["position"] for r in rows])
-    assert flip[pos].mean() > 0.8 and res.to_dict()["label_issues"]["n_rows"] == 900
+    # rank='auto' holds every 5th row out (positions 4, 9, ...): the issues are the standalone
+    # finder's on the fit rows, mapped back to positions in the stream as passed
+    assert res.label_issues.held_out_period == 5
+    fit = np.arange(900) % 5 != 4
+    alone = find_label_issues([(Xb[fit[i:i + 300]], yb[fit[i:i + 300]]) for i, (Xb, yb) in zip(range(0, 900, 300), batches)],
+                              4).positions()
+    assert pos.tolist() == np.flatnonzero(fit)[alone].tolist()
+    assert flip[pos].mean() > 0.7 and res.to_dict()["label_issues"]["n_rows"] == 720  # the fit rows checked
     assert "label issues: " in str(res)
     assert refine_batches(W, batches).label_issues is None  # off by default: no extra passes
     with pytest.raises(DataTypeError, match=r"one-shot"):

@@ -104,7 +104,7 @@ def test_lip_onnx_tail_full_writes_the_cores_weight_and_bias(tmp_path, layout, b
     out = capsys.readouterr().out
     assert code == 0
     assert "full-tail ridge refit (beyond the paper; ridge 0.5)" in out
-    assert "result    changed: the top 1 of 4 components kept, the whole complement ridge-refit" in out and "beyond the paper)" in out
+    assert "result    changed: the top 1 of 4 components kept, the whole complement ridge-refit" in out and "; beyond the paper\n" in out
     b_eff = p["b"].astype(np.float64) * (beta if layout.startswith("gemm") else 1.0)  # Gemm adds beta * C
     ref_W, ref_b = full_tail_refine(p["W"].astype(np.float64), feat, labels, 1, bias=b_eff, ridge=0.5)
     loaded = load_model(str(tmp_path / "m.lip.onnx"))

@@ -229,11 +229,11 @@ CASES = [
          _den("m.onnx", calib="partial_val.npz")),
     Case("calib-targets", "(n, l) target matrix of the wrong width", ("denoise", "m.onnx", "--calib", "targets_shape.npz"), 6,
          r"'labels' target matrix has shape \(40, 5\); expected \(40, 6\)", _den("m.onnx", calib="targets_shape.npz")),
-    Case("label-repair-choice", "--label-repair not none/filter/relabel/auto",
+    Case("label-repair-choice", "--label-repair not none/filter/relabel/neighbours/auto",
          ("denoise", "m.onnx", "--calib", "calib.npz", "--label-repair", "clean"), 2,
          r"argument --label-repair: invalid choice: 'clean'", _den("m.onnx", calib="calib.npz", label_repair="clean"),
-         r"--label-repair: label_repair must be 'none', 'filter' \(beyond the paper\), 'relabel' \(beyond the paper\) "
-         r"or 'auto' \(beyond the paper\); got 'clean'"),
+         r"--label-repair: label_repair must be 'none', 'filter' \(beyond the paper\), 'relabel' \(beyond the paper\), "
+         r"'neighbours' \(beyond the paper\) or 'auto' \(beyond the paper\); got 'clean'"),
     Case("label-repair-fixed-rank", "--label-repair with a fixed --rank (the core refuses it)",
          ("denoise", "m.onnx", "--calib", "calib.npz", "--rank", "2", "--label-repair", "auto"), 2,
          r"label_repair='auto' needs rank='auto' and the full tail \(tail='auto' or 'full'\): its heads compete "

@@ -116,3 +116,60 @@ def test_bad_arrays(held_out):
         fit_temperature(bad, y)
     with pytest.raises(DataError, match=r"probs must be 2-D"):
         expected_calibration_error(Z[:, 0], y)
+
+
+def _in_processes(shards, work):
+    """Run ``work(shard, reduce)`` on one thread per shard with a summing all-reduce between them."""
+    import threading
+
+    barrier = threading.Barrier(len(shards))
+    slots = [None] * len(shards)
+    out = [None] * len(shards)
+
+    def reduce_for(i):
+        def reduce(sums):
+            slots[i] = np.asarray(sums, dtype=np.float64)
+            barrier.wait()
+            total = np.sum(slots, axis=0)
+            barrier.wait()  # every thread has read the slots before the next call overwrites them
+            return total
+        return reduce
+
+    def run(i):
+        out[i] = work(shards[i], reduce_for(i))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(shards))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return out
+
+
+def test_rows_split_across_processes_fit_the_temperature_of_their_union(held_out):
+    Z, y = held_out
+    whole = fit_temperature(Z, y)
+    shards = [(Z[:250], y[:250]), (Z[250:], y[250:]), (Z[:0], y[:0])]  # one process holds no rows
+    fits = _in_processes(shards, lambda s, reduce: fit_temperature(*s, reduce=reduce))
+    for fit in fits:
+        assert fit.scale == pytest.approx(whole.scale, rel=1e-9) and fit.n_samples == y.size
+        assert (fit.nll_before, fit.nll_after) == pytest.approx((whole.nll_before, whole.nll_after), rel=1e-9)
+        assert (fit.ece_before, fit.ece_after) == pytest.approx((whole.ece_before, whole.ece_after), abs=1e-12)
+
+
+def test_calibrate_head_across_processes_equals_one_process(rng):
+    from lip_agnostic.temperature import calibrate_head
+
+    X = rng.normal(size=(500, 5))
+    y = np.argmax(X[:, :3] + 0.5 * rng.normal(size=(500, 3)), 1)
+    W, W_new, b = np.eye(5)[:, :3], 0.05 * np.eye(5)[:, :3], np.array([0.1, 0.0, -0.1])
+    whole = calibrate_head([(X, y)], W_new, None, W, b)
+    shards = [[(X[:200], y[:200]), (X[200:300], y[200:300])], [(X[300:], y[300:])], []]
+    cals = _in_processes(shards, lambda s, reduce: calibrate_head(s, W_new, None, W, b, reduce=reduce))
+    for cal in cals:
+        assert cal.fit.scale == pytest.approx(whole.fit.scale, rel=1e-9)
+        assert (cal.unchanged_nll, cal.unchanged_ece) == pytest.approx((whole.unchanged_nll, whole.unchanged_ece))
+    with pytest.raises(DataError, match="no held-out rows to fit a temperature on"):
+        calibrate_head([], W_new, None, W, b)
+    with pytest.raises(DataError, match=r"no held-out rows to fit a temperature on \(in any process\)"):
+        calibrate_head([], W_new, None, W, b, reduce=lambda sums: sums)
