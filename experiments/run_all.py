@@ -48,6 +48,7 @@ from pathlib import Path
 
 from . import accuracy as acc
 from . import fulltail_study as fts
+from . import label_study
 from .evidence import (HARM_POINTS, HELP_POINTS, LEARNER_LABEL, PRODUCT_DEFAULT, dataset_tables,
                        make_figures, summary_table, verdict)
 from .methods import VARIANTS
@@ -114,6 +115,11 @@ def write_evidence(result: dict, rows: list[dict], docs_dir: Path, analysis_md: 
                                     for m, d in dd.items())
                  + " ([its section](#beyond-the-diagonal-the-full-tail-refit-issue-10-beyond-the-paper), after the "
                  "paper's LAP study).\n")
+    labels_md = None
+    if not quick and label_study.RESULTS.exists():
+        labels_res = json.loads(label_study.RESULTS.read_text())
+        labels_md = label_study.evidence_section(labels_res)
+        L.append(label_study.verdict_line(labels_res))
     trained = {(r["dataset"], r["setting"], r["seed"], r["learner"]): r for r in result["records"]}
     n_cached = sum(1 for r in trained.values() if r["cached"])
     train_min = sum(r["train_s"] for r in trained.values()) / 60
@@ -187,6 +193,8 @@ def write_evidence(result: dict, rows: list[dict], docs_dir: Path, analysis_md: 
         L.append(f"![fixed-k sweep on {ds}](figures/accuracy_gain_vs_k_{ds}.png)\n")
     if ft_md is not None:
         L.append(ft_md)
+    if labels_md is not None:
+        L.append(labels_md)
     if analysis_md is not None:
         L.append("## The paper's analysis, reproduced\n")
         L.append("(Also in [ANALYSIS.md](ANALYSIS.md).)\n")
