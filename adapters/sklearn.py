@@ -133,12 +133,14 @@ class LIPClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Level of the one-sided sign test guarding ``rank="auto"`` (``None``: off).
     target_scale : float or "logits", default=1.0
         Scale of the refit targets (``1.0``: the paper).
-    label_repair : {"none", "filter", "relabel", "auto"}, default="none"
+    label_repair : {"none", "filter", "relabel", "neighbours", "auto"}, default="none"
         Beyond the paper, with ``rank="auto"``: also try ridge heads fit
         without (``"filter"``), or with the suggested label of (``"relabel"``),
-        the training rows whose label looks wrong (out-of-fold confident
-        learning on the features, no retraining); the held-out guard picks
-        among them and the usual candidates. The suspect rows are in
+        or with the nearest neighbours' label of (``"neighbours"``), the
+        training rows whose label looks wrong (out-of-fold confident learning
+        on the features, no retraining; ``"auto"``: all three); the held-out
+        guard picks among them and the usual candidates. Opt-in: against
+        ``CleanLearning`` on the same estimator it gains less (docs/EVIDENCE.md). The suspect rows are in
         :attr:`label_issues_`. Needs one ``coef_`` row per class (not a
         binary ``coef_`` of one row).
     temperature : bool, default=True

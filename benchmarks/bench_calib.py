@@ -25,7 +25,7 @@ streaming part ``seconds_refine - svd`` / ``plain`` inference loop (throughput p
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_calib.py [--n 8192] [--models cnn head] [--tail auto]
-        [--label-repair auto]
+        [--label-repair auto] [--classes 10] [--label-noise 0.4]
 """
 
 from __future__ import annotations
@@ -129,6 +129,10 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--label-repair", default="none", choices=["none", "filter", "relabel", "neighbours", "auto"],
                     help="lip-onnx --label-repair (two passes over the calibration rows; needs --tail auto or full)")
+    ap.add_argument("--classes", type=int, default=1000, help="classes of the cnn model's head (default 1000)")
+    ap.add_argument("--label-noise", type=float, default=None, metavar="RATE",
+                    help="calibration labels = the model's own argmax with RATE of them redrawn at random (as "
+                         "after training on noisy labels); default: uniformly random labels")
     ap.add_argument("--tail", default="diagonal", choices=["auto", "diagonal", "full"],
                     help="lip-onnx --tail (default 'diagonal': the paper's refit, what docs/BENCHMARKS.md's first "
                          "table measured; 'auto' is lip-onnx's own default)")
@@ -138,21 +142,31 @@ def main() -> None:
 
     os.makedirs(WORK, exist_ok=True)
     rng = np.random.default_rng(0)
-    results: dict = {"n": a.n, "batch": a.batch, "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+    results: dict = {"n": a.n, "batch": a.batch, "classes": a.classes, "label_noise": a.label_noise,
+                     "label_repair": a.label_repair, "tail": a.tail, "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
                      "load_average_start": list(os.getloadavg())}
     try:
         for name in a.models:
             path = os.path.join(WORK, f"{name}.onnx")
             if name == "cnn":
-                write_cnn(path)
+                write_cnn(path, classes=a.classes)
                 x = rng.standard_normal((a.n, 3, 32, 32), dtype=np.float32)
-                classes = 1000
+                classes = a.classes
             else:
                 write_big_mlp(path, d=1024, q=2048, l=16000)
                 x = rng.random((a.n, 1024), dtype=np.float32)
                 classes = 16000
             calib = os.path.join(WORK, f"{name}.npz")
-            np.savez(calib, x=x, labels=rng.integers(0, classes, a.n))
+            labels = rng.integers(0, classes, a.n)
+            if a.label_noise is not None:  # the model's own classes, some redrawn (not timed)
+                import onnxruntime as ort
+
+                sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+                inp = sess.get_inputs()[0].name
+                own = np.concatenate([np.argmax(sess.run(None, {inp: x[i:i + a.batch]})[0], 1)
+                                      for i in range(0, a.n, a.batch)])
+                labels = np.where(rng.random(a.n) < a.label_noise, labels, own)
+            np.savez(calib, x=x, labels=labels)
             wall_p, rss_p, out = _measure([sys.executable, "-c", _PLAIN, path, calib, str(a.batch)])
             plain = _json(out)
             report = os.path.join(WORK, f"{name}.json")

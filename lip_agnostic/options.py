@@ -37,6 +37,7 @@ __all__ = [
     "CONSTRAINTS",
     "OPTION_NAMES",
     "DEFAULT_CONFIDENCE",
+    "LABEL_REPAIR_CHOICES",
     "DEFAULT_HOLDOUT",
     "DEFAULT_RIDGE_FACTORS",
     "FULL_TAIL_RANK_LIMIT",
@@ -340,6 +341,10 @@ def _optional_ridge(value: Any) -> float | str | None:
     return None if value is None else check_ridge(value)
 
 
+#: ``label_repair`` values and whether each is the paper (the CLI's ``--label-repair`` choices come from here).
+LABEL_REPAIR_CHOICES: dict[str, str] = {"none": "", "filter": "beyond the paper", "relabel": "beyond the paper",
+                                        "neighbours": "beyond the paper", "auto": "beyond the paper"}
+
 #: One parser per option (the declarative table every entry point goes through).
 CONSTRAINTS: dict[str, Callable[[Any], Any]] = {
     "rank": parse_rank,
@@ -352,9 +357,7 @@ CONSTRAINTS: dict[str, Callable[[Any], Any]] = {
     "min_gain": check_min_gain,
     "confidence": check_confidence,
     "holdout": check_holdout,
-    "label_repair": _choice("label_repair", {"none": "", "filter": "beyond the paper",
-                                             "relabel": "beyond the paper", "neighbours": "beyond the paper",
-                                             "auto": "beyond the paper"}),
+    "label_repair": _choice("label_repair", LABEL_REPAIR_CHOICES),
     "temperature": _flag("temperature"),
 }
 

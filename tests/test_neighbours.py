@@ -107,3 +107,25 @@ def test_bad_arrays(problem):
     bad[0, 0] = np.inf
     with pytest.raises(NonFiniteError, match=r"features contains 1 NaN/Inf value"):
         neighbour_disagreement(bad, y, l)
+
+
+def test_kth_smallest_counts_ties_on_every_backend(backend, rng):
+    from lip_agnostic._arrays import kth_smallest
+
+    D = np.round(rng.normal(size=(40, 30)), 1)  # rounded: many ties within a row
+    D[0] = 0.5  # a row of one value
+    for k in (1, 3, 10, 30):
+        got = backend.to_numpy(kth_smallest(backend.xp, backend.asarray(D), k))
+        np.testing.assert_array_equal(got, np.sort(D, axis=1)[:, k - 1:k])
+
+
+def test_tied_references_all_vote(backend):
+    # query 0 sits at one point, two references duplicate the same point: both are at the smallest
+    # distance, so with k=2 exactly those two vote (the 2nd smallest counted with multiplicity)
+    from lip_agnostic.neighbours import ReferenceVote
+
+    R = np.array([[1.0, 0.0], [1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    ref = ReferenceVote(backend.asarray(R), backend.asarray(np.array([1, 1, 0, 0])), backend.asarray(np.arange(4)),
+                        2, k=2)
+    V = backend.to_numpy(ref.votes(backend.asarray(np.array([[2.0, 0.0]])), backend.asarray(np.array([99]))))
+    np.testing.assert_allclose(V, [[0.0, 1.0]])

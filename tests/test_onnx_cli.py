@@ -185,6 +185,19 @@ def test_label_repair_prints_and_reports_the_issues_and_the_temperature(tmp_path
     assert "label-aware heads (beyond the paper, --label-repair auto" in text and r["tail"] == "labels"
 
 
+def test_every_label_repair_of_the_core_is_a_cli_choice(tmp_path, capsys):
+    from lip_agnostic.options import LABEL_REPAIR_CHOICES
+
+    action = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices["denoise"]._actions
+                  if a.dest == "label_repair")
+    assert tuple(action.choices) == tuple(LABEL_REPAIR_CHOICES)
+    files = demo.save_inputs(str(tmp_path))
+    out, report = str(tmp_path / "o.onnx"), str(tmp_path / "r.json")
+    assert cli.main(["denoise", files["model"], "--calib", files["calib"], "-o", out, "--report", report,
+                     "--label-repair", "neighbours"]) == 0
+    assert json.loads(open(report).read())["tail"] == "labels" and "--label-repair neighbours" in capsys.readouterr().out
+
+
 def test_no_temperature_leaves_the_new_head_unscaled(tmp_path, capsys):
     from lip_agnostic.tools.graph import read_weight, select_classifier
     from lip_agnostic.tools.model_io import load_model

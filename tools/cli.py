@@ -17,8 +17,6 @@ from .errors import EXIT_CODES, UNCHANGED_EXIT, LipOnnxError, UsageError
 
 #: ``--tail`` values of ``denoise`` and ``demo`` (the core's ``tail=``).
 _TAILS = ("auto", "diagonal", "full")
-#: ``--label-repair`` values of ``denoise`` (the core's ``label_repair=``).
-_LABEL_REPAIRS = ("none", "filter", "relabel", "auto")
 
 __all__ = ["main", "build_parser"]
 
@@ -141,7 +139,7 @@ def _epilog(extra: str = "") -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (shared by ``lip-onnx`` and ``python -m lip_agnostic.tools``)."""
     from lip_agnostic import __version__
-    from lip_agnostic.options import DEFAULT_CONFIDENCE, LIPOptions
+    from lip_agnostic.options import DEFAULT_CONFIDENCE, LABEL_REPAIR_CHOICES, LIPOptions
     core = LIPOptions()  # the core's defaults
 
     p = _Parser(prog="lip-onnx", description="LIP (principal-subspace preservation + label-ambiguity "
@@ -186,10 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--confidence", type=_confidence, default=DEFAULT_CONFIDENCE, metavar="P|none",
                    help=f"--rank auto: the one-sided sign test's confidence, Bonferroni over the ranks (default "
                         f"{DEFAULT_CONFIDENCE}); 'none' switches the guard off")
-    d.add_argument("--label-repair", choices=_LABEL_REPAIRS, default=core.label_repair,
+    d.add_argument("--label-repair", choices=tuple(LABEL_REPAIR_CHOICES), default=core.label_repair,
                    help="with --calib and --rank auto (beyond the paper): also offer the guard ridge heads fit "
-                        "without ('filter') or with corrected ('relabel') labels of the calibration rows flagged as "
-                        f"mislabelled ('auto': both); 'none': the given labels only (default {core.label_repair})")
+                        "without ('filter'), with corrected ('relabel') or with the neighbours' ('neighbours') labels "
+                        "of the calibration rows flagged as mislabelled ('auto': all three); 'none': the given "
+                        f"labels only (default {core.label_repair})")
     d.add_argument("--issues", metavar="FILE.csv",
                    help="with --calib: write the calibration rows whose labels look wrong (out-of-fold confident "
                         "learning) as CSV position,given,suggested,score, most suspect first (same refusals as the "
