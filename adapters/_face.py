@@ -245,8 +245,11 @@ def shuffler(loader: Any) -> str | None:
 
     Walks ``sampler`` / ``batch_sampler`` (and theirs, as wrappers such as
     Accelerate's nest them) without iterating anything: a random sampler, or
-    a sampler with ``shuffle=True`` (``DistributedSampler``).
+    a sampler with ``shuffle=True`` (``DistributedSampler``); for a
+    ``tf.data.Dataset``, a ``shuffle`` stage that reshuffles on every pass.
     """
+    if type(loader).__module__.startswith("tensorflow"):
+        return _tf_shuffler(loader)
     todo, seen = [getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)], set()
     while todo:
         s = todo.pop()
@@ -260,6 +263,27 @@ def shuffler(loader: Any) -> str | None:
         if getattr(s, "shuffle", False) is True:
             return f"{type(s).__name__}(shuffle=True)"
         todo.extend([getattr(s, "sampler", None), getattr(s, "batch_sampler", None)])
+    return None
+
+
+def _tf_shuffler(dataset: Any) -> str | None:
+    """A ``tf.data`` stage that reshuffles on every pass (``shuffle(..., reshuffle_each_iteration=True)``,
+    the default), found by walking the pipeline's inputs (tf.data keeps them as ``_inputs()``)."""
+    todo, seen = [dataset], set()
+    while todo:
+        d = todo.pop()
+        if id(d) in seen:
+            continue
+        seen.add(id(d))
+        name = type(d).__name__.lstrip("_")
+        if "Shuffle" in name and bool(getattr(d, "_reshuffle_each_iteration", True)):
+            return f"{name}(reshuffle_each_iteration=True)"
+        inputs = getattr(d, "_inputs", None)
+        if callable(inputs):
+            try:
+                todo.extend(inputs())
+            except Exception:  # noqa: BLE001 - a stage without inputs to walk
+                continue
     return None
 
 
@@ -297,8 +321,10 @@ class Replayed:
         self._make, self.passes = make, 0
 
     def __iter__(self) -> Any:
+        # a generator: a pass counts when it starts handing out batches, not when iter() is
+        # called (the core's re-iterability check calls iter() without reading)
         self.passes += 1
-        return iter(self._make(self.passes == 1))
+        yield from self._make(self.passes == 1)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
@@ -305,9 +306,13 @@ def refine_batches(
         Also find the fit rows whose given label looks wrong (beyond the paper:
         out-of-fold confident learning, :func:`lip_agnostic.label_issues.find_label_issues`),
         reported in :attr:`LIPResult.label_issues` by their position in the
-        stream. It reads ``batches`` twice more (re-iterable: a list, a
-        DataLoader without shuffling; a one-shot generator is refused before
-        anything is read) and needs integer labels.
+        stream. It needs integer labels and a re-iterable ``batches`` (a
+        list, a DataLoader without shuffling; a one-shot generator is refused
+        before anything is read): the out-of-fold scores take a second look
+        at the fit rows. The first pass keeps a copy of them while they take
+        at most :data:`FIT_ROW_CACHE_BYTES` (1 GiB), and the second pass reads
+        that copy; past it, ``batches`` is read again (so must yield the same
+        rows in the same order). ``label_repair`` works the same way.
 
     Examples
     --------
@@ -355,7 +360,7 @@ def refine_batches(
 
     validation = _as_stream(validation)
     period = max(2, int(round(1.0 / options.holdout))) if plan.uses_validation and validation is None else 0
-    fit_rows = _FitRows(batches, period, W)
+    fit_rows = _FitRows(batches, period, W, cache_bytes=FIT_ROW_CACHE_BYTES if (label_issues or two_pass) else 0)
     with prog.step("fit statistics") as step:
         for X, Y in fit_rows:
             if int(X.shape[0]):
@@ -369,7 +374,7 @@ def refine_batches(
     issues = None
     if two_pass:
         with prog.step("out-of-fold pass (label issues)") as step:
-            issues = repair.second_pass(_Advancing(_FitRows(batches, period, W, keep_held=False), step))
+            issues = repair.second_pass(_Advancing(fit_rows.again(), step))
 
     calibrate = options.temperature and plan.beyond_paper and plan.uses_validation
     kept_val: list[tuple[Any, Any]] = []
@@ -405,7 +410,7 @@ def refine_batches(
         built, calibration = _with_temperature(built, kept_val, W, bias, selection, repair.svd, reduce, xp)
     if label_issues and issues is None:
         with prog.step("label issues (two passes)", unit="step") as step:
-            issues = find_label_issues(_FitRows(batches, period, W, keep_held=False), shape[1])
+            issues = find_label_issues(fit_rows.again(), shape[1])
             step.advance()
     if issues is not None and period:
         issues = replace(issues, held_out_period=period)
@@ -424,18 +429,33 @@ def refine_batches(
     )
 
 
+#: The second pass of ``label_repair`` / ``label_issues`` replays the fit rows kept from the first
+#: pass while they take at most this many bytes (``n q`` features plus labels), instead of reading
+#: the source again (for a face: a second forward pass of the network).
+FIT_ROW_CACHE_BYTES = 1 << 30
+
+
 class _FitRows:
     """The fit stream as the repair sees it, re-iterable when the source is: every
-    ``period``-th row (by global position) goes to :attr:`held` instead (``period`` 0: none)."""
+    ``period``-th row (by global position) goes to :attr:`held` instead (``period`` 0: none).
 
-    def __init__(self, source: Any, period: int, W: Any, *, keep_held: bool = True) -> None:
+    With ``cache_bytes > 0`` a pass also keeps a copy of the fit rows while they take at most
+    that many bytes, so :meth:`again` replays them without reading the source (for a network's
+    features: without a second forward pass); past the limit the copy is dropped and
+    :meth:`again` reads the source anew."""
+
+    def __init__(self, source: Any, period: int, W: Any, *, keep_held: bool = True, cache_bytes: int = 0) -> None:
         self._source, self._period, self._W, self._keep = source, period, W, keep_held
+        self._cache_bytes = cache_bytes
+        self._cached: list[tuple[Any, Any]] | None = None
         self.held: list[tuple[Any, Any]] = []
         self.seen = 0
 
     def __iter__(self) -> Any:
         xp = namespace(self._W)
         self.held, self.seen = [], 0
+        cached: list[tuple[Any, Any]] | None = [] if self._cache_bytes > 0 else None
+        size = 0
         for X, Y in _batches(self._source, "fit", self._W):
             n_b = int(X.shape[0]) if X.ndim >= 1 else 0
             if self._period:
@@ -443,7 +463,21 @@ class _FitRows:
                 if Xh is not None and self._keep:
                     self.held.append((Xh, Yh))
             self.seen += n_b
+            if cached is not None:
+                size += _nbytes(X) + _nbytes(Y)
+                if size <= self._cache_bytes:
+                    # a copy: a source may hand out one buffer and overwrite it batch after batch
+                    cached.append((_copy(X), _copy(Y)))
+                else:
+                    cached = None
             yield X, Y
+        self._cached = cached
+
+    def again(self) -> Any:
+        """The fit rows once more: the copy kept by the last complete pass, or the source read anew."""
+        if self._cached is not None:
+            return self._cached
+        return _FitRows(self._source, self._period, self._W, keep_held=False)
 
 
 class _Advancing:
@@ -494,6 +528,14 @@ def _reduced(all_reduce: AllReduce, sums: Any, what: str) -> Any:
     if not bool(xp.all(xp.isfinite(xp.asarray(out)))):
         raise NonFiniteError(f"all_reduce returned NaN/Inf for {what}: the reduction is broken")
     return out
+
+
+def _nbytes(a: Any) -> int:
+    return math.prod(int(d) for d in a.shape) * _itemsize(a)
+
+
+def _copy(a: Any) -> Any:
+    return namespace(a).asarray(a, copy=True)
 
 
 def _itemsize(W: Any) -> int:

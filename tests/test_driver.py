@@ -170,3 +170,42 @@ def test_label_issues_ride_along_when_asked(problem):
     assert refine_batches(W, batches).label_issues is None  # off by default: no extra passes
     with pytest.raises(DataTypeError, match=r"one-shot"):
         refine_batches(W, (b for b in batches), label_issues=True)
+
+
+class _Counted:
+    """A re-iterable list of batches that counts how often it is read through (batches handed out / batches)."""
+
+    def __init__(self, batches):
+        self.batches, self.handed = batches, 0
+
+    @property
+    def reads(self):
+        return self.handed / len(self.batches)
+
+    def __iter__(self):
+        for b in self.batches:
+            self.handed += 1
+            yield b
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["in-memory copy", "read again"])
+def test_the_second_pass_replays_the_fit_rows_kept_in_memory(problem, monkeypatch, cache):
+    import lip_agnostic.driver as driver
+
+    W, X, y, rng = problem
+    yn = np.where(rng.random(900) < 0.2, (y + 1) % 4, y)
+    batches = [(X[i:i + 300], yn[i:i + 300]) for i in range(0, 900, 300)]
+    reference = refine_batches(W, batches, label_repair="auto", progress=False)
+    issues_ref = refine_batches(W, batches, label_issues=True, progress=False).label_issues.positions()
+    if not cache:
+        monkeypatch.setattr(driver, "FIT_ROW_CACHE_BYTES", 10 * 12 * 8)  # ten rows: the copy is dropped
+    for kwargs in ({"label_repair": "auto"}, {"label_issues": True}):
+        source = _Counted(batches)
+        res = refine_batches(W, source, progress=False, **kwargs)
+        # one pass and the copy (label_issues alone: its own two passes read the copy too), or the source again
+        assert source.reads == (1 if cache else (2 if "label_repair" in kwargs else 3))
+        if "label_repair" in kwargs:
+            np.testing.assert_array_equal(res.weight, reference.weight)
+            assert res.selection == reference.selection
+        assert res.label_issues.positions() == (reference.label_issues.positions() if "label_repair" in kwargs
+                                                else issues_ref)

@@ -737,6 +737,18 @@ def _unchanged(model, before):
     return all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("two_passes", [{"label_repair": "auto"}, {"label_issues": True}], ids=lambda d: next(iter(d)))
+def test_a_hidden_layer_is_refused_when_the_fit_rows_are_read_twice(two_passes):
+    # the output-layer check runs on the first pass that reads batches (the core's re-iterability
+    # check calls iter() first without reading: that must not count as the first pass)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    before = _weights(model)
+    with pytest.raises(DataError, match=r"the classifier '0' is a hidden layer"):
+        finalize(model[0], _data(n=200), rank="auto", progress=False, **two_passes)
+    assert _unchanged(model, before)
+
+
 def test_a_hidden_layer_is_refused_and_nothing_changes():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
