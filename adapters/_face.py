@@ -36,7 +36,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
 from lip_agnostic.errors import DataError, DataTypeError, OptionError, OptionTypeError
-from lip_agnostic.label_issues import LabelIssues, _host  # _host: the core's one copy of an array to the host
+from lip_agnostic.label_issues import LabelIssues
 from lip_agnostic.options import OPTION_NAMES, SELECTION_DEFAULTS, LIPOptions, check_option_names, face_reserved, inert_options
 
 __all__ = [
@@ -343,9 +343,8 @@ class RowLabelIssues(LabelIssues):
     def rows(self) -> list[dict]:
         """The core's rows (``position``, ``given``, ``suggested``, ``score``), each with its ``row``."""
         out = super().rows()
-        ranked = _host(self.suspects.ranked())  # the suspect entries in the order of the core's rows
-        for r, j in zip(out, ranked):
-            r["row"] = int(self.row_of[int(j)])
+        for r, j in zip(out, self.entries()):  # the suspect entries in the order of the core's rows
+            r["row"] = int(self.row_of[j])
         return out
 
     @property

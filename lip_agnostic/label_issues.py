@@ -75,13 +75,18 @@ class LabelIssues:
         """How many rows are flagged."""
         return self.suspects.n_flagged
 
+    def entries(self) -> list[int]:
+        """The flagged rows' suspect entries (fit rows, before :meth:`stream_position`), most suspect first,
+        as host integers, in the order of :meth:`rows`."""
+        return [int(j) for j in _host(self.suspects.ranked())]
+
     def rows(self) -> list[dict]:
         """The flagged rows, most suspect first: ``position`` (0-based index in the stream as passed),
         ``given`` label, ``suggested`` label, ``score`` (label quality, lower is more suspect)."""
         s = self.suspects
         xp = namespace(s.labels)
         idx = s.ranked()
-        order = _host(idx)
+        order = self.entries()
         given, sugg, score = (_host(xp.take(a, idx, axis=0)) for a in (s.labels, s.suggested, s.score))
         return [{"position": self.stream_position(int(i)), "given": int(g), "suggested": int(t), "score": float(c)}
                 for i, g, t, c in zip(order, given, sugg, score)]

@@ -38,6 +38,8 @@ def test_flags_find_the_flips_and_rows_are_ranked_positions(backend, noisy):
     assert scores == sorted(scores)  # most suspect first
     assert found.temperature.nll_after <= found.temperature.nll_before
     assert str(found).startswith(f"{found.n_flagged} of 1500 labels flagged")
+    # no hold-out: the suspect entries are the positions, host ints in the order of the rows
+    assert found.entries() == pos.tolist() and all(type(j) is int for j in found.entries())
 
 
 def test_the_flags_agree_with_cleanlab_on_the_same_probabilities(noisy):
